@@ -1,0 +1,34 @@
+# The two commands of the README. Both create .venv and install the project on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Threads for torch/BLAS: small graph ops suffer from oversubscription on busy machines.
+export OMP_NUM_THREADS ?= 2
+export MKL_NUM_THREADS ?= 2
+
+.PHONY: demo test test-all lint install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[vision,dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/lagnh demo
+
+# Fast suite (what CI runs): everything but tests marked slow.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check lagnh_pyg cli tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

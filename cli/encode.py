@@ -1,0 +1,42 @@
+"""`lagnh encode`: codes for the query/database splits from any run (LAGNH or baseline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lagnh_pyg.errors import InputError
+
+from .common import handle_errors, out
+
+SPLIT_CHOICES = {"query": ["query"], "database": ["database"], "train": ["train"], "all": ["query", "database"]}
+
+
+@handle_errors
+def encode(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `lagnh train` or `lagnh baseline`.")],
+    split: Annotated[str, typer.Option(help="query, database, train, or all (= query and database).")] = "all",
+    data: Annotated[Optional[Path], typer.Option(help="Encode the items of another dataset directory with this model.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    chunk: Annotated[int, typer.Option(help="Items per encoding chunk (memory only; codes do not depend on it).")] = 8192,
+) -> None:
+    """Write packed codes to RUN_DIR/codes/{query,database}.npy (uint8, np.packbits order)."""
+    from rich.progress import Progress
+
+    from lagnh_pyg.device import resolve_device
+    from lagnh_pyg.run import Run, encode_splits
+
+    if split not in SPLIT_CHOICES:
+        raise InputError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
+    if chunk <= 0:
+        raise InputError("--chunk must be positive")
+    run = Run.open(run_dir)
+    ds = run.dataset(data)
+    with Progress(console=out, transient=True) as bar:
+        tasks = {s: bar.add_task(f"encoding {s}", total=len(ds.split(s))) for s in SPLIT_CHOICES[split]}
+        written = encode_splits(run, SPLIT_CHOICES[split], data_dir=data, device=resolve_device(device), chunk=chunk,
+                                progress=lambda s, m: bar.advance(tasks[s], m))
+    for s, p in written.items():
+        out.print(f"{s}: {p}")

@@ -1,0 +1,40 @@
+"""The `lagnh` command line: thin wrappers that parse, call the library and print."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from . import data as data_cli
+from .encode import encode
+
+app = typer.Typer(
+    name="lagnh",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Unsupervised hashing for scalable image retrieval (LAGNH on PyTorch Geometric).",
+)
+app.add_typer(data_cli.app, name="data")
+app.command()(encode)
+
+
+@app.callback()
+def _root(
+    threads: Annotated[Optional[int], typer.Option(help="Threads for torch and FAISS (default: all cores).", envvar="LAGNH_THREADS")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    from lagnh_pyg.utils import set_threads
+
+    from .common import setup_logging
+
+    setup_logging(verbose)
+    set_threads(threads)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

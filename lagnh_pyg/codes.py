@@ -1,0 +1,47 @@
+"""Binary codes: packing, unpacking and the on-disk format of the contract.
+
+Codes are stored packed, ``numpy.packbits(codes > 0, axis=1)``: uint8, ``bits / 8`` bytes an
+item, the first bit of a code in the most significant bit of its first byte. ``bits`` must
+be a multiple of 8.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+
+
+def check_bits(bits: int) -> int:
+    """Validate a code length: a positive multiple of 8."""
+    if not isinstance(bits, (int, np.integer)) or bits <= 0 or bits % 8:
+        raise InputError(f"code length must be a positive multiple of 8 (8, 16, 32, 64, 128, ...), got {bits}")
+    return int(bits)
+
+
+def pack_codes(codes: np.ndarray) -> np.ndarray:
+    """±1 (or real-valued, sign taken; 0 counts as -1) or boolean codes -> packed uint8 rows."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise InputError(f"codes must be a 2-D array (items x bits), got shape {codes.shape}")
+    check_bits(codes.shape[1])
+    return np.packbits(codes > 0, axis=1)
+
+
+def unpack_codes(packed: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """Packed uint8 rows -> ±1 int8 codes."""
+    packed = np.asarray(packed)
+    if packed.dtype != np.uint8 or packed.ndim != 2:
+        raise InputError(f"packed codes must be a 2-D uint8 array, got {packed.dtype} with shape {packed.shape}")
+    bitsarr = np.unpackbits(packed, axis=1)
+    if bits is not None:
+        bitsarr = bitsarr[:, :bits]
+    return (bitsarr.astype(np.int8) * 2 - 1).astype(np.int8)
+
+
+def as_packed(codes: np.ndarray) -> np.ndarray:
+    """Accept packed uint8 or ±1/{0,1}-free sign codes; return packed uint8."""
+    codes = np.asarray(codes)
+    if codes.dtype == np.uint8:
+        return codes
+    return pack_codes(codes)

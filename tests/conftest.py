@@ -1,0 +1,22 @@
+import os
+
+# Small torch ops on a 2-core CI machine: oversubscription costs more than it gains.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def small_synthetic(tmp_path_factory):
+    """A 1,200-item synthetic dataset (64-d, 8 classes) shared by the session's tests."""
+    from lagnh_pyg.data.synthetic import SyntheticSpec, generate
+
+    out = tmp_path_factory.mktemp("data") / "syn"
+    spec = SyntheticSpec(n=1200, dim=64, classes=8, junk_tags=8, n_train=400, n_query=100, seed=1)
+    return generate(spec, out)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
