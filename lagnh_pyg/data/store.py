@@ -58,6 +58,31 @@ def _as_2d(name: str, array: Any) -> Any:
     return array
 
 
+class _NpyRows:
+    """A preallocated .npy file filled by row blocks through seek+write.
+
+    Unlike a writable memmap, written pages go to the page cache rather than staying in the
+    process's resident set, so streaming 1M x 4096 rows keeps RSS bounded by one block.
+    """
+
+    def __init__(self, path: Path, dtype: Any, shape: tuple[int, int]) -> None:
+        m = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        self.offset = m.offset
+        del m
+        self.dtype = np.dtype(dtype)
+        self.row_bytes = self.dtype.itemsize * shape[1]
+        self.f = open(path, "r+b")
+
+    def __setitem__(self, rows: slice, block: Any) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        self.f.seek(self.offset + rows.start * self.row_bytes)
+        self.f.write(block.tobytes())
+
+    def flush(self) -> None:
+        self.f.flush()
+        self.f.close()
+
+
 class DatasetWriter:
     """Stream a dataset directory to disk in row chunks with bounded memory.
 
@@ -119,18 +144,13 @@ class DatasetWriter:
     def __enter__(self) -> "DatasetWriter":
         self._ctx = atomic_dir(self.out, overwrite=self.overwrite)
         self.tmp = self._ctx.__enter__()
-        fmt = np.lib.format
-        self._features = fmt.open_memmap(
-            self.tmp / "features.npy", mode="w+", dtype=self.feature_dtype, shape=(self.n, self.feature_dim)
-        )
+        self._features = _NpyRows(self.tmp / "features.npy", self.feature_dtype, (self.n, self.feature_dim))
         self._aux = None
         if not self.aux_sparse:
-            self._aux = fmt.open_memmap(self.tmp / "aux.npy", mode="w+", dtype=np.float32, shape=(self.n, self.aux_dim))
+            self._aux = _NpyRows(self.tmp / "aux.npy", np.float32, (self.n, self.aux_dim))
         self._labels = None
         if self.label_dim is not None:
-            self._labels = fmt.open_memmap(
-                self.tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(self.n, self.label_dim)
-            )
+            self._labels = _NpyRows(self.tmp / "labels.npy", np.uint8, (self.n, self.label_dim))
         self._written = np.zeros(self.n, dtype=bool)
         return self
 

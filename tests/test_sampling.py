@@ -1,0 +1,80 @@
+import pytest
+import torch
+from torch_geometric.data import Data
+
+from lagnh_pyg.sampling import TorchNeighborSampler, make_neighbor_loader
+
+
+def random_graph(n=60, e=400, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ei = torch.randint(0, n, (2, e), generator=g)
+    ei = ei[:, ei[0] != ei[1]]
+    ei = torch.unique(ei, dim=1)
+    return Data(x=torch.randn(n, 4, generator=g), edge_index=ei, edge_attr=torch.arange(ei.size(1)).float(),
+                num_nodes=n)
+
+
+def reference_all_neighbours(data, seeds, hops):
+    """Brute force: nodes in BFS order (seeds first) and every incoming edge of each frontier."""
+    src, dst = data.edge_index
+    seen, nodes, frontier, edges = set(seeds.tolist()), list(seeds.tolist()), seeds.tolist(), set()
+    for _ in range(hops):
+        new = []
+        for v in frontier:
+            for eid in torch.nonzero(dst == v).flatten().tolist():
+                edges.add(eid)
+                u = int(src[eid])
+                if u not in seen:
+                    seen.add(u)
+                    new.append(u)
+        nodes += sorted(new)
+        frontier = sorted(new)
+    return nodes, edges
+
+
+@pytest.mark.parametrize("hops", [1, 2])
+def test_all_neighbours_matches_bfs(hops):
+    data = random_graph()
+    loader = make_neighbor_loader(data, [-1] * hops, input_nodes=torch.tensor([3, 7, 11]), batch_size=3,
+                                  shuffle=False, backend="torch")
+    batch = next(iter(loader))
+    nodes, edges = reference_all_neighbours(data, torch.tensor([3, 7, 11]), hops)
+    assert batch.n_id.tolist() == nodes
+    assert set(batch.e_id.tolist()) == edges
+    assert batch.batch_size == 3
+    # PyG sliced the edge attributes by our global edge ids, and local ids map back exactly
+    assert torch.equal(batch.edge_attr, data.edge_attr[batch.e_id])
+    glob = batch.n_id[batch.edge_index]
+    assert torch.equal(glob, data.edge_index[:, batch.e_id])
+    assert torch.equal(batch.x, data.x[batch.n_id])
+
+
+def test_fanout_is_respected_and_edges_are_real():
+    data = random_graph(n=100, e=2000)
+    sampler = TorchNeighborSampler(data, [3, 2], seed=0)
+    loader = make_neighbor_loader(data, [3, 2], batch_size=10, shuffle=True, seed=1, backend="torch")
+    seen = 0
+    for batch in loader:
+        seeds = batch.n_id[: batch.batch_size]
+        hop1_edges = batch.num_sampled_edges[0]
+        dst_hop1 = batch.edge_index[1, :hop1_edges]
+        counts = torch.bincount(dst_hop1, minlength=batch.batch_size)[: batch.batch_size]
+        indeg = torch.bincount(data.edge_index[1], minlength=data.num_nodes)[seeds]
+        assert torch.equal(counts, torch.minimum(indeg, torch.tensor(3)))
+        assert torch.equal(batch.n_id[batch.edge_index], data.edge_index[:, batch.e_id])
+        assert batch.e_id.unique().numel() == batch.e_id.numel()
+        seen += batch.batch_size
+    assert seen == 100
+    assert sampler.edge_permutation is None
+
+
+def test_sampling_is_reproducible_under_a_seed():
+    data = random_graph(n=80, e=1500)
+    a = [b.e_id for b in make_neighbor_loader(data, [4, 4], batch_size=16, seed=5, backend="torch")]
+    b = [b.e_id for b in make_neighbor_loader(data, [4, 4], batch_size=16, seed=5, backend="torch")]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_bad_fanout():
+    with pytest.raises(ValueError, match="num_neighbors"):
+        TorchNeighborSampler(random_graph(), [0])
