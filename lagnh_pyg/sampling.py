@@ -75,14 +75,28 @@ class TorchNeighborSampler(BaseSampler):
         offset = torch.arange(total) - torch.repeat_interleave(torch.cumsum(deg, 0) - deg, deg)
         pos = start[seg] + offset
         if k >= 0 and bool((deg > k).any()):
-            # keep the k smallest random keys within each segment: sort by (segment, key)
+            pos, seg = self._subsample(pos, seg, offset, deg, k)
+        return pos, frontier[seg]
+
+    def _subsample(self, pos: Tensor, seg: Tensor, offset: Tensor, deg: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Keep ``k`` edges per segment, uniformly without replacement (all when deg <= k)."""
+        total = pos.numel()
+        max_deg = int(deg.max())
+        if deg.numel() * max_deg <= 4 * total:
+            # kNN graphs have bounded degree: rank random keys within a padded [segments, max_deg]
+            # matrix (a short per-row sort) instead of one global sort of every edge.
+            keys = torch.full((deg.numel(), max_deg), 2.0)
+            keys[seg, offset] = torch.rand(total, generator=self.generator)
+            rank = torch.empty_like(keys, dtype=torch.long)
+            rank.scatter_(1, torch.argsort(keys, dim=1), torch.arange(max_deg).expand_as(keys).contiguous())
+            keep = rank[seg, offset] < k
+        else:  # heavy-tailed degrees: one global sort by (segment, random key)
             key = torch.rand(total, generator=self.generator)
             order = torch.argsort(seg.to(torch.float64) + key.to(torch.float64) * 0.5)
             rank = torch.empty(total, dtype=torch.long)
             rank[order] = offset  # offsets enumerate each segment 0..deg-1 in order
             keep = rank < k
-            pos, seg = pos[keep], seg[keep]
-        return pos, frontier[seg]
+        return pos[keep], seg[keep]
 
     def sample_from_nodes(self, index: NodeSamplerInput, **kwargs) -> SamplerOutput:
         seeds = index.node.to(torch.long)

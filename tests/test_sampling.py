@@ -78,3 +78,16 @@ def test_sampling_is_reproducible_under_a_seed():
 def test_bad_fanout():
     with pytest.raises(ValueError, match="num_neighbors"):
         TorchNeighborSampler(random_graph(), [0])
+
+
+def test_fanout_with_a_hub_uses_exact_counts():
+    # a hub with 200 incoming edges among degree-1 nodes takes the global-sort path
+    n = 400
+    src = torch.cat([torch.arange(1, 201), torch.arange(201, 400)])
+    dst = torch.cat([torch.zeros(200, dtype=torch.long), torch.arange(1, 200)])
+    data = Data(edge_index=torch.stack([src, dst]), num_nodes=n)
+    batch = next(iter(make_neighbor_loader(data, [5], input_nodes=torch.arange(0, 50), batch_size=50,
+                                           shuffle=False, seed=0, backend="torch")))
+    counts = torch.bincount(batch.edge_index[1], minlength=50)
+    assert counts[0] == 5 and bool((counts[1:50] == 1).all())
+    assert torch.equal(batch.n_id[batch.edge_index], data.edge_index[:, batch.e_id])
