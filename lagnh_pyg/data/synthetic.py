@@ -64,9 +64,16 @@ def split_sizes(spec: SyntheticSpec) -> tuple[int, int]:
     return n_train, n_query
 
 
-def generate(spec: SyntheticSpec, out: str | os.PathLike, chunk: int = 32768, overwrite: bool = False,
-             progress=None) -> Path:
-    """Write a synthetic dataset directory to ``out``; returns its path."""
+BLOCK_ROWS = 32768
+
+
+def generate(spec: SyntheticSpec, out: str | os.PathLike, overwrite: bool = False, progress=None) -> Path:
+    """Write a synthetic dataset directory to ``out``; returns its path.
+
+    Rows come in blocks of ``BLOCK_ROWS``, each from its own generator seeded by
+    ``(seed, block)``, so any N is produced with bounded memory and a row never depends on
+    how the work is scheduled.
+    """
     spec.validate()
     rng = np.random.default_rng(spec.seed)
     C, D = spec.classes, spec.dim
@@ -88,8 +95,9 @@ def generate(spec: SyntheticSpec, out: str | os.PathLike, chunk: int = 32768, ov
         out, spec.n, D, aux_dim, label_dim=C, aux_names=names + [f"junk_{j}" for j in range(spec.junk_tags)],
         label_names=names, provenance={"source": "synthetic", "spec": asdict(spec)}, overwrite=overwrite,
     ) as w:
-        for s in range(0, spec.n, chunk):
-            m = min(chunk, spec.n - s)
+        for s in range(0, spec.n, BLOCK_ROWS):
+            m = min(BLOCK_ROWS, spec.n - s)
+            rng = np.random.default_rng([spec.seed, 1 + s // BLOCK_ROWS])
             n_lab = rng.choice([1, 2, 3], size=m, p=[0.45, 0.35, 0.2])
             labels = np.zeros((m, C), dtype=np.uint8)
             # draw up to 3 distinct labels per row by the Gumbel-top-k trick on log frequencies
