@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import typer
 
 from lagnh_pyg.errors import InputError
@@ -14,25 +13,23 @@ from lagnh_pyg.errors import InputError
 from .common import handle_errors, out
 
 app = typer.Typer(no_args_is_help=True, help="Create, import and inspect dataset directories.")
-import_app = typer.Typer(
-    no_args_is_help=False,
-    invoke_without_command=True,
-    help="Import features, aux semantics, labels and splits into a dataset directory.",
-)
+import_app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
 app.add_typer(import_app, name="import")
 
+# Options shared by the importers that take features from elsewhere (coco, nuswide, folder).
+FeaturesOpt = Annotated[Optional[Path], typer.Option("--features", help="N x d features (.npy, memory-mapped), one row per id of --ids.")]
+IdsOpt = Annotated[Optional[Path], typer.Option("--ids", help="Item ids of the --features rows (.txt one a line, or a 1-D .npy); file names work too.")]
+AuxOpt = Annotated[Optional[Path], typer.Option("--aux", help="N x c aux semantics in [0,1] (.npy or sparse .npz), replacing the dataset's own tags.")]
+AuxIdsOpt = Annotated[Optional[Path], typer.Option("--aux-ids", help="Item ids of the --aux rows (default: --ids when the row counts agree).")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Dataset directory to create (must not exist).")]
+SparseOpt = Annotated[Optional[bool], typer.Option("--sparse-aux/--dense-aux", help="Aux storage (default: sparse for sparse input or >= 256 columns).", show_default=False)]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the split sampling.")]
 
-def _load_array(path: Path, what: str) -> np.ndarray:
-    if not path.is_file():
-        raise InputError(f"{what} file {path} does not exist")
-    try:
-        if path.suffix == ".npz":
-            import scipy.sparse as sp
 
-            return sp.load_npz(path).tocsr()
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise InputError(f"cannot read {what} file {path}: {e}") from None
+def _load_array(path: Path, what: str):
+    from lagnh_pyg.data.sources import load_matrix
+
+    return load_matrix(path, what)
 
 
 @import_app.callback()
@@ -50,16 +47,25 @@ def import_npy(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Dataset directory to create.")] = None,
     sparse_aux: Annotated[bool, typer.Option(help="Store aux as sparse CSR (large tag vocabularies).")] = False,
 ) -> None:
-    """Import .npy arrays (the contract form), or a real dataset with a subcommand.
+    """Import .npy arrays into a dataset directory, or a real dataset with a subcommand.
 
-    Example: lagnh data import --features X.npy --aux A.npy --labels L.npy
-    --train-idx T.npy --query-idx Q.npy --database-idx D.npy --out data/mine
+    Example:
+
+    lagnh data import --features X.npy --aux A.npy --labels L.npy --train-idx T.npy --query-idx Q.npy --database-idx D.npy --out data/mine
+
+    Real datasets: lagnh data import coco|nuswide|mat|folder --help
     """
+    given = {"--features": features, "--aux": aux, "--labels": labels, "--train-idx": train_idx,
+             "--query-idx": query_idx, "--database-idx": database_idx, "--ids": ids, "--paths": paths,
+             "--out": out_dir}
     if ctx.invoked_subcommand is not None:
+        early = [k for k, v in given.items() if v is not None] + (["--sparse-aux"] if sparse_aux else [])
+        if early:
+            raise InputError(f"{', '.join(early)} belong(s) after the importer name: "
+                             f"lagnh data import {ctx.invoked_subcommand} ... {early[0]} ...")
         return
-    need = {"--features": features, "--aux": aux, "--train-idx": train_idx, "--query-idx": query_idx,
-            "--database-idx": database_idx, "--out": out_dir}
-    missing = [k for k, v in need.items() if v is None]
+    need = ("--features", "--aux", "--train-idx", "--query-idx", "--database-idx", "--out")
+    missing = [k for k in need if given[k] is None]
     if missing:
         raise InputError(f"missing option(s) {', '.join(missing)} (or name an importer: coco, nuswide, mat, folder)")
     from lagnh_pyg.data.store import write_dataset
@@ -82,6 +88,190 @@ def _read_lines(path: Path, what: str) -> list[str]:
     if not path.is_file():
         raise InputError(f"{what} file {path} does not exist")
     return path.read_text().splitlines()
+
+
+def _write_catalog(catalog, out_dir: Path, features: Optional[Path], ids: Optional[Path], aux: Optional[Path],
+                   aux_ids: Optional[Path], sparse_aux: Optional[bool], features_hint: str) -> None:
+    """Attach given features/aux to an importer's catalog and write the dataset; print what happened."""
+    from lagnh_pyg.data.sources import read_ids, write_catalog
+
+    for note in catalog.notes:
+        out.print(note, markup=False, highlight=False)
+    if features is None:
+        raise InputError(f"--features is required: {features_hint}")
+    X = _load_array(features, "features")
+    A = _load_array(aux, "aux") if aux is not None else None
+    write_catalog(catalog, out_dir, X,
+                  feature_ids=read_ids(ids, "--ids") if ids is not None else None,
+                  aux=A,
+                  aux_ids=read_ids(aux_ids, "--aux-ids") if aux_ids is not None else None,
+                  sparse_aux=sparse_aux,
+                  provenance={"features": str(features), "aux": str(aux) if aux else None})
+    _print_written(out_dir)
+
+
+def _print_written(out_dir: Path) -> None:
+    from lagnh_pyg.data.store import Dataset
+
+    m = Dataset.open(out_dir).manifest
+    lab = m["labels"]
+    out.print(f"wrote dataset {out_dir} ({m['n_items']} items, {m['features']['dim']}-d features, "
+              f"{m['aux']['dim']} aux columns ({m['aux']['storage']}), "
+              f"{'no labels' if lab is None else str(lab['dim']) + ' label classes'}; "
+              + ", ".join(f"{k} {v}" for k, v in m["splits"].items()) + ")", markup=False, highlight=False)
+
+
+@import_app.command("coco")
+@handle_errors
+def import_coco(
+    train_json: Annotated[Path, typer.Argument(help="instances_train2017.json", show_default=False)],
+    val_json: Annotated[Path, typer.Argument(help="instances_val2017.json", show_default=False)],
+    out_dir: OutOpt,
+    features: FeaturesOpt = None,
+    ids: IdsOpt = None,
+    aux: AuxOpt = None,
+    aux_ids: AuxIdsOpt = None,
+    images: Annotated[Optional[Path], typer.Option(help="COCO image root holding train2017/ and val2017/ (paths are recorded).")] = None,
+    n_train: Annotated[int, typer.Option(help="Training images sampled from train2017.")] = 5000,
+    seed: SeedOpt = 0,
+    no_annotation: Annotated[str, typer.Option(help="Images without annotations: drop, or keep with all-zero labels (the paper's counts).")] = "drop",
+    sparse_aux: SparseOpt = None,
+) -> None:
+    """MS COCO 2017, the paper's split: 5,000 train from train2017, its rest the database, val2017 the queries.
+
+    Labels are the 80 categories. Features and aux (detector scores over the 80 categories, from `lagnh extract objects`) are .npy files whose rows --ids names by COCO image id or file name. Images without annotations are dropped (--no-annotation keep gives the paper's 113,287 / 5,000).
+
+    Example:
+
+    lagnh data import coco annotations/instances_train2017.json annotations/instances_val2017.json --features fc7.npy --aux detections.npy --ids image_ids.txt --images coco/ --out data/coco
+    """
+    from lagnh_pyg.data import coco
+
+    catalog = coco.build_catalog(train_json, val_json, n_train=n_train, seed=seed, no_annotation=no_annotation,
+                                 images=images)
+    _write_catalog(catalog, out_dir, features, ids, aux, aux_ids, sparse_aux,
+                   "COCO features come from extraction or a .npy whose rows --ids names by image id")
+
+
+@import_app.command("nuswide")
+@handle_errors
+def import_nuswide(
+    root: Annotated[Path, typer.Argument(help="NUS-WIDE directory (Concepts81.txt, Groundtruth/, AllTags1k.txt, ImageList/).", show_default=False)],
+    out_dir: OutOpt,
+    features: Annotated[Optional[Path], typer.Option("--features", help="Features (.npy): one row per line of Imagelist.txt, per kept image, or per id of --ids.")] = None,
+    ids: IdsOpt = None,
+    aux: AuxOpt = None,
+    aux_ids: AuxIdsOpt = None,
+    images: Annotated[Optional[Path], typer.Option(help="The Flickr/ image folder (<concept>/<file>); paths are recorded.")] = None,
+    concepts: Annotated[int, typer.Option("--concepts", help="Keep images of this many most frequent concepts.")] = 21,
+    per_concept: Annotated[int, typer.Option(help="Queries sampled per concept (then de-duplicated).")] = 200,
+    n_train: Annotated[int, typer.Option(help="Training images sampled from the non-queries.")] = 5000,
+    seed: SeedOpt = 0,
+    min_tag_count: Annotated[int, typer.Option(help="Keep tags used by at least this many kept images.")] = 1,
+    concepts_file: Annotated[Optional[Path], typer.Option(help="Concepts81.txt, if not under ROOT.")] = None,
+    labels_dir: Annotated[Optional[Path], typer.Option(help="The folder of Labels_<concept>.txt, if not under ROOT.")] = None,
+    tags_file: Annotated[Optional[Path], typer.Option(help="AllTags1k.txt, if not under ROOT.")] = None,
+    tag_names_file: Annotated[Optional[Path], typer.Option(help="TagList1k.txt, if not under ROOT.")] = None,
+    image_list: Annotated[Optional[Path], typer.Option(help="ImageList/Imagelist.txt, if not under ROOT.")] = None,
+    sparse_aux: SparseOpt = None,
+) -> None:
+    """NUS-WIDE, the 21-concept protocol: 200 queries per concept (de-duplicated), 5,000 train, the rest database.
+
+    Images carrying one of the 21 most frequent concepts are kept; those concepts are the labels and the 1k user tags the aux (sparse). Features are a .npy with one row per line of Imagelist.txt (or per id of --ids).
+
+    Example:
+
+    lagnh data import nuswide NUS-WIDE/ --features fc7.npy --images NUS-WIDE/Flickr --out data/nuswide
+    """
+    from lagnh_pyg.data import nuswide
+
+    catalog = nuswide.build_catalog(
+        root, n_concepts=concepts, per_concept=per_concept, n_train=n_train, seed=seed, min_tag_count=min_tag_count,
+        images=images, concepts_file=concepts_file, labels_dir=labels_dir, tags_file=tags_file,
+        tag_names_file=tag_names_file, image_list=image_list, with_tags=aux is None)
+    _write_catalog(catalog, out_dir, features, ids, aux, aux_ids, sparse_aux,
+                   "NUS-WIDE features come from extraction or a .npy aligned with Imagelist.txt (or named by --ids)")
+
+
+@import_app.command("mat")
+@handle_errors
+def import_mat(
+    path: Annotated[Path, typer.Argument(help="A .mat (v5 or v7.3) or .h5 file.", show_default=False)],
+    out_dir: OutOpt,
+    features_key: Annotated[Optional[str], typer.Option(help="Feature key(s): KEY, or TRAIN,QUERY,DATABASE (default: first known preset, e.g. I_tr,I_te,I_db).")] = None,
+    aux_key: Annotated[Optional[str], typer.Option(help="Aux (tags/text) key(s), as many as the feature keys (e.g. T_tr,T_te,T_db).")] = None,
+    labels_key: Annotated[Optional[str], typer.Option(help="Label key(s), as many as the feature keys (e.g. L_tr,L_te,L_db).")] = None,
+    transpose: Annotated[str, typer.Option(help="auto (transpose MATLAB v7.3 only), yes, or no.")] = "auto",
+    binarize_aux: Annotated[bool, typer.Option(help="Use aux > 0 as 0/1 (tag counts, bag-of-words).")] = False,
+    n_train: Annotated[int, typer.Option(help="Whole-array files: training items.")] = 5000,
+    n_query: Annotated[int, typer.Option(help="Whole-array files: query items.")] = 1000,
+    train_in_database: Annotated[bool, typer.Option(help="Whole-array files: the database also holds the training items.")] = True,
+    seed: SeedOpt = 0,
+    sparse_aux: SparseOpt = None,
+) -> None:
+    """Features, tags and labels from a .mat (v5, v7.3) or .h5 file as hashing code bases distribute them.
+
+    Split files (three keys each: train, query, database) keep their splits; whole-array files get a seeded split. Without key options the first known preset is used (I_tr/T_tr/L_tr..., XTrain/YTrain/LTrain..., XAll/YAll/LAll, ...). MATLAB v7.3 matrices are read transposed.
+
+    Example:
+
+    lagnh data import mat mirflickr25k.mat --features-key I_tr,I_te,I_db --aux-key T_tr,T_te,T_db --labels-key L_tr,L_te,L_db --out data/flickr
+    """
+    from lagnh_pyg.data import mat as matmod
+    from lagnh_pyg.data.sources import write_catalog
+
+    catalog, feats, handle = matmod.build(
+        path, features_key=features_key, aux_key=aux_key, labels_key=labels_key, transpose=transpose,
+        n_train=n_train, n_query=n_query, seed=seed, train_in_database=train_in_database, binarize_aux=binarize_aux)
+    try:
+        for note in catalog.notes:
+            out.print(note, markup=False, highlight=False)
+        write_catalog(catalog, out_dir, feats, sparse_aux=sparse_aux)
+    finally:
+        handle.close()
+    _print_written(out_dir)
+
+
+@import_app.command("folder")
+@handle_errors
+def import_folder(
+    root: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).", show_default=False)],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Dataset directory to create (must not exist).")] = None,
+    features: Annotated[Optional[Path], typer.Option("--features", help="N x d features (.npy), rows in the order of --print-list, or named by --ids.")] = None,
+    ids: IdsOpt = None,
+    csv_file: Annotated[Optional[Path], typer.Option("--csv", help="CSV with columns path (or file_name), tags, labels; terms separated by ; or |.")] = None,
+    aux: AuxOpt = None,
+    aux_ids: AuxIdsOpt = None,
+    min_tag_count: Annotated[int, typer.Option(help="Keep tags used by at least this many images.")] = 1,
+    n_train: Annotated[int, typer.Option(help="Training images.")] = 5000,
+    n_query: Annotated[int, typer.Option(help="Query images.")] = 1000,
+    train_in_database: Annotated[bool, typer.Option(help="The database also holds the training images.")] = True,
+    seed: SeedOpt = 0,
+    print_list: Annotated[bool, typer.Option("--print-list", help="Print the sorted image list (the row order --features must follow) and exit.")] = False,
+    sparse_aux: SparseOpt = None,
+) -> None:
+    """An image folder, with tags (aux) and labels from an optional CSV; a seeded split.
+
+    The CSV has columns path (or file_name), tags and optionally labels, terms separated by ; or |. Features are computed elsewhere, one row per image in the order --print-list shows.
+
+    Example:
+
+    lagnh data import folder photos/ --print-list > images.txt
+
+    lagnh data import folder photos/ --csv tags.csv --features X.npy --n-train 2000 --n-query 500 --out data/photos
+    """
+    from lagnh_pyg.data import folder
+
+    if print_list:
+        for p in folder.list_images(root):
+            print(p)
+        return
+    if out_dir is None:
+        raise InputError("missing option --out (the dataset directory to create)")
+    catalog = folder.build_catalog(root, csv_path=csv_file, min_tag_count=min_tag_count, n_train=n_train,
+                                   n_query=n_query, seed=seed, train_in_database=train_in_database)
+    _write_catalog(catalog, out_dir, features, ids, aux, aux_ids, sparse_aux,
+                   "give a .npy with one row per image in the order of `--print-list` (or named by --ids)")
 
 
 @app.command()
@@ -146,6 +336,8 @@ def synthetic(
 
     from lagnh_pyg.data.synthetic import SyntheticSpec, generate
 
+    if not 0 <= aux_noise <= 1:  # named here: the spec calls it aux_drop
+        raise InputError(f"--aux-noise is a probability in [0, 1], got {aux_noise}")
     spec = SyntheticSpec(n=n, dim=dim, classes=classes, junk_tags=junk_tags, noise=noise, nuisance=nuisance,
                          aux_drop=aux_noise, aux_add=aux_add, n_train=n_train, n_query=n_query,
                          train_in_database=train_in_database, seed=seed)

@@ -49,10 +49,10 @@ class SyntheticSpec:
             raise InputError(f"--n must be at least 3, got {self.n}")
         if self.dim < 2 or self.classes < 2:
             raise InputError("--dim and --classes must be at least 2")
-        for name in ("aux_drop", "aux_add", "junk_rate"):
+        for name, flag in (("aux_drop", "--aux-noise"), ("aux_add", "--aux-add"), ("junk_rate", "junk_rate")):
             v = getattr(self, name)
             if not 0 <= v <= 1:
-                raise InputError(f"--{name.replace('_', '-')} is a probability in [0, 1], got {v}")
+                raise InputError(f"{flag} is a probability in [0, 1], got {v}")
         if self.noise < 0 or self.nuisance < 0:
             raise InputError("--noise and --nuisance must be non-negative")
 

@@ -1,0 +1,336 @@
+"""What every importer shares: a catalog of items, given arrays aligned to it by id, seeded
+splits, and the one write step into the dataset directory.
+
+An importer (``coco``, ``nuswide``, ``folder``) first builds a :class:`Catalog` — the items'
+ids, labels, tags, image paths and the protocol's splits — from the dataset's own files. It
+needs no features, so feature extraction can build the same catalog, compute features for
+``catalog.paths`` and hand them to :func:`write_catalog`. Features (and aux, where the dataset
+has no tags) that already exist as ``.npy`` files are aligned to the catalog by item id.
+
+Arrays are never copied whole: rows are gathered chunk by chunk from memory-mapped inputs
+(:class:`RowTake`), so a 1M x 4096 feature file is read once, in pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import InputError
+from .store import write_dataset
+
+logger = logging.getLogger(__name__)
+
+#: aux with at least this many columns is stored sparse (tag vocabularies) unless told otherwise
+SPARSE_AUX_MIN_COLUMNS = 256
+
+
+def require_file(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} file {path} does not exist")
+    return path
+
+
+def load_matrix(path: str | os.PathLike, what: str) -> np.ndarray | sp.csr_matrix:
+    """A 2-D array from ``.npy`` (memory-mapped, never loaded whole) or a scipy-sparse ``.npz``."""
+    path = require_file(path, what)
+    try:
+        if path.suffix == ".npz":
+            try:
+                return sp.load_npz(path).tocsr()
+            except (ValueError, KeyError):
+                with np.load(path, allow_pickle=False) as z:
+                    if len(z.files) != 1:
+                        raise InputError(
+                            f"{what} file {path} is an .npz with arrays {z.files}; give one .npy or a "
+                            "scipy.sparse.save_npz file"
+                        ) from None
+                    return z[z.files[0]]
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise InputError(f"cannot read {what} file {path}: {str(e).splitlines()[0]}") from None
+
+
+def read_ids(path: str | os.PathLike, what: str = "id list") -> list[str]:
+    """Item ids from a text file (one a line) or a 1-D ``.npy`` array (numbers or strings)."""
+    path = require_file(path, what)
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise InputError(f"cannot read {what} file {path}: {e} (save ids as numbers or fixed-width strings)") from None
+        if arr.ndim != 1:
+            raise InputError(f"{what} file {path} must hold a 1-D array, got shape {arr.shape}")
+        if arr.dtype.kind == "f" and np.all(np.mod(arr, 1) == 0):
+            arr = arr.astype(np.int64)
+        ids = [str(x) for x in arr.tolist()]
+    else:
+        lines = path.read_text().splitlines()
+        while lines and not lines[-1].strip():
+            lines.pop()
+        ids = [s.strip() for s in lines]
+        if "" in ids:
+            raise InputError(f"{what} file {path} has an empty line (line {ids.index('') + 1})")
+    seen: dict[str, int] = {}
+    for i, s in enumerate(ids):
+        if s in seen:
+            raise InputError(f"{what} file {path} repeats id {s!r} (lines {seen[s] + 1} and {i + 1})")
+        seen[s] = i
+    return ids
+
+
+class RowTake:
+    """Rows ``index`` of a 2-D array (a memmap, an h5py dataset, ...), gathered lazily.
+
+    Quacks like the arrays :func:`~lagnh_pyg.data.store.write_dataset` reads: ``shape``,
+    ``ndim``, ``dtype`` and ``view[start:stop]``, which reads only those rows, in file order.
+    """
+
+    def __init__(self, base: Any, index: Any) -> None:
+        self.base = base
+        self.index = np.asarray(index, dtype=np.int64)
+        self.shape = (len(self.index),) + tuple(base.shape[1:])
+        self.ndim = len(self.shape)
+        self.dtype = base.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows = self.index[key]
+        order = np.argsort(rows, kind="stable")
+        block = np.asarray(self.base[rows[order]])  # increasing indices: sequential reads, h5py-safe
+        out = np.empty_like(block)
+        out[order] = block
+        return out
+
+
+def take_rows(array: Any, index: np.ndarray) -> Any:
+    """``array[index]`` without copying: the array itself when index is 0..n-1, else a view."""
+    if sp.issparse(array):
+        return array.tocsr()[index]
+    if len(index) == array.shape[0] and np.array_equal(index, np.arange(array.shape[0])):
+        return array
+    return RowTake(array, index)
+
+
+def as_multi_hot(labels: Any, what: str = "labels") -> np.ndarray:
+    """N x m 0/1 labels as uint8; a 1-D (or N x 1) vector of class indices becomes one-hot."""
+    if sp.issparse(labels):
+        labels = labels.toarray()
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1 and labels.size and labels.max() > 1:
+        labels = labels[:, 0]
+    if labels.ndim == 1:
+        if labels.dtype.kind == "f" and not np.all(np.mod(labels, 1) == 0):
+            raise InputError(f"{what} form a 1-D vector of non-integer values; give class indices or a multi-hot matrix")
+        classes, inverse = np.unique(labels, return_inverse=True)
+        out = np.zeros((labels.size, classes.size), dtype=np.uint8)
+        out[np.arange(labels.size), inverse] = 1
+        return out
+    if labels.ndim != 2:
+        raise InputError(f"{what} must be N x m multi-hot or a vector of class indices, got shape {labels.shape}")
+    if labels.size and not np.isin(labels, (0, 1)).all():
+        vals = np.unique(labels)
+        if vals.size == 2 and vals[0] == -1 and vals[1] == 1:  # +-1 coding of some MATLAB code bases
+            return (labels > 0).astype(np.uint8)
+        raise InputError(f"{what} must be multi-hot (0/1), found values {vals[:6].tolist()}")
+    return labels.astype(np.uint8, copy=False)
+
+
+def seeded_splits(
+    n: int, n_train: int, n_query: int, seed: int = 0, *, train_in_database: bool = True
+) -> dict[str, np.ndarray]:
+    """Random query / train / database splits of ``n`` items.
+
+    Queries are drawn first; training items come from the rest; the database is every
+    non-query item (``train_in_database``) or every item in neither query nor train.
+    Index arrays are sorted.
+    """
+    if n_query < 1 or n_train < 1:
+        raise InputError(f"--n-query and --n-train must be at least 1, got {n_query} and {n_train}")
+    spare = n - n_query - (0 if train_in_database else n_train)
+    if n_query + n_train > n or spare < 1:
+        raise InputError(
+            f"{n} items cannot hold {n_query} queries and {n_train} training items and still leave a database; "
+            "lower --n-query / --n-train"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    query = np.sort(perm[:n_query])
+    train = np.sort(perm[n_query : n_query + n_train])
+    database = np.sort(perm[n_query:] if train_in_database else perm[n_query + n_train :])
+    return {"train": train, "query": query, "database": database}
+
+
+@dataclass
+class Catalog:
+    """The items of a dataset before features are attached.
+
+    Args:
+        ids: N unique item ids; their order is the row order of the dataset.
+        splits: ``train``/``query``/``database`` index arrays into those rows.
+        labels: optional N x m uint8 multi-hot ground truth; ``label_names`` its columns.
+        aux: optional N x c tags in [0, 1] (dense or CSR); ``aux_names`` its columns.
+        paths: optional N image paths.
+        source_rows: row of each item in the source's full image list, when the source has
+            one (features aligned with that list need no id file).
+        aliases: other keys (file names, stems) that name a row when aligning given arrays.
+        aux_hint: what to tell a user who gave no aux and the catalog has none.
+        provenance: recorded in the manifest. notes: human-readable counts for the CLI.
+    """
+
+    ids: list[str]
+    splits: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    label_names: list[str] | None = None
+    aux: np.ndarray | sp.csr_matrix | None = None
+    aux_names: list[str] | None = None
+    paths: list[str] | None = None
+    source_rows: np.ndarray | None = None
+    aliases: dict[str, int] = field(default_factory=dict)
+    aux_hint: str = "pass --aux A.npy (N x c auxiliary semantics in [0, 1])"
+    provenance: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    def _lookup(self) -> dict[str, int]:
+        if not hasattr(self, "_keys"):
+            keys = dict(self.aliases)
+            keys.update({k: i for i, k in enumerate(self.ids)})
+            self._keys = keys
+        return self._keys
+
+    def row_of(self, key: str) -> int | None:
+        """The row an id names: the id itself, an alias, its file name, stem, or integer value."""
+        keys = self._lookup()
+        key = key.strip()
+        if key in keys:
+            return keys[key]
+        p = Path(key.replace("\\", "/"))
+        for k in (p.name, p.stem):
+            if k in keys:
+                return keys[k]
+        if p.stem.isdigit() and str(int(p.stem)) in keys:
+            return keys[str(int(p.stem))]
+        return None
+
+    def gather_index(self, given_ids: Sequence[str] | None, n_rows: int, what: str, option: str) -> np.ndarray:
+        """For each catalog item, its row in a given array of ``n_rows`` rows.
+
+        With ``given_ids`` (one id a row of the array) rows are matched by id; rows naming no
+        catalog item are skipped (counted in the log). Without ids the array must have one row
+        per catalog item, or one per image of the source's full list (``source_rows``).
+        """
+        if given_ids is None:
+            if n_rows == self.n:
+                return np.arange(self.n)
+            if self.source_rows is not None and n_rows == int(self.provenance.get("source_items", -1)):
+                return np.asarray(self.source_rows, dtype=np.int64)
+            full = self.provenance.get("source_items")
+            expected = f"{self.n} (the imported items)" + (f" or {full} (the full image list)" if full else "")
+            raise InputError(
+                f"{what} have {n_rows} rows but {expected} are expected; pass {option} with one id a row to align them"
+            )
+        if len(given_ids) != n_rows:
+            raise InputError(f"{option} lists {len(given_ids)} ids but the {what} have {n_rows} rows")
+        src = np.full(self.n, -1, dtype=np.int64)
+        unmatched = 0
+        for j, key in enumerate(given_ids):
+            r = self.row_of(str(key))
+            if r is None:
+                unmatched += 1
+                continue
+            if src[r] >= 0:
+                raise InputError(f"{option}: ids on rows {src[r] + 1} and {j + 1} both name item {self.ids[r]!r}")
+            src[r] = j
+        missing = np.flatnonzero(src < 0)
+        if missing.size:
+            first = ", ".join(self.ids[i] for i in missing[:5])
+            raise InputError(
+                f"the {what} lack {missing.size} of the {self.n} imported items (first: {first}); "
+                f"{option} must cover every item"
+            )
+        if unmatched:
+            logger.info("%d %s rows name no imported item and are left out", unmatched, what)
+        return src
+
+
+def write_catalog(
+    catalog: Catalog,
+    out: str | os.PathLike,
+    features: Any,
+    *,
+    feature_ids: Sequence[str] | None = None,
+    aux: Any | None = None,
+    aux_ids: Sequence[str] | None = None,
+    sparse_aux: bool | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``catalog`` with its features (and aux) as a dataset directory.
+
+    Args:
+        features: N' x d array (memmap welcome) whose rows are named by ``feature_ids``, or
+            aligned with the catalog (or the source's full image list) when ids are ``None``.
+        aux: N'' x c array overriding the catalog's own tags; aligned by ``aux_ids``, falling
+            back to ``feature_ids`` when it has as many rows as the features.
+        sparse_aux: store aux as CSR; ``None`` decides: sparse input or a wide vocabulary
+            (>= ``SPARSE_AUX_MIN_COLUMNS`` columns) is stored sparse.
+    """
+    if getattr(features, "ndim", None) != 2:
+        raise InputError(f"features must be a 2-D array (items x dims), got shape {getattr(features, 'shape', None)}")
+    if aux is None and catalog.aux is None:
+        raise InputError(f"no auxiliary semantics for this dataset: {catalog.aux_hint}")
+    if aux is not None and getattr(aux, "ndim", None) != 2:
+        raise InputError(f"aux must be a 2-D array (items x columns), got shape {getattr(aux, 'shape', None)}")
+    feats = take_rows(features, catalog.gather_index(feature_ids, features.shape[0], "features", "--ids"))
+    if aux is None:
+        aux_rows = catalog.aux
+    else:
+        if aux_ids is None and feature_ids is not None and aux.shape[0] == features.shape[0]:
+            aux_ids = feature_ids
+        aux_rows = take_rows(aux, catalog.gather_index(aux_ids, aux.shape[0], "aux", "--aux-ids"))
+    if sparse_aux is None:
+        sparse_aux = sp.issparse(aux_rows) or aux_rows.shape[1] >= SPARSE_AUX_MIN_COLUMNS
+    if sparse_aux and not sp.issparse(aux_rows):  # chunk by chunk: a wide dense aux never sits in RAM whole
+        n, step = aux_rows.shape[0], 65536
+        aux_rows = sp.vstack(
+            [sp.csr_matrix(np.asarray(aux_rows[s : s + step], dtype=np.float32)) for s in range(0, n, step)],
+            format="csr",
+        )
+    prov = {**catalog.provenance, **dict(provenance or {})}
+    return write_dataset(
+        out,
+        feats,
+        aux_rows,
+        labels=catalog.labels,
+        splits=catalog.splits,
+        ids=catalog.ids,
+        paths=catalog.paths,
+        aux_names=catalog.aux_names if aux is None else None,
+        label_names=catalog.label_names,
+        aux_sparse=sparse_aux,
+        provenance=prov,
+        overwrite=overwrite,
+    )
+
+
+def vocabulary(counts: np.ndarray, names: Sequence[str] | None, min_count: int) -> tuple[np.ndarray, list[str] | None]:
+    """Columns used by at least ``min_count`` items, and their names."""
+    if min_count < 1:
+        raise InputError(f"--min-tag-count must be at least 1, got {min_count}")
+    keep = np.flatnonzero(np.asarray(counts).ravel() >= min_count)
+    if keep.size == 0:
+        raise InputError(f"no tag is used by {min_count} or more items; lower --min-tag-count")
+    return keep, None if names is None else [names[i] for i in keep]
