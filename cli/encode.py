@@ -21,6 +21,7 @@ def encode(
     data: Annotated[Optional[Path], typer.Option(help="Encode the items of another dataset directory with this model.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     chunk: Annotated[int, typer.Option(help="Items per encoding chunk (memory only; codes do not depend on it).")] = 8192,
+    encoding: Annotated[Optional[str], typer.Option(help="LAGNH runs only: neighbours (default), self, or faithful (batches of 256, as released).")] = None,
 ) -> None:
     """Write packed codes to RUN_DIR/codes/{query,database}.npy (uint8, np.packbits order)."""
     from rich.progress import Progress
@@ -33,10 +34,13 @@ def encode(
     if chunk <= 0:
         raise InputError("--chunk must be positive")
     run = Run.open(run_dir)
+    if encoding is not None and run.method != "lagnh":
+        raise InputError(f"--encoding applies to LAGNH runs; {run_dir} was made by {run.method}")
     ds = run.dataset(data)
     with Progress(console=out, transient=True) as bar:
         tasks = {s: bar.add_task(f"encoding {s}", total=len(ds.split(s))) for s in SPLIT_CHOICES[split]}
         written = encode_splits(run, SPLIT_CHOICES[split], data_dir=data, device=resolve_device(device), chunk=chunk,
-                                progress=lambda s, m: bar.advance(tasks[s], m))
+                                progress=lambda s, m: bar.advance(tasks[s], m),
+                                encoder_options={"encoding": encoding} if encoding else None)
     for s, p in written.items():
         out.print(f"{s}: {p}")

@@ -7,7 +7,11 @@ from typing import Annotated, Optional
 import typer
 
 from . import data as data_cli
+from .baseline import baseline
 from .encode import encode
+from . import experiment as experiment_cli
+from . import retrieval as retrieval_cli
+from .train import train
 
 app = typer.Typer(
     name="lagnh",
@@ -16,7 +20,13 @@ app = typer.Typer(
     help="Unsupervised hashing for scalable image retrieval (LAGNH on PyTorch Geometric).",
 )
 app.add_typer(data_cli.app, name="data")
+app.command()(train)
+app.command()(baseline)
 app.command()(encode)
+app.command()(retrieval_cli.evaluate)
+app.command(name="index")(retrieval_cli.index)
+app.command()(retrieval_cli.search)
+app.add_typer(experiment_cli.app, name="experiment")
 
 
 @app.callback()

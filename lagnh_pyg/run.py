@@ -157,14 +157,18 @@ class Run:
         return codes
 
 
-def load_encoder(run: Run, device: str = "cpu") -> Encoder:
-    """Instantiate the fitted encoder of ``run`` through the method registry."""
+def load_encoder(run: Run, device: str = "cpu", **options: Any) -> Encoder:
+    """Instantiate the fitted encoder of ``run`` through the method registry.
+
+    ``options`` (e.g. LAGNH's ``encoding``) go to the method's loader; None values are dropped.
+    """
     _ensure_registered()
     spec = METHODS.get(run.method)
     if spec is None:
         raise InputError(f"run {run.root} was made by unknown method {run.method!r}; known: {', '.join(sorted(METHODS))}")
     module, func = spec.split(":")
-    return getattr(importlib.import_module(module), func)(run, device)
+    options = {k: v for k, v in options.items() if v is not None}
+    return getattr(importlib.import_module(module), func)(run, device, **options)
 
 
 def _ensure_registered() -> None:
@@ -185,6 +189,7 @@ def encode_splits(
     device: str = "cpu",
     chunk: int = 8192,
     progress=None,
+    encoder_options: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Encode the items of ``splits`` with the run's model; write packed codes atomically.
 
@@ -192,12 +197,13 @@ def encode_splits(
     array) with ``codes/meta.json`` naming the model and the dataset they came from.
     ``chunk`` only bounds memory: encoders are batch-independent, so it never changes a code
     (the faithful LAGNH encoder, which is not, rounds it to its own batch size).
+    ``encoder_options`` are passed to the method's loader (LAGNH: ``{"encoding": ...}``).
     """
     from .codes import pack_codes
     from .utils import save_npy_atomic
 
     ds = run.dataset(data_dir)
-    enc = load_encoder(run, device)
+    enc = load_encoder(run, device, **(encoder_options or {}))
     if enc.bits != run.bits:
         raise InputError(f"model of {run.root} produces {enc.bits}-bit codes but run.json says {run.bits}")
     step = getattr(enc, "encode_chunk_multiple", 1)

@@ -1,0 +1,148 @@
+"""`lagnh experiment ...`: the paper's tables and figures on any dataset directory.
+
+Each command is a thin wrapper over :mod:`lagnh_pyg.experiments`. Another experiment family
+registers its command on ``app`` the same way (``lagnh experiment scaling`` lives with the
+scaling work, see the end of this file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import handle_errors, out
+
+app = typer.Typer(no_args_is_help=True, help="The paper's tables and figures: accuracy, timing, ablation, epochs, sensitivity.")
+
+# Options every experiment shares.
+Data = Annotated[Path, typer.Option("--data", help="Dataset directory (with labels, for evaluation).")]
+Out = Annotated[Path, typer.Option("--out", help="Report directory (created; runs kept in OUT/runs, reused when unchanged).")]
+Bits = Annotated[str, typer.Option("--bits", help="Code lengths, comma-separated.")]
+TopK = Annotated[str, typer.Option("--topk", help="K of MAP@K, or 'all'.")]
+Protocol = Annotated[str, typer.Option("--protocol", help="lagnh, calctopmap or hit.")]
+Seeds = Annotated[str, typer.Option("--seeds", help="Seeds, comma-separated: one run each, tables show mean ± std.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="LAGNH config YAML (default: built-in defaults).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="LAGNH override key=value (repeatable).")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N] for LAGNH.")]
+Reuse = Annotated[bool, typer.Option("--reuse/--no-reuse", help="Reuse finished runs in OUT/runs whose settings match.")]
+
+
+def _spec(data, out_dir, topk, protocol, seeds, config, overrides, device, reuse):
+    from lagnh_pyg.experiments import ExperimentSpec
+    from lagnh_pyg.experiments.common import parse_list
+
+    from .retrieval import parse_topk
+
+    return ExperimentSpec(data_dir=data, out_dir=out_dir, config=config, overrides=tuple(overrides or ()),
+                          topk=parse_topk(topk), protocol=protocol, seeds=tuple(parse_list(seeds, "--seeds", int)),
+                          device=device, reuse=reuse, progress=False)
+
+
+def _bits(bits: str) -> list[int]:
+    from lagnh_pyg.experiments.common import parse_list
+
+    return parse_list(bits, "--bits", int)
+
+
+def _done(files: dict) -> None:
+    md = files.get("markdown")
+    if md is not None:
+        out.print(Path(md).read_text(), markup=False, highlight=False, soft_wrap=True)
+    for p in files.values():
+        out.print(f"wrote {p}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+@handle_errors
+def accuracy(
+    data: Data, out_dir: Out,
+    methods: Annotated[str, typer.Option("--methods", help="Methods, comma-separated: lagnh and the baselines (lsh, sklsh, sh, pcah, itq, sgh).")] = "lagnh,itq,lsh,pcah",
+    bits: Bits = "16,32,64,128", topk: TopK = "1000", protocol: Protocol = "lagnh", seeds: Seeds = "0",
+    config: ConfigOpt = None, overrides: SetOpt = None, device: Device = "auto", reuse: Reuse = True,
+) -> None:
+    """Table 3: MAP@K of each method at each code length, plus P@K curves."""
+    from lagnh_pyg.experiments import run_accuracy
+    from lagnh_pyg.experiments.common import parse_list
+
+    spec = _spec(data, out_dir, topk, protocol, seeds, config, overrides, device, reuse)
+    _done(run_accuracy(spec, parse_list(methods, "--methods"), _bits(bits)))
+
+
+@app.command()
+@handle_errors
+def timing(
+    data: Data, out_dir: Out,
+    methods: Annotated[str, typer.Option("--methods", help="Methods, comma-separated.")] = "lagnh,itq,lsh,pcah,sh,sklsh,sgh",
+    bits: Bits = "32", topk: TopK = "1000", protocol: Protocol = "lagnh", seeds: Seeds = "0",
+    config: ConfigOpt = None, overrides: SetOpt = None, device: Device = "auto",
+) -> None:
+    """Table 4: training and encoding seconds per method (always measured afresh)."""
+    from lagnh_pyg.experiments import run_timing
+    from lagnh_pyg.experiments.common import parse_list
+
+    spec = _spec(data, out_dir, topk, protocol, seeds, config, overrides, device, False)
+    _done(run_timing(spec, parse_list(methods, "--methods"), _bits(bits)))
+
+
+@app.command()
+@handle_errors
+def ablation(
+    data: Data, out_dir: Out,
+    variants: Annotated[str | None, typer.Option("--variants", help="LAGNH variants, comma-separated (default: Table 5's nine).")] = None,
+    bits: Bits = "32", topk: TopK = "1000", protocol: Protocol = "lagnh", seeds: Seeds = "0",
+    config: ConfigOpt = None, overrides: SetOpt = None, device: Device = "auto", reuse: Reuse = True,
+) -> None:
+    """Table 5: MAP@K of the LAGNH variants."""
+    from lagnh_pyg.experiments import TABLE5_VARIANTS, run_ablation
+    from lagnh_pyg.experiments.common import parse_list
+
+    spec = _spec(data, out_dir, topk, protocol, seeds, config, overrides, device, reuse)
+    vs = parse_list(variants, "--variants") if variants else list(TABLE5_VARIANTS)
+    _done(run_ablation(spec, vs, _bits(bits)))
+
+
+@app.command()
+@handle_errors
+def epochs(
+    data: Data, out_dir: Out,
+    epoch_list: Annotated[str, typer.Option("--epochs", help="Increasing epoch counts at which to evaluate.")] = "10,25,50,100,200,300",
+    bits: Bits = "32", topk: TopK = "1000", protocol: Protocol = "lagnh", seeds: Seeds = "0",
+    config: ConfigOpt = None, overrides: SetOpt = None, device: Device = "auto",
+) -> None:
+    """Fig. 3: MAP versus training epochs (one run per code length, resumed between points)."""
+    from lagnh_pyg.experiments import run_epochs
+    from lagnh_pyg.experiments.common import parse_list
+
+    spec = _spec(data, out_dir, topk, protocol, seeds, config, overrides, device, False)
+    _done(run_epochs(spec, parse_list(epoch_list, "--epochs", int), _bits(bits)))
+
+
+@app.command()
+@handle_errors
+def sensitivity(
+    data: Data, out_dir: Out,
+    param: Annotated[list[str] | None, typer.Option("--param", help="NAME or NAME=v1,v2,... (alpha, beta, lambda, eta; repeatable). Default: all four on their default grids.")] = None,
+    bits: Bits = "32", topk: TopK = "1000", protocol: Protocol = "lagnh", seeds: Seeds = "0",
+    config: ConfigOpt = None, overrides: SetOpt = None, device: Device = "auto", reuse: Reuse = True,
+) -> None:
+    """Fig. 4: MAP versus alpha, beta, lambda and eta (one varied at a time)."""
+    from lagnh_pyg.errors import InputError
+    from lagnh_pyg.experiments import DEFAULT_GRID, PARAMETERS, run_sensitivity
+    from lagnh_pyg.experiments.common import parse_list
+
+    grid: dict[str, list[float]] = {}
+    for p in param or list(DEFAULT_GRID):
+        name, _, values = p.partition("=")
+        name = name.strip()
+        if name not in PARAMETERS:
+            raise InputError(f"--param: unknown parameter {name!r}; choose from {', '.join(PARAMETERS)}")
+        grid[name] = parse_list(values, f"--param {name}", float) if values else list(DEFAULT_GRID[name])
+    spec = _spec(data, out_dir, topk, protocol, seeds, config, overrides, device, reuse)
+    _done(run_sensitivity(spec, grid, _bits(bits)))
+
+
+# `lagnh experiment scaling` (the scaling work) registers here, e.g.:
+#     from .scaling import scaling
+#     app.command()(scaling)

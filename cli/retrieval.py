@@ -1,0 +1,165 @@
+"""`lagnh evaluate`, `lagnh index`, `lagnh search`: retrieval over a run's codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lagnh_pyg.errors import InputError
+
+from .common import handle_errors, out
+
+logger = logging.getLogger(__name__)
+
+
+def say(message: str) -> None:
+    """One plain line on stdout (no Rich markup, no wrapping: output is parsed by scripts)."""
+    out.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def parse_topk(value: str) -> int | None:
+    """``--topk``: a positive integer, or ``all`` (the whole ranking)."""
+    if value.strip().lower() in ("all", "none"):
+        return None
+    try:
+        k = int(value)
+    except ValueError:
+        raise InputError(f"--topk must be a positive integer or 'all', got {value!r}") from None
+    if k < 1:
+        raise InputError(f"--topk must be a positive integer or 'all', got {value!r}")
+    return k
+
+
+@handle_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with codes (`lagnh encode`).")],
+    topk: Annotated[str, typer.Option(help="K of MAP@K: a positive integer, or 'all' for the whole ranking.")] = "1000",
+    protocol: Annotated[str, typer.Option(help="lagnh (authors' evaluator), calctopmap (all queries) or hit (queries with a hit in the top K).")] = "lagnh",
+    json_file: Annotated[Path | None, typer.Option("--json", help="Also write the summary (MAP, P@K, PR, provenance) to this JSON file.")] = None,
+    plots: Annotated[bool, typer.Option(help="Write the P@K and PR plots (PNG).")] = True,
+) -> None:
+    """MAP@K, precision@K and precision-recall of a run; results in RUN_DIR/metrics/."""
+    from lagnh_pyg.metrics import check_protocol
+    from lagnh_pyg.retrieval import evaluate_run, topk_label
+    from lagnh_pyg.utils import write_json_atomic
+
+    k = parse_topk(topk)
+    check_protocol(protocol)
+    ev = evaluate_run(run_dir, k, protocol, plots=plots)
+    r = ev.result
+    tag = f"(protocol {protocol})"
+    say(f"MAP@{topk_label(k)} {tag} = {r.map:.4f}  ({ev.summary['method']}, {r.bits} bits; "
+        f"{int(r.counted.sum())} of {r.n_query} queries counted; {r.n_db} database items)")
+    if r.pk.size:
+        pts = ", ".join(f"P@{int(kk)}={v:.4f}" for kk, v in zip(r.pk_cutoffs, r.pk) if kk in (50, 100, 500, 1000) or kk == r.pk_cutoffs[-1])
+        say(f"precision@K {tag}: {pts}")
+    r2 = min(2, r.bits)
+    say(f"precision within Hamming radius {r2} {tag}: per query {r.pr_precision[r2]:.4f}, "
+        f"pooled {r.pr_pooled_precision[r2]:.4f}")
+    for p in ev.files.values():
+        say(f"wrote {p} {tag}")
+    if json_file is not None:
+        write_json_atomic(json_file, ev.summary)
+        say(f"wrote {json_file} {tag}")
+
+
+@handle_errors
+def index(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with database codes (`lagnh encode`).")],
+    kind: Annotated[str, typer.Option(help="flat (exact, default), hash or multihash (sub-linear, approximate).")] = "flat",
+    hash_bits: Annotated[int | None, typer.Option(help="Bits per hash table (hash / multihash).")] = None,
+    nhash: Annotated[int | None, typer.Option(help="Number of hash tables (multihash).")] = None,
+    nflip: Annotated[int | None, typer.Option(help="Bit flips probed at search time (hash / multihash).")] = None,
+) -> None:
+    """Build the FAISS Hamming index of the database codes into RUN_DIR/index/."""
+    import time
+
+    from lagnh_pyg.retrieval import build_index
+
+    params = {k: v for k, v in {"hash_bits": hash_bits, "nhash": nhash, "nflip": nflip}.items() if v is not None}
+    t0 = time.perf_counter()
+    ix = build_index(run_dir, kind, **params)
+    say(f"{ix!r} built in {time.perf_counter() - t0:.2f}s -> {Path(run_dir) / 'index'}")
+
+
+def _encode_image(run, image: Path, device: str):
+    """Features and aux of a new picture, as the run's dataset was built, then its code."""
+    try:
+        from lagnh_pyg import extract
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("lagnh_pyg.extract"):
+            raise InputError("searching by --image needs feature extraction (lagnh_pyg.extract), which this install "
+                             "does not have yet; search by --id ITEM instead") from None
+        raise
+    featurize = getattr(extract, "featurize_like", None)
+    if featurize is None:
+        raise InputError("searching by --image needs lagnh_pyg.extract.featurize_like(dataset, paths, device), "
+                         "which this version of the extraction module does not provide yet; search by --id ITEM instead")
+    from lagnh_pyg.codes import pack_codes
+    from lagnh_pyg.retrieval import codes_dataset
+    from lagnh_pyg.run import load_encoder
+
+    if not image.is_file():
+        raise InputError(f"image {image} does not exist")
+    ds = codes_dataset(run)
+    features, aux = featurize(ds, [str(image)], device)
+    return pack_codes(load_encoder(run, device).encode(features, aux))
+
+
+@handle_errors
+def search(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with database codes.")],
+    item: Annotated[str | None, typer.Option("--id", help="Query by a dataset item id (its stored code, or encoded now).")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Query by a new picture (encoded with the run's model).")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
+    html_file: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML contact sheet here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, auto or cuda (GPU FAISS for a flat index when installed).")] = "cpu",
+) -> None:
+    """The top-k database items of a query: rank, id, Hamming distance, image path."""
+    from lagnh_pyg.report import contact_sheet_html, write_text
+    from lagnh_pyg.retrieval import search_run
+    from lagnh_pyg.run import Run
+
+    if (item is None) == (image is None):
+        raise InputError("give exactly one of --id ITEM or --image PATH")
+    if k < 1:
+        raise InputError(f"-k must be a positive integer, got {k}")
+    run = Run.open(run_dir)
+    code = _encode_image(run, image, device) if image is not None else None
+    res = search_run(run, item_id=item, query_code=code, k=k, device=device)
+    if image is not None:
+        res.query_id, res.query_path = image.name, str(image.resolve())
+    if len(res.hits) < k and res.index_kind != "flat":
+        logger.warning("the %s index found %d of the %d items asked for (it probes only nearby buckets); "
+                       "rebuild with a larger --nflip or use `lagnh index %s --kind flat` for exact results",
+                       res.index_kind, len(res.hits), k, run_dir)
+    if not res.index_saved:
+        logger.info("no saved index in %s/index: searched the database codes exactly (build one with `lagnh index`)", run_dir)
+    if as_json:
+        rows = [h.__dict__ for h in res.hits]
+        typer.echo(json.dumps({"query": res.query_id, "query_path": res.query_path, "query_labels": res.query_labels,
+                               "index": res.index_kind, "results": rows}, indent=1))
+    else:
+        say(f"query {res.query_id}" + (f"  ({res.query_path})" if res.query_path else "")
+                  + (f"  labels: {', '.join(res.query_labels)}" if res.query_labels else ""))
+        for h in res.hits:
+            mark = {True: "relevant", False: "irrelevant", None: ""}[h.relevant]
+            say(f"{h.rank:>4}  d={h.distance:<3} {h.id}  {h.path or ''}  {mark}".rstrip())
+    if html_file is not None:
+        meta = [f"run {run.root} — {run.method}, {run.bits} bits, {res.index_kind} index",
+                "ranked by Hamming distance, ties by database order"]
+        if any(h.relevant is not None for h in res.hits):
+            n_rel = sum(bool(h.relevant) for h in res.hits)
+            meta.append(f"{n_rel} of {len(res.hits)} results share a label with the query (green: relevant, red: not)")
+        page = contact_sheet_html(
+            {"id": res.query_id, "path": res.query_path, "labels": res.query_labels},
+            [h.__dict__ for h in res.hits],
+            title=f"lagnh search: {res.query_id}", meta_lines=meta, image_root=res.dataset.root,
+        )
+        write_text(html_file, page)
+        say(f"wrote {html_file}")

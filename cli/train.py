@@ -1,0 +1,32 @@
+"""`lagnh train`: fit LAGNH on a dataset directory's training split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import handle_errors, out
+
+
+@handle_errors
+def train(
+    data_dir: Annotated[Path, typer.Argument(help="A dataset directory (see `lagnh data`).")],
+    config: Annotated[Path, typer.Option(help="A YAML config (configs/demo.yaml, coco.yaml, nuswide.yaml).")],
+    bits: Annotated[int, typer.Option(help="Code length: a multiple of 8 (16, 32, 64, 128).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Run directory to create.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. --set train.epochs=50 (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR/checkpoint.pt (same config; train.epochs may grow).")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar with the loss terms.")] = True,
+) -> None:
+    """Train LAGNH and write RUN_DIR (checkpoint, config.yaml, log.jsonl, run.json).
+
+    Example: lagnh train data/syn --config configs/demo.yaml --bits 32 --out runs/demo32
+    """
+    from lagnh_pyg.train import train_run
+
+    run_dir = train_run(data_dir, config, bits, out_dir, overrides=set_ or (), resume=resume, device=device,
+                        progress=progress)
+    out.print(f"trained {run_dir}; next: lagnh encode {run_dir}")

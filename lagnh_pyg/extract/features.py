@@ -1,0 +1,229 @@
+"""Batched, resumable deep-feature extraction into an extraction directory.
+
+Layout of the output (format ``lagnh-extract``, kind ``features``)::
+
+    OUT/
+      manifest.json    backbone, weights, preprocessing, dim, counts, skipped files, speed
+      features.npy     N_ok x d float32 (or float16), rows in the order of ids.txt
+      ids.txt          item id of each row (aligns the features with an importer's catalog:
+                       lagnh data import folder|coco|nuswide ... --features OUT/features.npy --ids OUT/ids.txt)
+      paths.txt        image path of each row
+      skipped.tsv      id <TAB> path <TAB> reason, for every image that could not be decoded
+
+Work is done in shards of ``shard_size`` images saved in ``.OUT.partial/``; an interrupted run
+started again with the same arguments skips the finished shards. The final directory appears
+only when every shard is done (atomic rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..errors import InputError, LagnhError
+from ..utils import atomic_dir, write_json_atomic
+from .backbones import Backbone
+from .images import ImageList, iterate_batches
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "lagnh-extract"
+VERSION = 1
+
+
+@dataclass
+class ExtractionResult:
+    out: Path
+    n_ok: int
+    n_skipped: int
+    seconds: float
+    images_per_s: float
+
+
+def embed(backbone: Backbone, batches: Iterable, device: str = "cpu") -> Iterable:
+    """Run the backbone over ``(key, float batch)`` pairs; yield ``(key, float32 features)``."""
+    import torch
+
+    model = backbone.model.to(device)
+    with torch.inference_mode():
+        for key, x in batches:
+            f = model(x.to(device, non_blocking=True))
+            yield key, f.float().cpu().numpy()
+
+
+def _plan_key(images: ImageList, backbone: Backbone, shard_size: int, dtype: str) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(backbone.describe(), sort_keys=True).encode())
+    h.update(f"{shard_size}|{dtype}|{len(images)}".encode())
+    for i, p in zip(images.ids, images.paths):
+        h.update(f"{i}\t{p}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def extract_features(
+    images: ImageList,
+    backbone: Backbone,
+    out: str | os.PathLike,
+    *,
+    device: str = "cpu",
+    batch_size: int = 32,
+    workers: int = 2,
+    shard_size: int = 2048,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ExtractionResult:
+    """Extract ``backbone`` features of every image in ``images`` into ``out``.
+
+    Args:
+        images: the images (see :func:`~lagnh_pyg.extract.images.list_image_source`).
+        backbone: the network (see :func:`~lagnh_pyg.extract.backbones.build_backbone`).
+        device: ``cpu`` or ``cuda[:N]`` (already resolved).
+        batch_size / workers: images a forward pass, decoding processes.
+        shard_size: images per resumable shard.
+        dtype: ``float32`` or ``float16`` storage.
+        progress: called with the number of images finished (decoded or skipped).
+
+    Returns:
+        counts, wall time and throughput. Undecodable images are skipped and listed.
+    """
+    out = Path(out)
+    if batch_size < 1 or workers < 0 or shard_size < 1:
+        raise InputError("--batch-size and --shard-size must be at least 1 and --workers at least 0")
+    if dtype not in ("float32", "float16"):
+        raise InputError(f"feature dtype must be float32 or float16, got {dtype}")
+    if out.exists() and not overwrite:
+        raise InputError(f"output directory {out} already exists; choose another --out or pass --overwrite")
+    work = out.parent / f".{out.name}.partial"
+    key = _plan_key(images, backbone, shard_size, dtype)
+    plan_file = work / "plan.json"
+    if work.exists():
+        try:
+            old = json.loads(plan_file.read_text()).get("key")
+        except (OSError, ValueError):
+            old = None
+        if old != key:
+            logger.info("discarding unfinished extraction in %s (different images or settings)", work)
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(plan_file, {"key": key, "n": len(images), "backbone": backbone.describe()})
+
+    n = len(images)
+    n_shards = (n + shard_size - 1) // shard_size
+    transform = backbone.transform()
+    t0 = time.perf_counter()
+    computed = 0
+    resumed = 0
+    for s in range(n_shards):
+        shard = work / f"shard-{s:05d}.npz"
+        lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
+        if shard.is_file():
+            resumed += hi - lo
+            if progress:
+                progress(hi - lo)
+            continue
+        rows, feats, failed, reasons = [], [], [], []
+
+        def batches():
+            for idx, x, bad in iterate_batches(images.paths, range(lo, hi), transform, batch_size, workers):
+                for i, r in bad:
+                    failed.append(i)
+                    reasons.append(r)
+                    logger.debug("skipped %s: %s", images.paths[i], r)
+                if x is None:
+                    if progress and bad:
+                        progress(len(bad))
+                    continue
+                yield (idx, len(bad)), x
+
+        try:
+            for (idx, nbad), f in embed(backbone, batches(), device):
+                rows.extend(idx)
+                feats.append(f)
+                if progress:
+                    progress(len(idx) + nbad)
+        except RuntimeError as e:
+            if "DataLoader worker" in str(e) or "timed out" in str(e):
+                raise LagnhError(f"an image-decoding worker failed ({str(e).splitlines()[0]}); retry with --workers 0") from None
+            raise
+        computed += hi - lo
+        f_all = np.concatenate(feats).astype(dtype) if feats else np.zeros((0, backbone.dim), dtype=dtype)
+        if not np.isfinite(f_all).all():
+            raise LagnhError(f"the backbone produced NaN/inf features in shard {s}; try --dtype float32 or another backbone")
+        tmp = shard.with_name(shard.name + ".tmp.npz")
+        np.savez(tmp, rows=np.asarray(rows, dtype=np.int64), features=f_all,
+                 failed=np.asarray(failed, dtype=np.int64), reasons=np.asarray(reasons, dtype=str))
+        os.replace(tmp, shard)
+    seconds = time.perf_counter() - t0
+
+    # assemble the shards into the final directory
+    n_ok = 0
+    skipped: list[tuple[int, str]] = []
+    for s in range(n_shards):
+        with np.load(work / f"shard-{s:05d}.npz") as z:
+            n_ok += len(z["rows"])
+            skipped.extend(zip(z["failed"].tolist(), z["reasons"].tolist()))
+    if n_ok == 0:
+        shutil.rmtree(work, ignore_errors=True)
+        raise InputError(f"none of the {n} images could be decoded (first: {images.paths[skipped[0][0]]}: {skipped[0][1]})")
+    skipped.sort()
+    rate = computed / seconds if seconds > 0 and computed else 0.0
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        feats = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=dtype, shape=(n_ok, backbone.dim))
+        ok_rows = []
+        at = 0
+        for s in range(n_shards):
+            with np.load(work / f"shard-{s:05d}.npz") as z:
+                order = np.argsort(z["rows"], kind="stable")
+                block = z["features"][order]
+                feats[at : at + len(block)] = block
+                at += len(block)
+                ok_rows.extend(z["rows"][order].tolist())
+        feats.flush()
+        del feats
+        (tmp / "ids.txt").write_text("".join(f"{images.ids[i]}\n" for i in ok_rows))
+        (tmp / "paths.txt").write_text("".join(f"{images.paths[i]}\n" for i in ok_rows))
+        (tmp / "skipped.tsv").write_text("".join(f"{images.ids[i]}\t{images.paths[i]}\t{r}\n" for i, r in skipped))
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "kind": "features",
+            "n_images": n,
+            "n_items": n_ok,
+            "n_skipped": len(skipped),
+            "skipped": [{"id": images.ids[i], "path": images.paths[i], "reason": r} for i, r in skipped[:1000]],
+            "features": {"file": "features.npy", "dim": backbone.dim, "dtype": dtype},
+            "extractor": backbone.describe(),
+            "source": images.source,
+            "device": device,
+            "batch_size": batch_size,
+            "workers": workers,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(rate, 2),
+            "resumed_images": resumed,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return ExtractionResult(out, n_ok, len(skipped), seconds, rate)
+
+
+def load_extraction(path: str | os.PathLike) -> dict:
+    """Read an extraction directory's manifest (checks its format)."""
+    path = Path(path)
+    mf = path / "manifest.json"
+    if not mf.is_file():
+        raise InputError(f"{path} is not an extraction directory (no manifest.json)")
+    manifest = json.loads(mf.read_text())
+    if manifest.get("format") != FORMAT:
+        raise InputError(f"{path} is not an extraction directory (format {manifest.get('format')!r})")
+    return manifest
+

@@ -1,0 +1,345 @@
+"""A Hamming-space index over packed codes with item ids (FAISS binary indexes).
+
+Kinds:
+
+* ``flat``      — ``faiss.IndexBinaryFlat``: exact. Results are the exact top-k by Hamming
+                  distance with **ties broken by database order** (insertion order): FAISS's
+                  own heap leaves the order of equal distances unspecified, so the items at the
+                  k-th distance are re-resolved with an exact range search.
+* ``hash``      — ``faiss.IndexBinaryHash``: buckets on the first ``hash_bits`` bits, probing
+                  buckets within ``nflip`` flips; sub-linear, approximate (may return < k).
+* ``multihash`` — ``faiss.IndexBinaryMultiHash``: ``nhash`` tables of ``hash_bits`` bits each;
+                  sub-linear, approximate.
+
+A ``flat`` index searches on the GPU (``faiss.GpuIndexBinaryFlat``) when ``device`` asks for
+it and the installed FAISS is a GPU build; the CPU index stays the one saved to disk.
+
+On disk (``save``/``load``) an index is a directory::
+
+    index/
+      meta.json     format, version, kind and parameters, bits, bit order, method,
+                    model_fingerprint (the model whose codes it holds), n_items
+      codes.faiss   faiss.write_index_binary output
+      ids.txt       one item id a line, in database (insertion) order
+
+Codes from another model are refused: on ``add`` and on ``load`` the model fingerprint is
+checked against the one the caller expects.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .codes import check_bits
+from .errors import InputError
+from .utils import atomic_dir
+
+logger = logging.getLogger(__name__)
+
+INDEX_FORMAT = "lagnh-index"
+INDEX_VERSION = 1
+BIT_ORDER = "packbits-msb-first"
+KINDS = ("flat", "hash", "multihash")
+_MISSING = np.iinfo(np.int32).max
+
+
+@dataclass
+class SearchResult:
+    """Top-k results: ``distances`` (n_query, k) int32 Hamming distances, ``positions``
+    (n_query, k) int64 database positions (-1 where an approximate index found fewer than
+    k items), ``ids`` the item ids (``None`` where missing)."""
+
+    distances: np.ndarray
+    positions: np.ndarray
+    ids: list[list[str | None]]
+
+
+class HammingIndex:
+    """A FAISS binary index plus item ids and the metadata that ties it to one model.
+
+    Args:
+        bits: code length (a multiple of 8).
+        kind: ``flat`` (exact, default), ``hash`` or ``multihash`` (sub-linear, approximate).
+        model_fingerprint: the fingerprint of the model that made the codes (``run.json``).
+        method: the method name, recorded only.
+        hash_bits: bits per hash table (``hash``/``multihash``; default ``min(bits, 24)`` or
+            ``bits // nhash`` for multihash).
+        nhash: number of hash tables (``multihash``; default 4).
+        nflip: bit flips probed at search time (``hash``/``multihash``; default 2 / 1).
+        device: ``cpu`` or ``cuda``/``auto``: the GPU flat index when FAISS has a GPU.
+        extra: JSON-able fields recorded in ``meta.json`` (e.g. the dataset the ids refer to).
+
+    Example::
+
+        >>> idx = HammingIndex(16)
+        >>> idx.add(np.array([[0, 1], [255, 255], [0, 1]], np.uint8), ["a", "b", "c"])
+        >>> r = idx.search(np.array([[0, 1]], np.uint8), k=2)
+        >>> r.ids, r.distances.tolist()
+        ([['a', 'c']], [[0, 0]])
+    """
+
+    def __init__(
+        self,
+        bits: int,
+        kind: str = "flat",
+        *,
+        model_fingerprint: str | None = None,
+        method: str | None = None,
+        hash_bits: int | None = None,
+        nhash: int | None = None,
+        nflip: int | None = None,
+        device: str = "cpu",
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        import faiss
+
+        self.bits = check_bits(bits)
+        if kind not in KINDS:
+            raise InputError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+        self.kind = kind
+        self.model_fingerprint = model_fingerprint
+        self.method = method
+        self.extra = dict(extra or {})
+        self.params: dict[str, int] = {}
+        if kind == "flat":
+            self._index = faiss.IndexBinaryFlat(self.bits)
+        elif kind == "hash":
+            hb = int(hash_bits or min(self.bits, 24))
+            self._check_hash_bits(hb, 1)
+            self._index = faiss.IndexBinaryHash(self.bits, hb)
+            self._index.nflip = int(2 if nflip is None else nflip)
+            self.params = {"hash_bits": hb, "nflip": int(self._index.nflip)}
+        else:
+            nh = int(nhash or 4)
+            hb = int(hash_bits or max(1, min(24, self.bits // nh)))
+            self._check_hash_bits(hb, nh)
+            self._index = faiss.IndexBinaryMultiHash(self.bits, nh, hb)
+            self._index.nflip = int(1 if nflip is None else nflip)
+            self.params = {"hash_bits": hb, "nhash": nh, "nflip": int(self._index.nflip)}
+        self.ids: list[str] = []
+        self._pos: dict[str, int] = {}
+        self._gpu = None
+        self.device = "cpu"
+        if device != "cpu":
+            self._to_gpu(device)
+
+    def _check_hash_bits(self, hb: int, nh: int) -> None:
+        if hb < 1 or hb > 64 or hb * nh > self.bits:
+            raise InputError(
+                f"{nh} hash table(s) of {hb} bits do not fit {self.bits}-bit codes; choose hash_bits * nhash <= {self.bits}"
+            )
+
+    def _to_gpu(self, device: str) -> None:
+        from .device import faiss_has_gpu
+
+        if self.kind != "flat" or not faiss_has_gpu():
+            if device != "auto":
+                raise InputError(
+                    f"a GPU {self.kind} index needs a FAISS GPU build (pip install faiss-gpu) and kind=flat"
+                )
+            return
+        import faiss
+
+        self._res = faiss.StandardGpuResources()
+        self._gpu = faiss.GpuIndexBinaryFlat(self._res, self.bits)
+        if self._index.ntotal:
+            self._gpu.add(self._codes_of_cpu())
+        self.device = "cuda"
+
+    def _codes_of_cpu(self) -> np.ndarray:
+        import faiss
+
+        xb = faiss.vector_to_array(self._index.xb)
+        return xb.reshape(-1, self.bits // 8)
+
+    # -- building -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        p = "".join(f", {k}={v}" for k, v in self.params.items())
+        return f"HammingIndex(bits={self.bits}, kind={self.kind}{p}, n={len(self)}, device={self.device})"
+
+    def add(self, codes: Any, ids: Sequence[Any], model_fingerprint: str | None = None) -> None:
+        """Append packed codes (n, bits/8) with their item ids; positions continue the order.
+
+        A ``model_fingerprint`` that differs from the index's own is refused: codes of two
+        models live in different Hamming spaces.
+        """
+        if model_fingerprint is not None:
+            if self.model_fingerprint is None and not len(self):
+                self.model_fingerprint = model_fingerprint
+            elif model_fingerprint != self.model_fingerprint:
+                raise InputError(
+                    f"these codes come from model {model_fingerprint} but the index holds codes of model "
+                    f"{self.model_fingerprint}; build a new index for the new model"
+                )
+        codes = self._check_codes(codes, "codes to add")
+        ids = [str(i) for i in ids]
+        if len(ids) != len(codes):
+            raise InputError(f"{len(ids)} ids given for {len(codes)} codes")
+        new = {}
+        for j, i in enumerate(ids):
+            if i in self._pos or i in new:
+                raise InputError(f"item id {i!r} is already in the index (ids must be unique)")
+            new[i] = len(self.ids) + j
+        if not len(codes):
+            return
+        self._index.add(codes)
+        if self._gpu is not None:
+            self._gpu.add(codes)
+        self.ids.extend(ids)
+        self._pos.update(new)
+
+    def _check_codes(self, codes: Any, what: str) -> np.ndarray:
+        codes = np.asarray(codes)
+        if codes.dtype != np.uint8 or codes.ndim != 2:
+            raise InputError(f"{what} must be packed uint8 rows (np.packbits), got {codes.dtype} with shape {codes.shape}")
+        if codes.shape[1] * 8 != self.bits:
+            raise InputError(f"{what} have {codes.shape[1] * 8} bits but the index holds {self.bits}-bit codes")
+        return np.ascontiguousarray(codes)
+
+    def position(self, item_id: str) -> int:
+        try:
+            return self._pos[str(item_id)]
+        except KeyError:
+            raise InputError(f"item {item_id!r} is not in the index") from None
+
+    def code(self, position: int) -> np.ndarray:
+        """The packed code stored at ``position``."""
+        if not 0 <= int(position) < len(self):
+            raise InputError(f"position {position} is outside the index (0..{len(self) - 1})")
+        try:
+            return np.asarray(self._index.reconstruct(int(position)), np.uint8)
+        except RuntimeError:
+            raise InputError(f"a {self.kind} index does not return codes by position; use a flat index") from None
+
+    # -- searching ------------------------------------------------------------------------
+    def search(self, query_codes: Any, k: int = 10) -> SearchResult:
+        """The ``k`` nearest items of each query (packed uint8 rows).
+
+        ``flat``: exact, ties by database order. ``hash``/``multihash``: the items found in
+        the probed buckets, ordered by (distance, position). ``k`` above the index size is
+        clamped with a warning.
+        """
+        q = self._check_codes(query_codes, "query codes")
+        if not len(self):
+            raise InputError("the index is empty: add database codes before searching")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        if k > len(self):
+            logger.warning("k=%d is larger than the index (%d items); clamped to %d", k, len(self), len(self))
+            k = len(self)
+        k = int(k)
+        searcher = self._gpu if self._gpu is not None else self._index
+        D, I = searcher.search(q, k)
+        D = np.asarray(D, np.int64)
+        I = np.asarray(I, np.int64)
+        if self.kind == "flat":
+            D, I = self._resolve_ties(q, D, I, k)
+        else:
+            D = np.where(I < 0, _MISSING, D)
+            order = np.lexsort((np.where(I < 0, np.iinfo(np.int64).max, I), D), axis=1)
+            D, I = np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+        ids = [[self.ids[p] if p >= 0 else None for p in row] for row in I]
+        D = np.where(I < 0, -1, D).astype(np.int32)
+        return SearchResult(D, I, ids)
+
+    def _resolve_ties(self, q: np.ndarray, D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k with ties by position: everything strictly closer than the k-th
+        distance is already in FAISS's answer; the items at the k-th distance are re-listed
+        by a range search and taken in database order. (One range search a query: meant for
+        interactive search; bulk evaluation uses :func:`lagnh_pyg.metrics.hamming_rank`.)"""
+        for r in range(len(q)):
+            kth = int(D[r, -1])
+            _lims, rd, ri = self._index.range_search(q[r : r + 1], kth + 1)
+            rd = np.asarray(rd, np.int64)
+            ri = np.asarray(ri, np.int64)
+            tied = np.sort(ri[rd == kth])
+            closer = D[r] < kth
+            cd, ci = D[r][closer], I[r][closer]
+            o = np.lexsort((ci, cd))
+            take = k - len(ci)
+            D[r] = np.concatenate([cd[o], np.full(take, kth)])
+            I[r] = np.concatenate([ci[o], tied[:take]])
+        return D, I
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write the index directory atomically (replacing an older one)."""
+        import faiss
+
+        out_dir = Path(out_dir)
+        with atomic_dir(out_dir, overwrite=True) as tmp:
+            faiss.write_index_binary(self._index, str(tmp / "codes.faiss"))
+            (tmp / "ids.txt").write_text("".join(f"{i}\n" for i in self.ids))
+            meta = {
+                "format": INDEX_FORMAT,
+                "version": INDEX_VERSION,
+                "kind": self.kind,
+                "params": self.params,
+                "bits": self.bits,
+                "bit_order": BIT_ORDER,
+                "method": self.method,
+                "model_fingerprint": self.model_fingerprint,
+                "n_items": len(self),
+                "extra": self.extra,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return out_dir
+
+    @classmethod
+    def load(
+        cls, index_dir: str | os.PathLike, expect_fingerprint: str | None = None, device: str = "cpu"
+    ) -> HammingIndex:
+        """Read an index directory; refuse it when ``expect_fingerprint`` names another model."""
+        import faiss
+
+        index_dir = Path(index_dir)
+        mp = index_dir / "meta.json"
+        if not mp.is_file():
+            raise InputError(f"{index_dir} is not an index directory (no meta.json); build one with `lagnh index RUN_DIR`")
+        try:
+            meta = json.loads(mp.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{mp} is not valid JSON ({e.msg})") from None
+        if meta.get("format") != INDEX_FORMAT or meta.get("version") != INDEX_VERSION:
+            raise InputError(f"{mp} is not a {INDEX_FORMAT} v{INDEX_VERSION} index")
+        if meta.get("bit_order") != BIT_ORDER:
+            raise InputError(f"index {index_dir} uses bit order {meta.get('bit_order')!r}; this lagnh-pyg uses {BIT_ORDER}")
+        if expect_fingerprint is not None and meta.get("model_fingerprint") != expect_fingerprint:
+            raise InputError(
+                f"index {index_dir} holds codes of model {meta.get('model_fingerprint')}, not of this run's model "
+                f"{expect_fingerprint}; rebuild it with `lagnh index RUN_DIR`"
+            )
+        self = cls.__new__(cls)
+        self.bits = check_bits(int(meta["bits"]))
+        self.kind = meta["kind"]
+        self.params = dict(meta.get("params") or {})
+        self.model_fingerprint = meta.get("model_fingerprint")
+        self.method = meta.get("method")
+        self.extra = dict(meta.get("extra") or {})
+        self._index = faiss.read_index_binary(str(index_dir / "codes.faiss"))
+        if "nflip" in self.params:
+            self._index.nflip = int(self.params["nflip"])
+        self.ids = (index_dir / "ids.txt").read_text().splitlines()
+        self._pos = {i: p for p, i in enumerate(self.ids)}
+        if self._index.ntotal != len(self.ids) or len(self.ids) != meta.get("n_items"):
+            raise InputError(f"index {index_dir} is inconsistent: {self._index.ntotal} codes, {len(self.ids)} ids")
+        if self._index.d != self.bits:
+            raise InputError(f"index {index_dir} holds {self._index.d}-bit codes but meta.json says {self.bits}")
+        self._gpu = None
+        self.device = "cpu"
+        if device != "cpu":
+            self._to_gpu(device)
+        return self

@@ -1,0 +1,436 @@
+"""Retrieval metrics over binary codes: MAP@K under named protocols, P@K, PR, radius precision.
+
+Every function takes codes as packed uint8 rows (``numpy.packbits(codes > 0, axis=1)``, the
+format of ``lagnh encode``) or as sign arrays (±1, real-valued or boolean; entries > 0 are the
+1-bits), and multi-hot labels (items x classes). A query and a database item are *relevant*
+when they share at least one label.
+
+Ranking. The database is ranked for each query by Hamming distance; **ties are broken by
+database order** (a stable sort), so the ranking — and every number below — is a
+deterministic function of the inputs. This is the rule of the LAGNH authors' evaluator.
+
+Average precision at K (Eq. of the authors' evaluator)::
+
+    AP@K(q) = (1 / R_K) * sum_{j <= K} rel_j * P@j,    P@j = (1/j) * sum_{i <= j} rel_i
+
+with ``R_K`` the relevant items within the top ``K`` (``AP@K = 0`` when ``R_K = 0``).
+The protocols differ only in which queries the mean runs over:
+
+* ``lagnh``      — queries with at least one relevant item in the whole database
+                   (the LAGNH authors' evaluator; the paper's numbers);
+* ``calctopmap`` — all queries (DeepHash-pytorch ``CalcTopMap``);
+* ``hit``        — queries with at least one relevant item in the top ``K``
+                   (thulab/DeepHash, TBH).
+
+``topk=None`` ranks the whole database (``K = N``, every item counted — no off-by-one).
+A ``topk`` larger than the database is clamped to it with a warning.
+
+Scale. Queries are processed in chunks sized to a memory budget; Hamming distances are
+computed by XOR over 64-bit words and a hardware popcount (``numpy.bitwise_count``), and
+each chunk is ranked with a stable radix sort of the small-integer distances (linear in N).
+MAP@1000 of 5,000 queries x 150,000 items at 64 bits takes 7-9 s on two shared cores in
+~260 MB of working memory (``benchmarks/bench_metrics.py``).
+
+Example::
+
+    >>> import numpy as np
+    >>> q = np.array([[1, 1, -1, -1, 1, 1, 1, 1]])
+    >>> db = np.array([[1, 1, -1, -1, 1, 1, 1, 1], [-1, 1, -1, -1, 1, 1, 1, 1]])
+    >>> ql = np.array([[1, 0]]); dl = np.array([[0, 1], [1, 1]])
+    >>> mean_average_precision(q, db, ql, dl, topk=2)   # relevant item ranked 2nd
+    0.5
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("lagnh", "calctopmap", "hit")
+PROTOCOL_DESCRIPTIONS = {
+    "lagnh": "mean AP@K over queries with >=1 relevant item in the database (LAGNH authors' evaluator)",
+    "calctopmap": "mean AP@K over all queries (DeepHash-pytorch CalcTopMap)",
+    "hit": "mean AP@K over queries with >=1 relevant item in the top K (thulab/DeepHash, TBH)",
+}
+DEFAULT_PK_CUTOFFS = tuple(range(50, 1001, 50))
+# Working memory of one chunk of queries (distance buffers, the ranking, relevance).
+DEFAULT_MEMORY_BYTES = 256 * 2**20
+
+
+# -- input handling ------------------------------------------------------------------------
+def _packed(codes: Any, name: str) -> tuple[np.ndarray, int]:
+    """Return ``(packed uint8 rows, bits)`` for packed or sign codes of any length."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise InputError(f"{name} must be a 2-D array (items x bits or items x bytes), got shape {codes.shape}")
+    if codes.dtype == np.uint8:
+        return np.ascontiguousarray(codes), codes.shape[1] * 8
+    if codes.dtype.kind not in "biuf":
+        raise InputError(f"{name} must be packed uint8 or numeric sign codes, got dtype {codes.dtype}")
+    if codes.dtype.kind == "f" and not np.isfinite(codes).all():
+        raise InputError(f"{name} contain NaN or inf")
+    # np.packbits pads a trailing partial byte with zero bits, equal in every row: harmless.
+    return np.packbits(codes > 0, axis=1), codes.shape[1]
+
+
+def _words(packed: np.ndarray) -> np.ndarray:
+    """Packed uint8 rows -> (words, n) uint64, zero-padded to a multiple of 8 bytes, word-major."""
+    n, nbytes = packed.shape
+    w = -(-nbytes // 8) if nbytes else 1
+    buf = np.zeros((n, w * 8), dtype=np.uint8)
+    buf[:, :nbytes] = packed
+    return np.ascontiguousarray(buf.view(np.uint64).T)
+
+
+def _label_words(labels: Any, name: str, n: int) -> tuple[np.ndarray, int]:
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise InputError(f"{name} must be a 2-D multi-hot array (items x classes), got shape {labels.shape}")
+    if labels.shape[0] != n:
+        raise InputError(f"{name} have {labels.shape[0]} rows but the codes have {n}: one label row per item")
+    return _words(np.packbits(labels > 0, axis=1)), labels.shape[1]
+
+
+@dataclass
+class _Prepared:
+    q: np.ndarray  # (words, nq) uint64
+    db: np.ndarray  # (words, ndb) uint64
+    ql: np.ndarray  # (label words, nq) uint64
+    dl: np.ndarray  # (label words, ndb) uint64
+    bits: int
+
+    @property
+    def nq(self) -> int:
+        return self.q.shape[1]
+
+    @property
+    def ndb(self) -> int:
+        return self.db.shape[1]
+
+
+def _prepare(query_codes, db_codes, query_labels=None, db_labels=None) -> _Prepared:
+    q, qbits = _packed(query_codes, "query codes")
+    db, dbits = _packed(db_codes, "database codes")
+    if qbits != dbits:
+        raise InputError(
+            f"query codes have {qbits} bits but database codes have {dbits}: both must come from the same model"
+        )
+    if db.shape[0] == 0:
+        raise InputError("the database is empty: there is nothing to retrieve")
+    if q.shape[0] == 0:
+        raise InputError("there are no query codes to evaluate")
+    ql = dl = np.zeros((1, 0), np.uint64)
+    if query_labels is not None or db_labels is not None:
+        if query_labels is None or db_labels is None:
+            raise InputError("pass labels for both the queries and the database, or for neither")
+        ql, mq = _label_words(query_labels, "query labels", q.shape[0])
+        dl, md = _label_words(db_labels, "database labels", db.shape[0])
+        if mq != md:
+            raise InputError(f"query labels have {mq} classes but database labels have {md}")
+    return _Prepared(_words(q), _words(db), ql, dl, qbits)
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+def clamp_topk(topk: int | None, n: int, what: str = "topk") -> int:
+    """``None`` -> ``n``; a value above ``n`` is clamped to ``n`` with a warning."""
+    if topk is None:
+        return n
+    if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
+        raise InputError(f"{what} must be a positive integer or None (the whole ranking), got {topk!r}")
+    if topk > n:
+        logger.warning("%s=%d is larger than the database (%d items); clamped to %d", what, topk, n, n)
+        return n
+    return int(topk)
+
+
+# -- the chunked engine --------------------------------------------------------------------
+def _chunk_rows(ndb: int, bytes_per_pair: int, memory_bytes: int) -> int:
+    return max(1, int(memory_bytes // max(1, ndb * bytes_per_pair)))
+
+
+class _Scanner:
+    """Hamming distances of query chunks to the whole database, with reusable buffers."""
+
+    def __init__(self, p: _Prepared, rows: int):
+        self.p = p
+        self.dtype = np.uint8 if p.bits <= 255 else np.uint16
+        self.xbuf = np.empty((rows, p.ndb), dtype=np.uint64)
+        self.dbuf = np.empty((rows, p.ndb), dtype=self.dtype)
+        self.tbuf = np.empty((rows, p.ndb), dtype=np.uint8) if p.q.shape[0] > 1 else None
+
+    def distances(self, s: int, e: int) -> np.ndarray:
+        """(e - s, ndb) Hamming distances of queries ``s:e`` (a view of an internal buffer)."""
+        c = e - s
+        x, d = self.xbuf[:c], self.dbuf[:c]
+        for w in range(self.p.q.shape[0]):
+            np.bitwise_xor(self.p.q[w, s:e, None], self.p.db[w][None, :], out=x)
+            if w == 0:
+                np.bitwise_count(x, out=d, casting="unsafe")
+            else:
+                t = self.tbuf[:c]
+                np.bitwise_count(x, out=t)
+                d += t
+        return d
+
+    def relevance(self, s: int, e: int, db_idx: np.ndarray | None = None) -> np.ndarray:
+        """Boolean relevance of queries ``s:e`` to database items (all, or ``db_idx`` per query)."""
+        ql, dl = self.p.ql, self.p.dl
+        rel = None
+        for w in range(ql.shape[0]):
+            other = dl[w][db_idx] if db_idx is not None else dl[w][None, :]
+            r = (ql[w, s:e, None] & other) != 0
+            rel = r if rel is None else (rel | r)
+        return rel
+
+
+def _iter_chunks(n: int, rows: int) -> Iterator[tuple[int, int]]:
+    for s in range(0, n, rows):
+        yield s, min(n, s + rows)
+
+
+def hamming_distances(query_codes: Any, db_codes: Any) -> np.ndarray:
+    """All pairwise Hamming distances, ``(n_query, n_db)`` int32 (small inputs; for tests/tools)."""
+    p = _prepare(query_codes, db_codes)
+    sc = _Scanner(p, p.nq)
+    return sc.distances(0, p.nq).astype(np.int32)
+
+
+def hamming_rank(
+    query_codes: Any, db_codes: Any, k: int | None = None, *, memory_bytes: int = DEFAULT_MEMORY_BYTES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` by Hamming distance, ties by database order.
+
+    Returns ``(distances, indices)``, both ``(n_query, k)`` (int32, int64); ``k=None`` ranks
+    the whole database, a ``k`` above it is clamped with a warning.
+    """
+    p = _prepare(query_codes, db_codes)
+    k = clamp_topk(k, p.ndb, "k")
+    rows = _chunk_rows(p.ndb, 8 + 2 + 8 + 1, memory_bytes)
+    sc = _Scanner(p, min(rows, p.nq))
+    dist = np.empty((p.nq, k), np.int32)
+    idx = np.empty((p.nq, k), np.int64)
+    for s, e in _iter_chunks(p.nq, rows):
+        d = sc.distances(s, e)
+        order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        idx[s:e] = order
+        dist[s:e] = np.take_along_axis(d, order, axis=1)
+    return dist, idx
+
+
+@dataclass
+class RetrievalResult:
+    """Everything one pass over the ranking gives; see :func:`evaluate_retrieval`.
+
+    Attributes:
+        protocol: the protocol of ``map``. topk: the K of AP@K (``n_db`` when the whole ranking).
+        map: the mean AP@K under ``protocol``.
+        ap: (n_query,) AP@K of every query (0 where no relevant item is in the top K).
+        counted: (n_query,) bool, the queries the protocol's mean runs over.
+        n_relevant_db: (n_query,) relevant items of each query in the whole database
+            (``-1`` where not computed: ``curves=False``).
+        pk_cutoffs / pk: the precision@K curve, mean over all queries.
+        radius / pr_precision / pr_recall / pr_pooled_precision: the precision-recall curve by
+            Hamming radius r = 0..bits (precision per query with an empty ball counting 0, mean
+            over all queries; recall mean over queries with >=1 relevant item; pooled precision
+            = relevant pairs within r / all pairs within r).
+    """
+
+    protocol: str
+    topk: int
+    map: float
+    ap: np.ndarray
+    counted: np.ndarray
+    n_query: int
+    n_db: int
+    bits: int
+    n_relevant_db: np.ndarray
+    pk_cutoffs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pk: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    radius: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pr_precision: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pr_recall: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pr_pooled_precision: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def summary(self) -> dict:
+        """JSON-able summary (curves included, per-query arrays left out)."""
+        return {
+            "protocol": self.protocol,
+            "protocol_description": PROTOCOL_DESCRIPTIONS[self.protocol],
+            "tie_rule": "Hamming distance, ties by database order (stable sort)",
+            "topk": self.topk,
+            "map": self.map,
+            "n_query": self.n_query,
+            "n_query_counted": int(self.counted.sum()),
+            "n_db": self.n_db,
+            "bits": self.bits,
+            "precision_at_k": {"k": self.pk_cutoffs.tolist(), "precision": self.pk.tolist(),
+                               "averaged_over": "all queries"},
+            "pr_curve": {
+                "radius": self.radius.tolist(),
+                "precision": self.pr_precision.tolist(),
+                "recall": self.pr_recall.tolist(),
+                "pooled_precision": self.pr_pooled_precision.tolist(),
+            },
+        }
+
+
+def _protocol_mean(ap: np.ndarray, counted: np.ndarray, protocol: str) -> float:
+    if not counted.any():
+        logger.warning("no query is counted under protocol %s; MAP reported as 0", protocol)
+        return 0.0
+    return float(ap[counted].mean())
+
+
+def evaluate_retrieval(
+    query_codes: Any,
+    db_codes: Any,
+    query_labels: Any,
+    db_labels: Any,
+    topk: int | None = 1000,
+    protocol: str = "lagnh",
+    *,
+    pk_cutoffs: Sequence[int] | None = DEFAULT_PK_CUTOFFS,
+    curves: bool = True,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+) -> RetrievalResult:
+    """MAP@K under ``protocol`` and, with ``curves``, the P@K and PR curves, in one pass.
+
+    Args:
+        query_codes: (n_query, bits) sign codes or (n_query, bits/8) packed uint8.
+        db_codes: the database's codes, same format and length.
+        query_labels / db_labels: multi-hot labels (items x classes); relevant = share one.
+        topk: K of MAP@K (default 1000); ``None`` = the whole ranking.
+        protocol: ``lagnh``, ``calctopmap`` or ``hit`` (module docstring).
+        pk_cutoffs: the K of the precision@K curve (clamped to the database size).
+        curves: also compute the P@K curve, the PR curve and per-query relevant counts.
+        memory_bytes: working-memory budget; decides the query chunk size, never a result.
+    """
+    check_protocol(protocol)
+    p = _prepare(query_codes, db_codes, query_labels, db_labels)
+    if query_labels is None:
+        raise InputError("evaluation needs ground-truth labels for the queries and the database")
+    k = clamp_topk(topk, p.ndb)
+    cut = np.zeros(0, np.int64)
+    if curves and pk_cutoffs is not None and len(pk_cutoffs):
+        cut = np.asarray(sorted({min(int(c), p.ndb) for c in pk_cutoffs}), np.int64)
+        if (cut < 1).any():
+            raise InputError(f"precision@K cutoffs must be positive, got {list(pk_cutoffs)}")
+    depth = max(k, int(cut.max()) if cut.size else 0)
+    nb = p.bits + 1
+    # bytes per (query, db item): xor u64, dist, argsort i64; with curves hist keys, their relevant
+    # subset and relevance; with a deep ranking its relevance, counts and AP terms
+    per_pair = 8 + 2 + 8 + 1 + (8 + 8 + 1 + 1 if curves else 0) + (33 if depth > p.ndb // 4 else 0)
+    rows = min(_chunk_rows(p.ndb, per_pair, memory_bytes), p.nq)
+    sc = _Scanner(p, rows)
+    ap = np.zeros(p.nq)
+    hits_k = np.zeros(p.nq, np.int64)
+    pk_hits = np.zeros((p.nq, cut.size), np.int64)
+    n_rel_db = np.full(p.nq, -1, np.int64)
+    hist_all = np.zeros((p.nq, nb), np.int64) if curves else None
+    hist_rel = np.zeros((p.nq, nb), np.int64) if curves else None
+    ranks = np.arange(1, depth + 1, dtype=np.float64)
+    for s, e in _iter_chunks(p.nq, rows):
+        c = e - s
+        d = sc.distances(s, e)
+        order = np.argsort(d, axis=1, kind="stable")[:, :depth]
+        rel = sc.relevance(s, e, order)  # (c, depth) relevance in rank order
+        cum = np.cumsum(rel, axis=1, dtype=np.int64)
+        relk, cumk = rel[:, :k], cum[:, :k]
+        hits_k[s:e] = cumk[:, -1]
+        # AP@K = (1/R_K) sum_j rel_j * cum_j / j
+        num = (np.where(relk, cumk, 0) / ranks[:k]).sum(1)
+        ap[s:e] = np.divide(num, hits_k[s:e], out=np.zeros(c), where=hits_k[s:e] > 0)
+        if cut.size:
+            pk_hits[s:e] = cum[:, cut - 1]
+        if curves:
+            rel_all = sc.relevance(s, e)
+            n_rel_db[s:e] = rel_all.sum(1)
+            keys = d.astype(np.int64) + (np.arange(c, dtype=np.int64) * nb)[:, None]
+            hist_all[s:e] = np.bincount(keys.ravel(), minlength=c * nb).reshape(c, nb)
+            hist_rel[s:e] = np.bincount(keys[rel_all], minlength=c * nb).reshape(c, nb)
+    if protocol == "lagnh":
+        if curves:
+            counted = n_rel_db > 0
+        else:  # q has a relevant item iff one of its labels occurs anywhere in the database
+            union = np.bitwise_or.reduce(p.dl, axis=1)
+            counted = ((p.ql & union[:, None]) != 0).any(0)
+    elif protocol == "calctopmap":
+        counted = np.ones(p.nq, bool)
+    else:
+        counted = hits_k > 0
+    res = RetrievalResult(protocol, k, _protocol_mean(ap, counted, protocol), ap, counted, p.nq, p.ndb, p.bits,
+                          n_rel_db)
+    if cut.size:
+        res.pk_cutoffs = cut
+        res.pk = (pk_hits / cut[None, :]).mean(0)
+    if curves:
+        within = np.cumsum(hist_all, axis=1)
+        within_rel = np.cumsum(hist_rel, axis=1)
+        prec = np.divide(within_rel, within, out=np.zeros(within.shape), where=within > 0)
+        has = n_rel_db > 0
+        res.radius = np.arange(nb)
+        res.pr_precision = prec.mean(0)
+        res.pr_recall = (within_rel[has] / n_rel_db[has, None]).mean(0) if has.any() else np.zeros(nb)
+        tot, tot_rel = within.sum(0), within_rel.sum(0)
+        res.pr_pooled_precision = np.divide(tot_rel, tot, out=np.zeros(nb), where=tot > 0)
+    return res
+
+
+def mean_average_precision(
+    query_codes: Any,
+    db_codes: Any,
+    query_labels: Any,
+    db_labels: Any,
+    topk: int | None = 1000,
+    protocol: str = "lagnh",
+) -> float:
+    """MAP@``topk`` under ``protocol`` (``lagnh``, ``calctopmap`` or ``hit``); see the module doc.
+
+    Codes are packed uint8 or ±1 arrays (n x bits); labels are multi-hot (n x classes).
+    Ties in Hamming distance are broken by database order. ``topk=None`` = whole ranking.
+    """
+    return evaluate_retrieval(query_codes, db_codes, query_labels, db_labels, topk, protocol,
+                              pk_cutoffs=None, curves=False).map
+
+
+def precision_at_k(
+    query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any,
+    cutoffs: Sequence[int] = DEFAULT_PK_CUTOFFS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The precision@K curve: ``(K, mean over all queries of relevant-in-top-K / K)``."""
+    r = evaluate_retrieval(query_codes, db_codes, query_labels, db_labels, topk=1, pk_cutoffs=cutoffs)
+    return r.pk_cutoffs, r.pk
+
+
+def precision_recall_curve(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any) -> dict:
+    """PR curve by Hamming radius r = 0..bits: ``radius``, ``precision`` (per query, empty ball
+    = 0, mean over all queries), ``recall`` (mean over queries with >=1 relevant item),
+    ``pooled_precision`` (relevant pairs / pairs within r)."""
+    r = evaluate_retrieval(query_codes, db_codes, query_labels, db_labels, topk=1, pk_cutoffs=None)
+    return {"radius": r.radius, "precision": r.pr_precision, "recall": r.pr_recall,
+            "pooled_precision": r.pr_pooled_precision}
+
+
+def precision_within_radius(
+    query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any, radius: int = 2
+) -> tuple[float, float]:
+    """Precision of the Hamming ball of ``radius``: ``(per-query mean with an empty ball
+    counting 0, pooled over all query-item pairs within the radius)``."""
+    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
+        raise InputError(f"radius must be a non-negative integer, got {radius!r}")
+    c = precision_recall_curve(query_codes, db_codes, query_labels, db_labels)
+    r = min(int(radius), len(c["radius"]) - 1)
+    return float(c["precision"][r]), float(c["pooled_precision"][r])

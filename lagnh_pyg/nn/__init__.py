@@ -1,0 +1,8 @@
+"""LAGNH's modules: cross-modal attention, GCN generator, discriminator, the model."""
+
+from .attention import CrossModalAttention
+from .discriminator import Discriminator
+from .generator import GCNGenerator
+from .lagnh import LAGNH
+
+__all__ = ["CrossModalAttention", "Discriminator", "GCNGenerator", "LAGNH"]

@@ -1,0 +1,93 @@
+"""Cross-modal attention (Eq. 1-2): denoise deep features with auxiliary semantics."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+KEY_SOURCES = ("anchors", "categories", "batch", "none")
+
+
+class CrossModalAttention(nn.Module):
+    r"""Eq. 1-2 of LAGNH.
+
+    .. math::
+        \tilde x_i = W_x x_i + b_x,\quad \tilde y_j = W_y y_j + b_y,\quad
+        s_{ij} = \max(0, \cos(\tilde x_i, \tilde y_j)),\quad
+        a_{ij} = s_{ij} / \lVert s_{i\cdot} \rVert_2,\quad
+        \hat x_i = \tilde x_i + \sum_j a_{ij} \tilde y_j
+
+    (row L2 normalisation, not softmax, as released). The keys :math:`y_j` come from:
+
+    * ``batch``: the aux vectors of the items in the same batch (the release; a code then
+      depends on its batch-mates);
+    * ``anchors``: a fixed memory of training aux vectors (set by :meth:`set_anchors`);
+    * ``categories``: the c one-hot category vectors;
+    * ``none``: no attention, :math:`\hat x_i = \tilde x_i` (the no-att ablation).
+
+    With ``self_key=True`` (anchors/categories) the item's own aux vector is one more key,
+    which keeps the release's property that an item attends to its own tags while staying
+    batch-independent.
+
+    Args:
+        feature_dim: d. aux_dim: c. dim: width of :math:`W_x, W_y` (512).
+        keys: one of ``anchors``, ``categories``, ``batch``, ``none``.
+        num_anchors: size of the anchor memory (``keys='anchors'``).
+        self_key: add the item's own aux as a key.
+
+    Shapes: ``x`` (n, d), ``aux`` (n, c) -> (n, dim).
+    """
+
+    def __init__(self, feature_dim: int, aux_dim: int, dim: int = 512, keys: str = "anchors",
+                 num_anchors: int = 1024, self_key: bool = False) -> None:
+        super().__init__()
+        if keys not in KEY_SOURCES:
+            raise ValueError(f"CrossModalAttention: unknown key source {keys!r}; use one of {KEY_SOURCES}")
+        self.keys, self.self_key = keys, bool(self_key) and keys in ("anchors", "categories")
+        self.lin_x = nn.Linear(feature_dim, dim)
+        self.lin_y = nn.Linear(aux_dim, dim) if keys != "none" else None
+        if keys == "anchors":
+            self.register_buffer("key_aux", torch.zeros(num_anchors, aux_dim))
+        elif keys == "categories":
+            self.register_buffer("key_aux", torch.eye(aux_dim))
+        else:
+            self.key_aux = None
+
+    @property
+    def batch_independent(self) -> bool:
+        return self.keys != "batch"
+
+    @torch.no_grad()
+    def set_anchors(self, aux: Tensor) -> None:
+        """Fill the anchor memory with (m, c) training aux vectors."""
+        if self.keys != "anchors":
+            return
+        if aux.shape != self.key_aux.shape:
+            raise ValueError(f"CrossModalAttention: anchors of shape {tuple(aux.shape)}, expected {tuple(self.key_aux.shape)}")
+        self.key_aux.copy_(aux)
+
+    def forward(self, x: Tensor, aux: Tensor | None = None) -> Tensor:
+        xt = self.lin_x(x)
+        if self.keys == "none":
+            return xt
+        xn = F.normalize(xt, dim=1)
+        if self.keys == "batch":
+            yt = self.lin_y(aux)
+            s = (xn @ F.normalize(yt, dim=1).T).clamp_min(0)
+            return xt + _row_l2(s) @ yt
+        yt = self.lin_y(self.key_aux)
+        s = (xn @ F.normalize(yt, dim=1).T).clamp_min(0)
+        if not self.self_key:
+            return xt + _row_l2(s) @ yt
+        ys = self.lin_y(aux)  # (n, dim): the item's own key
+        s_self = (xn * F.normalize(ys, dim=1)).sum(1, keepdim=True).clamp_min(0)
+        norm = (s.pow(2).sum(1, keepdim=True) + s_self.pow(2)).sqrt().clamp_min(1e-12)
+        return xt + (s @ yt + s_self * ys) / norm
+
+    def extra_repr(self) -> str:
+        return f"keys={self.keys}, self_key={self.self_key}"
+
+
+def _row_l2(s: Tensor) -> Tensor:
+    return s / s.norm(dim=1, keepdim=True).clamp_min(1e-12)

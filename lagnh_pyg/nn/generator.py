@@ -1,0 +1,48 @@
+"""The generator: two GCNConv layers over the augmented semantic graph (Eq. 6-7)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import GCNConv
+
+
+class GCNGenerator(nn.Module):
+    r"""Eq. 6-7 of LAGNH:
+
+    .. math::
+        Z^1 = \mathrm{ReLU}(\hat S\,\mathrm{dropout}(\hat X) W^1),\qquad
+        Z = \hat S\,\mathrm{dropout}(Z^1) W^2
+
+    with ``GCNConv(normalize=False, bias=False, cached=False)``: the normalised weights
+    :math:`\hat S` (Kipf's or the release's row form, see
+    :func:`lagnh_pyg.graph.normalize_edge_weight`) are computed by the caller in every
+    forward pass, because the fused weights change with the attentive features. Xavier-normal
+    init, no bias, as released.
+
+    ``adj`` is an ``edge_index`` (2, E) with ``edge_weight`` (E,), or a
+    ``torch.sparse_csr`` adjacency (the dense mini-batch graphs of the faithful mode).
+
+    Args:
+        in_dim: width of :math:`\hat X` (512). hidden: h. bits: k. dropout: 0.5.
+
+    Shapes: ``x`` (n, in_dim) -> ``(z1 (n, hidden), z (n, bits))``.
+    """
+
+    def __init__(self, in_dim: int, hidden: int, bits: int, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.conv1 = GCNConv(in_dim, hidden, normalize=False, bias=False, cached=False, add_self_loops=False)
+        self.conv2 = GCNConv(hidden, bits, normalize=False, bias=False, cached=False, add_self_loops=False)
+        self.dropout = nn.Dropout(dropout)
+        for conv in (self.conv1, self.conv2):
+            nn.init.xavier_normal_(conv.lin.weight)
+
+    def layer1(self, x: Tensor, adj: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        return torch.relu(self.conv1(self.dropout(x), adj, edge_weight))
+
+    def layer2(self, z1: Tensor, adj: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        return self.conv2(self.dropout(z1), adj, edge_weight)
+
+    def forward(self, x: Tensor, adj: Tensor, edge_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z1 = self.layer1(x, adj, edge_weight)
+        return z1, self.layer2(z1, adj, edge_weight)

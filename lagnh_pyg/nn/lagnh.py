@@ -1,0 +1,141 @@
+"""The LAGNH model: attention (Eq. 1-2), augmented graph (Eq. 3-5), GCN generator
+(Eq. 6-7) and the semantic classifier (Eq. 11)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.utils.sparse import index2ptr
+
+from ..graph import auto_sigma2, edge_sq_dist, sort_by_target, fused_edge_weight, normalize_edge_weight
+from .attention import CrossModalAttention
+from .generator import GCNGenerator
+
+
+class LAGNH(nn.Module):
+    r"""Everything of LAGNH that produces the continuous codes :math:`Z`.
+
+    Two forward passes over the same parameters:
+
+    * :meth:`forward` — sparse: a PyG graph (``edge_index`` with self-loops, ``s_a`` per
+      edge); :math:`S^v` is recomputed on the edges from the current attentive features,
+      fused with :math:`\eta S^a` (Eq. 5) and normalised into GCNConv's ``edge_weight``.
+    * :meth:`forward_dense` — the release's form: a dense graph over one mini-batch
+      (Eq. 3-5 on all pairs), handed to GCNConv as a sparse CSR adjacency.
+
+    Args:
+        feature_dim: d. aux_dim: c. bits: k.
+        att_dim: attention width (512). hidden: GCN hidden width h. dropout: GCN dropout.
+        attention: key source of :class:`CrossModalAttention`. anchors: memory size.
+        self_key: the item's own aux is a key too.
+        eta: Eq. 5. sigma: ``"auto"`` or a fixed bandwidth (Eq. 3).
+        weights: ``fused`` | ``visual`` | ``aux``. normalization: ``gcn`` | ``row``.
+        feature_norm: ``l2`` (unit input rows) | ``none``.
+        decoder: add a linear decoder :math:`k \to d` (the recons-feat ablation).
+    """
+
+    def __init__(self, feature_dim: int, aux_dim: int, bits: int, *, att_dim: int = 512, hidden: int = 1024,
+                 dropout: float = 0.5, attention: str = "anchors", anchors: int = 1024, self_key: bool = False,
+                 eta: float = 1.0, sigma: float | str = "auto", weights: str = "fused",
+                 normalization: str = "gcn", feature_norm: str = "l2", decoder: bool = False) -> None:
+        super().__init__()
+        self.feature_dim, self.aux_dim, self.bits = feature_dim, aux_dim, bits
+        self.eta, self.weights, self.normalization, self.feature_norm = float(eta), weights, normalization, feature_norm
+        self.auto_sigma = sigma == "auto"
+        self.attention = CrossModalAttention(feature_dim, aux_dim, att_dim, attention, anchors, self_key)
+        self.generator = GCNGenerator(att_dim, hidden, bits, dropout)
+        self.classifier = nn.Linear(bits, aux_dim)  # Eq. 11: Y_hat = Z W_c + b_c
+        self.decoder = nn.Linear(bits, feature_dim) if decoder else None
+        self.register_buffer("sigma2", torch.tensor(1.0 if self.auto_sigma else float(sigma) ** 2))
+
+    @classmethod
+    def from_config(cls, cfg, feature_dim: int, aux_dim: int, bits: int) -> "LAGNH":
+        m, g = cfg.model, cfg.graph
+        return cls(feature_dim, aux_dim, bits, att_dim=m.att_dim, hidden=m.hidden, dropout=m.dropout,
+                   attention=m.attention, anchors=m.anchors, self_key=m.self_key, eta=g.eta, sigma=g.sigma,
+                   weights=g.weights, normalization=m.normalization, feature_norm=m.feature_norm,
+                   decoder=cfg.loss.reconstruct == "feat")
+
+    # -- pieces ---------------------------------------------------------------------------
+    def prepare(self, x: Tensor) -> Tensor:
+        """Input features as the model sees them (unit rows with ``feature_norm='l2'``)."""
+        return F.normalize(x, dim=1) if self.feature_norm == "l2" else x
+
+    def attentive_features(self, x: Tensor, aux: Tensor) -> Tensor:
+        """Eq. 1-2: (n, d), (n, c) -> (n, att_dim)."""
+        return self.attention(self.prepare(x), aux)
+
+    def update_sigma2(self, xhat: Tensor, edge_index: Tensor, d2: Tensor | None = None) -> None:
+        """``sigma='auto'``: set sigma^2 to the mean squared kNN-edge distance (Eq. 3)."""
+        if self.auto_sigma:
+            self.sigma2.copy_(auto_sigma2(xhat, edge_index, d2))
+
+    def edge_weights(self, xhat: Tensor, edge_index: Tensor, s_a: Tensor, d2: Tensor | None = None) -> Tensor:
+        """Eq. 3-5 on the edges (fused, visual or aux, as configured)."""
+        return fused_edge_weight(xhat, edge_index, s_a, self.eta, self.sigma2, self.weights, d2)
+
+    def self_weight(self, aux_unit: Tensor) -> Tensor:
+        """S_ii of a node (its self-loop weight): S^v_ii = 1 (+ eta S^a_ii = eta when the
+        node has aux)."""
+        has_aux = (aux_unit.abs().sum(1) > 0).to(aux_unit.dtype)
+        if self.weights == "fused":
+            return 1.0 + self.eta * has_aux
+        return torch.ones_like(has_aux)
+
+    # -- forward passes -------------------------------------------------------------------
+    def forward(self, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tensor) -> dict[str, Tensor]:
+        """Sparse graph forward (Eq. 1-7).
+
+        Shapes: ``x`` (n, d), ``aux`` (n, c), ``edge_index`` (2, E) with self-loops,
+        ``s_a`` (E,). Returns ``z`` (n, k), ``z1`` (n, h), ``xhat`` (n, att_dim),
+        ``edge_index`` (sorted by target), ``edge_weight`` (E,) normalised in that order,
+        ``degree`` (n,).
+        """
+        n = x.shape[0]
+        edge_index, s_a = sort_by_target(edge_index, s_a)
+        xhat = self.attentive_features(x, aux)
+        d2 = edge_sq_dist(xhat, edge_index) if self.weights != "aux" else None
+        if self.training:
+            self.update_sigma2(xhat, edge_index, d2)
+        w = self.edge_weights(xhat, edge_index, s_a, d2)
+        norm_w, deg = normalize_edge_weight(edge_index, w, n, self.normalization)
+        # GCNConv on the transposed CSR adjacency (row = target): a sparse matmul instead of
+        # per-edge messages, same result, several times faster on CPU
+        adj_t = torch.sparse_csr_tensor(index2ptr(edge_index[1], n), edge_index[0], norm_w, size=(n, n))
+        z1, z = self.generator(xhat, adj_t)
+        return {"z": z, "z1": z1, "xhat": xhat, "edge_index": edge_index, "edge_weight": norm_w, "degree": deg}
+
+    def dense_graph(self, xhat: Tensor, aux_unit: Tensor) -> Tensor:
+        """Eq. 3-5 over all pairs of a batch, normalised: (n, n) dense :math:`\\hat S`."""
+        sq = xhat.pow(2).sum(1)
+        n = xhat.shape[0]
+        off = 1.0 - torch.eye(n, dtype=xhat.dtype, device=xhat.device)
+        d2 = (sq[:, None] + sq[None, :] - 2 * xhat @ xhat.T).clamp_min(0) * off
+        s_v = torch.exp(-d2 / (2 * self.sigma2))
+        s_a = (aux_unit @ aux_unit.T).clamp_min(0)
+        if self.weights == "aux":
+            s = s_a * off + (1 - off)
+        elif self.weights == "visual":
+            s = s_v
+        else:
+            s = s_v + self.eta * s_a
+        deg = s.sum(1)
+        if self.normalization == "row":
+            return s / deg.clamp_min(1e-12)[:, None]
+        inv = deg.clamp_min(1e-12).pow(-0.5)
+        return inv[:, None] * s * inv[None, :]
+
+    def forward_dense(self, x: Tensor, aux: Tensor) -> dict[str, Tensor]:
+        """The release's per-mini-batch forward: dense graph, GCNConv on its CSR form.
+
+        Shapes: ``x`` (n, d), ``aux`` (n, c) -> ``z`` (n, k), ``z1``, ``xhat``, ``adj`` (n, n).
+        """
+        xhat = self.attentive_features(x, aux)
+        adj = self.dense_graph(xhat, F.normalize(aux, dim=1))
+        z1, z = self.generator(xhat, adj.to_sparse_csr())
+        return {"z": z, "z1": z1, "xhat": xhat, "adj": adj}
+
+    def classify(self, z: Tensor) -> Tensor:
+        """Eq. 11's semantic classifier: (n, k) -> (n, c) logits."""
+        return self.classifier(z)

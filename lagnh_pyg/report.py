@@ -1,0 +1,246 @@
+"""Writing results: CSV and markdown tables, P@K / PR plots (matplotlib, Agg), the provenance
+block every report carries, and the self-contained HTML contact sheet of a search.
+
+Everything here is output formatting: numbers come in computed (``metrics``), files go out
+atomically (``utils.atomic_path``).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import logging
+import os
+import platform
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .utils import atomic_path, software_versions
+
+logger = logging.getLogger(__name__)
+
+_MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
+         ".webp": "image/webp", ".bmp": "image/bmp"}
+THUMB_PX = 160
+
+
+# -- provenance ------------------------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    """The machine a number was measured on (CPU count, model, GPU when torch sees one)."""
+    info: dict[str, Any] = {
+        "hostname": platform.node(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "processor": _cpu_model(),
+    }
+    try:
+        import psutil
+
+        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """The block every report records: software versions, machine, and the caller's fields."""
+    return {**extra, "software": software_versions(), "machine": machine_info()}
+
+
+# -- tables ------------------------------------------------------------------------------------
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            w.writerow([_fmt_cell(v, csv_=True) for v in r])
+    return path
+
+
+def _fmt_cell(v: Any, csv_: bool = False) -> str:
+    if v is None:
+        return "" if csv_ else "–"
+    if isinstance(v, float):
+        return f"{v:.6f}" if csv_ else f"{v:.4f}"
+    return str(v)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt_cell(v) for v in r) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def provenance_markdown(prov: Mapping[str, Any]) -> str:
+    """A "how this was measured" section for a markdown report."""
+    lines = ["## Provenance", ""]
+    for k, v in prov.items():
+        if isinstance(v, Mapping):
+            lines.append(f"- **{k}**: " + ", ".join(f"{a}={b}" for a, b in v.items()))
+        else:
+            lines.append(f"- **{k}**: {v}")
+    return "\n".join(lines) + "\n"
+
+
+# -- plots -------------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def line_plot(
+    path: str | os.PathLike,
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    ylim: tuple[float, float] | None = (0.0, 1.0),
+    xscale: str = "linear",
+) -> Path:
+    """One PNG with one line per entry of ``series`` (``name -> (x, y)``), written atomically."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=110)
+    for name, (x, y) in series.items():
+        ax.plot(list(x), list(y), marker="o" if len(x) <= 25 else None, markersize=3, label=name)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if xscale == "symlog":
+        ax.set_xscale("symlog", linthresh=min((abs(v) for _, (x, _) in series.items() for v in x if v), default=1.0))
+    elif xscale != "linear":
+        ax.set_xscale(xscale)
+    ax.grid(alpha=0.3)
+    if len(series) > 1 or any(series):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+# -- the HTML contact sheet ------------------------------------------------------------------
+def resolve_image(path: str | None, root: str | os.PathLike | None = None) -> Path | None:
+    """An existing image file for ``path`` (as given, or relative to ``root``), else ``None``."""
+    if not path:
+        return None
+    p = Path(path)
+    for cand in (p, Path(root) / p if root is not None and not p.is_absolute() else None):
+        if cand is not None and cand.is_file():
+            return cand
+    return None
+
+
+def thumbnail_data_uri(path: Path, px: int = THUMB_PX) -> str | None:
+    """A base64 ``data:`` URI of a thumbnail (Pillow when installed, else the file's bytes)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.thumbnail((px, px))
+            buf = io.BytesIO()
+            im.convert("RGB").save(buf, format="JPEG", quality=85)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    except ImportError:
+        mime = _MIME.get(path.suffix.lower())
+        if mime is None:
+            return None
+        return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+    except (OSError, ValueError) as e:  # an unreadable image: a text tile instead of a broken page
+        logger.warning("cannot make a thumbnail of %s (%s)", path, e)
+        return None
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.2em} .meta{color:#666;font-size:.85em;margin-bottom:1em}
+.grid{display:flex;flex-wrap:wrap;gap:10px}
+.tile{width:{w}px;border:3px solid #ccc;border-radius:4px;padding:4px;font-size:.75em;text-align:center}
+.tile img{max-width:100%;max-height:{px}px;display:block;margin:0 auto 4px}
+.noimg{height:{px}px;display:flex;align-items:center;justify-content:center;background:#f3f3f3;color:#888}
+.rel{border-color:#2e9d3a} .irr{border-color:#d0342c} .query{border-color:#2458c6}
+.mark{font-weight:bold} .rel .mark{color:#2e9d3a} .irr .mark{color:#d0342c}
+""".replace("{w}", str(THUMB_PX + 20)).replace("{px}", str(THUMB_PX))
+
+
+def _tile(cls: str, title: str, lines: Sequence[str], path: str | None, root: Any) -> str:
+    img = resolve_image(path, root)
+    uri = thumbnail_data_uri(img) if img is not None else None
+    pic = f'<img src="{uri}" alt="{html.escape(title)}">' if uri else '<div class="noimg">no image</div>'
+    text = "<br>".join(lines)
+    return f'<div class="tile {cls}">{pic}{text}</div>'
+
+
+def contact_sheet_html(
+    query: Mapping[str, Any],
+    results: Sequence[Mapping[str, Any]],
+    *,
+    title: str,
+    meta_lines: Sequence[str] = (),
+    image_root: str | os.PathLike | None = None,
+) -> str:
+    """A self-contained HTML page: the query, then its results as thumbnails.
+
+    Args:
+        query: ``id``, optional ``path`` and ``labels`` (names).
+        results: per rank ``rank``, ``id``, ``distance``, optional ``path``, ``labels`` and
+            ``relevant`` (``True``/``False`` marks the tile green/red; ``None`` = unknown).
+        image_root: where relative image paths are looked up (the dataset directory).
+    """
+    q_lines = [f"<b>query</b> {html.escape(str(query['id']))}"]
+    if query.get("labels"):
+        q_lines.append(html.escape(", ".join(query["labels"])))
+    tiles = [_tile("query", str(query["id"]), q_lines, query.get("path"), image_root)]
+    for r in results:
+        rel = r.get("relevant")
+        cls, mark = ("rel", "✓ relevant") if rel is True else ("irr", "✗ irrelevant") if rel is False else ("", "")
+        lines = [f"#{r['rank']} · d={r['distance']}", html.escape(str(r["id"]))]
+        if mark:
+            lines.append(f'<span class="mark">{mark}</span>')
+        if r.get("labels"):
+            lines.append(html.escape(", ".join(r["labels"])))
+        tiles.append(_tile(cls, str(r["id"]), lines, r.get("path"), image_root))
+    meta = "".join(f"<div>{html.escape(m)}</div>" for m in meta_lines)
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><div class=\"meta\">{meta}</div>"
+        f"<div class=\"grid\">{''.join(tiles)}</div></body></html>\n"
+    )

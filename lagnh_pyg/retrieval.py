@@ -1,0 +1,265 @@
+"""Run-level retrieval: evaluate a run's codes, build its index, search it.
+
+These are the library entry points behind ``lagnh evaluate``, ``lagnh index`` and
+``lagnh search`` (and what the experiments call). They read what ``lagnh encode`` wrote —
+``RUN_DIR/codes/{query,database}.npy`` and ``codes/meta.json``, which names the dataset the
+codes came from — and write into ``RUN_DIR/metrics/`` and ``RUN_DIR/index/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data.store import Dataset
+from .errors import InputError
+from .index import HammingIndex
+from .metrics import DEFAULT_PK_CUTOFFS, RetrievalResult, check_protocol, evaluate_retrieval
+from .report import line_plot, provenance, write_csv
+from .run import Run
+from .utils import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+def _open_run(run: Run | str | os.PathLike) -> Run:
+    return run if isinstance(run, Run) else Run.open(run)
+
+
+def codes_dataset(run: Run) -> Dataset:
+    """The dataset the run's codes were encoded from (``codes/meta.json``), checked unchanged."""
+    meta = run.codes_meta()
+    data_dir = meta.get("data_dir")
+    if not data_dir:
+        raise InputError(f"{run.codes_dir() / 'meta.json'} does not name the dataset of the codes; re-run `lagnh encode {run.root}`")
+    ds = Dataset.open(data_dir)
+    if meta.get("data_fingerprint") and ds.fingerprint != meta["data_fingerprint"]:
+        raise InputError(f"dataset {ds.root} changed since the codes were made; re-run `lagnh encode {run.root}`")
+    return ds
+
+
+def _split_codes(run: Run, ds: Dataset, split: str) -> tuple[np.ndarray, np.ndarray]:
+    codes = run.load_codes(split)
+    idx = ds.split(split)
+    if len(codes) != len(idx):
+        raise InputError(
+            f"{run.codes_dir() / (split + '.npy')} has {len(codes)} rows but the {split} split of {ds.root} has "
+            f"{len(idx)} items; re-run `lagnh encode {run.root}`"
+        )
+    return codes, idx
+
+
+def topk_label(topk: int | None) -> str:
+    return "all" if topk is None else str(topk)
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_run` computed and where it wrote it."""
+
+    result: RetrievalResult
+    summary: dict
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def evaluate_run(
+    run: Run | str | os.PathLike,
+    topk: int | None = 1000,
+    protocol: str = "lagnh",
+    *,
+    pk_cutoffs: Sequence[int] = DEFAULT_PK_CUTOFFS,
+    out_dir: str | os.PathLike | None = None,
+    plots: bool = True,
+) -> Evaluation:
+    """MAP@K, P@K and PR of a run's query codes against its database codes.
+
+    Writes into ``out_dir`` (default ``RUN_DIR/metrics``), every file named by protocol and K:
+    ``<protocol>-top<K>.json`` (summary with dataset, split sizes, protocol, software,
+    machine), ``…-pk.csv``, ``…-pr.csv`` and, with ``plots``, ``…-pk.png`` and ``…-pr.png``.
+    Labels come from the dataset named in ``codes/meta.json``; a dataset without labels is
+    refused.
+    """
+    run = _open_run(run)
+    check_protocol(protocol)
+    ds = codes_dataset(run)
+    ds.require_labels("evaluation")
+    qcodes, qidx = _split_codes(run, ds, "query")
+    dcodes, didx = _split_codes(run, ds, "database")
+    res = evaluate_retrieval(qcodes, dcodes, ds.label_rows(qidx), ds.label_rows(didx), topk, protocol,
+                             pk_cutoffs=pk_cutoffs, curves=True)
+    meta = run.codes_meta()
+    summary = {
+        "run": str(run.root.resolve()),
+        "method": run.method,
+        "bits": run.bits,
+        "model_fingerprint": run.model_fingerprint,
+        "encoding": meta.get("encoding"),
+        **res.summary(),
+        "topk_requested": topk_label(topk),
+        **provenance(dataset=str(ds.root.resolve()), data_fingerprint=ds.fingerprint,
+                     split_sizes={s: len(ds.split(s)) for s in ("train", "query", "database")}),
+    }
+    out_dir = Path(out_dir) if out_dir is not None else run.root / "metrics"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{protocol}-top{topk_label(topk)}"
+    files = {"json": out_dir / f"{stem}.json"}
+    write_json_atomic(files["json"], summary)
+    files["pk_csv"] = write_csv(out_dir / f"{stem}-pk.csv", ["protocol", "k", "precision_at_k"],
+                                [(protocol, int(k), float(v)) for k, v in zip(res.pk_cutoffs, res.pk)])
+    files["pr_csv"] = write_csv(
+        out_dir / f"{stem}-pr.csv", ["protocol", "radius", "precision", "recall", "pooled_precision"],
+        [(protocol, int(r), float(p), float(rc), float(pp))
+         for r, p, rc, pp in zip(res.radius, res.pr_precision, res.pr_recall, res.pr_pooled_precision)],
+    )
+    if plots:
+        name = f"{run.method} {run.bits} bits"
+        files["pk_png"] = line_plot(
+            out_dir / f"{stem}-pk.png", {name: (res.pk_cutoffs, res.pk)},
+            title=f"precision@K — {name} (protocol {protocol}, ties by database order)", xlabel="K",
+            ylabel="precision@K")
+        files["pr_png"] = line_plot(
+            out_dir / f"{stem}-pr.png", {name: (res.pr_recall, res.pr_precision)},
+            title=f"precision–recall by Hamming radius — {name} (protocol {protocol})", xlabel="recall",
+            ylabel="precision")
+    return Evaluation(res, summary, files)
+
+
+# -- index -----------------------------------------------------------------------------------
+def build_index(run: Run | str | os.PathLike, kind: str = "flat", *, save: bool = True,
+                device: str = "cpu", **params: Any) -> HammingIndex:
+    """A :class:`HammingIndex` of the run's database codes with the dataset's item ids;
+    saved to ``RUN_DIR/index`` unless ``save=False``."""
+    run = _open_run(run)
+    ds = codes_dataset(run)
+    codes, idx = _split_codes(run, ds, "database")
+    if not len(codes):
+        raise InputError(f"the database of {ds.root} is empty: nothing to index")
+    ids = ds.ids
+    if kind in ("hash", "multihash") and params.get("hash_bits") is None:
+        # about one item a bucket: log2(n) bits per table (FAISS's advice), within the code
+        per_table = run.bits // int(params.get("nhash") or (4 if kind == "multihash" else 1))
+        params["hash_bits"] = int(max(1, min(per_table, 24, max(8, np.log2(len(codes))))))
+    index = HammingIndex(
+        run.bits, kind, model_fingerprint=run.model_fingerprint, method=run.method, device=device,
+        extra={"data_dir": str(ds.root.resolve()), "data_fingerprint": ds.fingerprint, "split": "database"},
+        **params,
+    )
+    index.add(codes, [ids[i] for i in idx], model_fingerprint=run.model_fingerprint)
+    if save:
+        index.save(run.root / "index")
+    return index
+
+
+def open_index(run: Run, device: str = "cpu") -> tuple[HammingIndex, bool]:
+    """The run's saved index (checked against its model and dataset), or an exact in-memory
+    one built from the database codes when none was saved. Returns ``(index, was_saved)``."""
+    path = run.root / "index"
+    if not (path / "meta.json").is_file():
+        return build_index(run, save=False, device=device), False
+    index = HammingIndex.load(path, expect_fingerprint=run.model_fingerprint, device=device)
+    meta = run.codes_meta()
+    if index.extra.get("data_fingerprint") not in (None, meta.get("data_fingerprint")):
+        raise InputError(f"index {path} was built on another dataset than the run's codes; rebuild it with `lagnh index {run.root}`")
+    return index, True
+
+
+# -- search ----------------------------------------------------------------------------------
+@dataclass
+class SearchHit:
+    rank: int
+    id: str
+    distance: int
+    path: str | None = None
+    relevant: bool | None = None
+    labels: list[str] | None = None
+
+
+@dataclass
+class SearchOutcome:
+    query_id: str
+    query_path: str | None
+    query_labels: list[str] | None
+    hits: list[SearchHit]
+    index_kind: str
+    index_saved: bool
+    dataset: Dataset
+
+
+def _label_names(ds: Dataset, row: np.ndarray) -> list[str]:
+    names = ds.label_names or [f"label_{j}" for j in range(len(row))]
+    return [names[j] for j in np.flatnonzero(row)]
+
+
+def query_code_for_item(run: Run, ds: Dataset, row: int, device: str = "cpu") -> np.ndarray:
+    """The packed code of dataset row ``row``: from the stored codes when the row is in the
+    query or database split, otherwise encoded now with the run's model."""
+    for split in ("database", "query"):
+        idx = ds.split(split)
+        hit = np.flatnonzero(idx == row)
+        if hit.size:
+            codes = run.load_codes(split)
+            if len(codes) == len(idx):
+                return codes[hit[0] : hit[0] + 1]
+    from .codes import pack_codes
+    from .run import load_encoder
+
+    enc = load_encoder(run, device)
+    rows = np.array([row])
+    return pack_codes(np.asarray(enc.encode(ds.feature_rows(rows), ds.aux_rows(rows))))
+
+
+def search_run(
+    run: Run | str | os.PathLike,
+    *,
+    item_id: str | None = None,
+    query_code: np.ndarray | None = None,
+    query_label_row: np.ndarray | None = None,
+    k: int = 10,
+    device: str = "cpu",
+) -> SearchOutcome:
+    """The top-``k`` database items of one query: a dataset item (``item_id``) or a packed
+    ``query_code`` (a new image encoded by the caller)."""
+    run = _open_run(run)
+    if (item_id is None) == (query_code is None):
+        raise InputError("give exactly one query: an item id or a query code")
+    index, saved = open_index(run, device)
+    ds = codes_dataset(run)
+    q_path = q_labels = None
+    if item_id is not None:
+        try:
+            row = ds.ids.index(str(item_id))
+        except ValueError:
+            raise InputError(f"item {item_id!r} is not in dataset {ds.root} (see its ids.txt)") from None
+        query_code = query_code_for_item(run, ds, row, device)
+        paths = ds.paths
+        q_path = paths[row] if paths else None
+        if ds.has_labels:
+            query_label_row = np.asarray(ds.labels[row])
+        query_id = str(item_id)
+    else:
+        query_id = "query image"
+    if query_label_row is not None:
+        q_labels = _label_names(ds, query_label_row)
+    r = index.search(np.asarray(query_code, np.uint8).reshape(1, -1), k)
+    id_to_row = None
+    hits = []
+    for rank, (pos, d, hid) in enumerate(zip(r.positions[0], r.distances[0], r.ids[0]), start=1):
+        if pos < 0:
+            break
+        if id_to_row is None:
+            id_to_row = {v: i for i, v in enumerate(ds.ids)}
+        drow = id_to_row[hid]
+        h = SearchHit(rank, hid, int(d), path=ds.paths[drow] if ds.paths else None)
+        if ds.has_labels:
+            lab = np.asarray(ds.labels[drow])
+            h.labels = _label_names(ds, lab)
+            if query_label_row is not None:
+                h.relevant = bool(np.any((lab > 0) & (np.asarray(query_label_row) > 0)))
+        hits.append(h)
+    return SearchOutcome(query_id, q_path, q_labels, hits, index.kind, saved, ds)
