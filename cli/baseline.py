@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,7 +30,7 @@ def baseline(
     bits: Annotated[int, typer.Option(help="Code length: a positive multiple of 8.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory to create (must not exist).")],
     seed: Annotated[int, typer.Option(help="Seed of the method's random choices.")] = 0,
-    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Method parameter key=value (repeatable; see above).")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Method parameter key=value (repeatable; see above).")] = None,
 ) -> None:
     from lagnh_pyg.baselines import fit_run
     from lagnh_pyg.run import Run

@@ -191,7 +191,7 @@ def thumbnail_data_uri(path: Path, px: int = THUMB_PX) -> str | None:
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.2em} .meta{color:#666;font-size:.85em;margin-bottom:1em}
-.grid{display:flex;flex-wrap:wrap;gap:10px}
+.grid{display:flex;flex-wrap:wrap;gap:10px;margin-bottom:22px;padding-bottom:12px;border-bottom:1px solid #ddd}
 .tile{width:{w}px;border:3px solid #ccc;border-radius:4px;padding:4px;font-size:.75em;text-align:center}
 .tile img{max-width:100%;max-height:{px}px;display:block;margin:0 auto 4px}
 .noimg{height:{px}px;display:flex;align-items:center;justify-content:center;background:#f3f3f3;color:#888}
@@ -206,6 +206,42 @@ def _tile(cls: str, title: str, lines: Sequence[str], path: str | None, root: An
     pic = f'<img src="{uri}" alt="{html.escape(title)}">' if uri else '<div class="noimg">no image</div>'
     text = "<br>".join(lines)
     return f'<div class="tile {cls}">{pic}{text}</div>'
+
+
+def _sheet_grid(query: Mapping[str, Any], results: Sequence[Mapping[str, Any]], image_root: Any) -> str:
+    q_lines = [f"<b>query</b> {html.escape(str(query['id']))}"]
+    if query.get("labels"):
+        q_lines.append(html.escape(", ".join(query["labels"])))
+    tiles = [_tile("query", str(query["id"]), q_lines, query.get("path"), image_root)]
+    for r in results:
+        rel = r.get("relevant")
+        cls, mark = ("rel", "✓ relevant") if rel is True else ("irr", "✗ irrelevant") if rel is False else ("", "")
+        lines = [f"#{r['rank']} · d={r['distance']}", html.escape(str(r["id"]))]
+        if mark:
+            lines.append(f'<span class="mark">{mark}</span>')
+        if r.get("labels"):
+            lines.append(html.escape(", ".join(r["labels"])))
+        tiles.append(_tile(cls, str(r["id"]), lines, r.get("path"), image_root))
+    return f"<div class=\"grid\">{''.join(tiles)}</div>"
+
+
+def contact_sheets_html(
+    sheets: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]],
+    *,
+    title: str,
+    meta_lines: Sequence[str] = (),
+    image_root: str | os.PathLike | None = None,
+) -> str:
+    """One self-contained HTML page with a row of thumbnails per query (see
+    :func:`contact_sheet_html` for the fields of a query and its results)."""
+    meta = "".join(f"<div>{html.escape(m)}</div>" for m in meta_lines)
+    grids = "".join(_sheet_grid(q, r, image_root) for q, r in sheets)
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><div class=\"meta\">{meta}</div>"
+        f"{grids}</body></html>\n"
+    )
 
 
 def contact_sheet_html(
@@ -224,23 +260,4 @@ def contact_sheet_html(
             ``relevant`` (``True``/``False`` marks the tile green/red; ``None`` = unknown).
         image_root: where relative image paths are looked up (the dataset directory).
     """
-    q_lines = [f"<b>query</b> {html.escape(str(query['id']))}"]
-    if query.get("labels"):
-        q_lines.append(html.escape(", ".join(query["labels"])))
-    tiles = [_tile("query", str(query["id"]), q_lines, query.get("path"), image_root)]
-    for r in results:
-        rel = r.get("relevant")
-        cls, mark = ("rel", "✓ relevant") if rel is True else ("irr", "✗ irrelevant") if rel is False else ("", "")
-        lines = [f"#{r['rank']} · d={r['distance']}", html.escape(str(r["id"]))]
-        if mark:
-            lines.append(f'<span class="mark">{mark}</span>')
-        if r.get("labels"):
-            lines.append(html.escape(", ".join(r["labels"])))
-        tiles.append(_tile(cls, str(r["id"]), lines, r.get("path"), image_root))
-    meta = "".join(f"<div>{html.escape(m)}</div>" for m in meta_lines)
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><div class=\"meta\">{meta}</div>"
-        f"<div class=\"grid\">{''.join(tiles)}</div></body></html>\n"
-    )
+    return contact_sheets_html([(query, results)], title=title, meta_lines=meta_lines, image_root=image_root)

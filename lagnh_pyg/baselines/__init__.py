@@ -138,6 +138,18 @@ def fit_run(
 
 
 __all__ = [
-    "BASELINES", "HashingBaseline", "Param", "ITQ", "LSH", "PCAH", "SGH", "SH", "SKLSH",
-    "baseline_class", "make_baseline", "load_model", "load_run_encoder", "fit_run",
+    "BASELINES",
+    "ITQ",
+    "LSH",
+    "PCAH",
+    "SGH",
+    "SH",
+    "SKLSH",
+    "HashingBaseline",
+    "Param",
+    "baseline_class",
+    "fit_run",
+    "load_model",
+    "load_run_encoder",
+    "make_baseline",
 ]

@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -65,11 +66,11 @@ class Param:
             return "auto"
         expected = "an integer" if self.kind == "int" else "a number" + (" or 'auto'" if "auto" in self.kind else "")
         try:
-            if isinstance(value, bool):
-                raise ValueError
-            number = float(value)
+            number = float(value) if not isinstance(value, bool) else None
         except (TypeError, ValueError):
-            raise InputError(f"{where} must be {expected}, got {value!r}") from None
+            number = None
+        if number is None:
+            raise InputError(f"{where} must be {expected}, got {value!r}")
         if self.kind == "int":
             if not number.is_integer():
                 raise InputError(f"{where} must be {expected}, got {value!r}")
@@ -153,7 +154,7 @@ class HashingBaseline:
         self.fit_info: dict[str, Any] = {}
 
     # -- fitting ----------------------------------------------------------------------------
-    def fit(self, features: Any) -> "HashingBaseline":
+    def fit(self, features: Any) -> HashingBaseline:
         """Fit on ``features`` ((n, d), any float; copied to float32). Returns ``self``."""
         X = as_features(features, "training features")
         if X.shape[0] < 2:
@@ -200,13 +201,12 @@ class HashingBaseline:
             "fit_info": np.array(json.dumps(self.fit_info)),
         }
         path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **meta, **arrays)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **meta, **arrays)
         return path
 
     @classmethod
-    def _from_npz(cls, z: Any, path: Path) -> "HashingBaseline":
+    def _from_npz(cls, z: Any, path: Path) -> HashingBaseline:
         model = cls(int(z["bits"]), int(z["seed"]), **json.loads(str(z["config"])))
         missing = [key for key in cls.fitted if key not in z.files]
         if missing:

@@ -12,7 +12,7 @@ class ITQ(HashingBaseline):
     """Iterative quantisation: rotate the PCA projections to minimise the quantisation loss.
 
     With ``V = (X - mu) W`` the centred training data projected on the top-``bits``
-    principal directions, ITQ minimises (Eq. 2 of the paper)
+    principal directions, ITQ minimises the quantisation loss
 
     .. math::
         Q(B, R) = \\lVert B - V R \\rVert_F^2, \\quad B \\in \\{-1, 1\\}^{n \\times c},\\ R^\\top R = I,

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import InputError
 from .base import HashingBaseline, Param, fix_column_signs
 
-# Eq. 2: S_ij = 2 exp(-||x_i - x_j||^2 / rho) - 1. The features are centred and scaled to unit
+# The target similarity: S_ij = 2 exp(-||x_i - x_j||^2 / rho) - 1. The features are centred and scaled to unit
 # length (the authors' demo), so rho = 2 keeps 2 x_i^T x_j / rho in [-1, 1], where the
 # feature transformation's linear approximation of exp holds.
 RHO = 2.0
@@ -22,11 +22,11 @@ def unit_rows(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 
 def transformed_features(Xn: np.ndarray) -> np.ndarray:
-    """``P(x)`` of Eq. 3 for unit-length rows; ``Q(x)`` is ``P(x)`` with its last entry negated.
+    """The feature transformation ``P(x)`` for unit-length rows; ``Q(x)`` is ``P(x)`` with its last entry negated.
 
-    ``P(x) = [a e(x) x; b e(x); 1]`` with ``e(x) = exp(-||x||^2 / rho)``,
+    ``P(x) = [a g(x) x; b g(x); 1]`` with ``g(x) = exp(-||x||^2 / rho)``,
     ``a = sqrt(2 (e^2 - 1) / (e rho))`` and ``b = sqrt((e^2 + 1) / e)``, so that
-    ``P(x_i)^T Q(x_j) = 2 e(x_i) e(x_j) [sinh(1) 2 x_i^T x_j / rho + cosh(1)] - 1``: Eq. 2's
+    ``P(x_i)^T Q(x_j) = 2 g(x_i) g(x_j) [sinh(1) 2 x_i^T x_j / rho + cosh(1)] - 1``: the
     ``S_ij = 2 exp(-||x_i - x_j||^2 / rho) - 1`` with ``exp(2 x_i^T x_j / rho)`` replaced by its
     chord on [-1, 1] (exact at x_i^T x_j = +-1).
 
@@ -66,16 +66,16 @@ class SGH(HashingBaseline):
     Following the paper (Algorithm 1) and the authors' code (``trainSGH.m``, ``sgh_demo.py``):
 
     1. Centre the features and scale them to unit length.
-    2. Feature transformation (Eq. 3-4): with ``e(x) = exp(-||x||^2 / rho)``,
-       ``P(x) = [a e(x) x; b e(x); 1]`` and ``Q(x) = [a e(x) x; b e(x); -1]``,
-       ``a = sqrt(2 (e^2 - 1) / (e rho))``, ``b = sqrt((e^2 + 1) / e)`` (here e is Euler's
-       number), so that ``P(x_i)^T Q(x_j)`` approximates ``S_ij`` of Eq. 2 and
-       ``S = P Q^T`` is never built.
+    2. Feature transformation: with ``g(x) = exp(-||x||^2 / rho)``,
+       ``P(x) = [a g(x) x; b g(x); 1]`` and ``Q(x) = [a g(x) x; b g(x); -1]``,
+       ``a = sqrt(2 (e^2 - 1) / (e rho))``, ``b = sqrt((e^2 + 1) / e)``, so that
+       ``P(x_i)^T Q(x_j)`` approximates ``S_ij = 2 exp(-||x_i - x_j||^2 / rho) - 1``
+       (:func:`transformed_features`) and ``S = P Q^T`` is never built.
     3. Kernel features over ``m`` anchors drawn at random from the training set:
        ``K(x)_j = exp(-||x - a_j||^2 / (2 delta)) - bias_j``, with ``delta`` the mean squared
        training-anchor distance and ``bias`` the training mean (centred kernel features).
        Hash functions ``h_t(x) = sgn(K(x)^T w_t)``.
-    4. Bit-wise sequential learning (Eq. 7-10): ``A_1 = c K^T P Q^T K``,
+    4. Bit-wise sequential learning (Algorithm 1): ``A_1 = c K^T P Q^T K``,
        ``Z = K^T K + gamma I``; for ``t = 1..c``, ``w_t`` is the top eigenvector of
        ``A_t w = lambda Z w`` and ``A_{t+1} = A_t - K^T sgn(K w_t) sgn(K w_t)^T K`` (the residual
        of ``c S`` after the bits so far). Then ``refine_passes`` more passes over the bits in a

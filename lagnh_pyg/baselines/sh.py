@@ -13,7 +13,7 @@ def enumerate_modes(ranges: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarr
 
     On a box with side ``ranges[i]`` along PCA direction i, the 1-D Laplacian eigenfunctions
     are ``phi_m(x) = sin(pi/2 + m * omega_i * (x - min_i))`` with ``omega_i = pi / ranges[i]``
-    and eigenvalue growing with ``(m * omega_i)^2`` (Eq. 6-7 of the paper). Direction i
+    and eigenvalue growing with ``(m * omega_i)^2`` (the paper's analytical eigenfunctions). Direction i
     contributes modes ``m = 1 .. maxMode_i - 1`` with ``maxMode_i = ceil((bits + 1) ranges[i] /
     max(ranges))``; all candidates, after the constant mode, are sorted by ``sum_i (m_i omega_i)^2``
     (stable: ties keep the enumeration order, direction by direction, as MATLAB's ``sort``)

@@ -24,7 +24,7 @@ def median_squared_distance(X: np.ndarray, rng: np.random.Generator, pairs: int 
 class SKLSH(HashingBaseline):
     """Binary codes from random Fourier features of a Gaussian kernel, randomly thresholded.
 
-    For the kernel ``K(x, y) = exp(-gamma ||x - y||^2 / 2)`` (Sec. 3 of the paper):
+    For the kernel ``K(x, y) = exp(-gamma ||x - y||^2 / 2)``:
 
     .. math::
         b_j(x) = \\operatorname{sgn}\\big(\\cos(w_j^\\top (x - \\mu) + c_j) + t_j\\big),
