@@ -8,7 +8,9 @@ import typer
 
 from . import data as data_cli
 from .baseline import baseline
+from .demo import demo
 from .encode import encode
+from .extract import app as extract_app, data_demo
 from . import experiment as experiment_cli
 from . import retrieval as retrieval_cli
 from .train import train
@@ -20,6 +22,8 @@ app = typer.Typer(
     help="Unsupervised hashing for scalable image retrieval (LAGNH on PyTorch Geometric).",
 )
 app.add_typer(data_cli.app, name="data")
+data_cli.app.command("demo")(data_demo)
+app.add_typer(extract_app, name="extract")
 app.command()(train)
 app.command()(baseline)
 app.command()(encode)
@@ -27,6 +31,7 @@ app.command()(retrieval_cli.evaluate)
 app.command(name="index")(retrieval_cli.index)
 app.command()(retrieval_cli.search)
 app.add_typer(experiment_cli.app, name="experiment")
+app.command()(demo)
 
 
 @app.callback()

@@ -2,6 +2,7 @@ import os
 
 # Small torch ops on a 2-core CI machine: oversubscription costs more than it gains.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -37,11 +37,12 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -145,7 +146,7 @@ def _download(root: str | os.PathLike | None) -> dict[str, Path]:
         FashionMNIST(str(root), train=False, download=True)
     except ImportError:
         raise InputError(hint + " (torchvision, which could download it, is not installed)") from None
-    except Exception as e:  # no network: URLError, RuntimeError, ...
+    except Exception as e:  # noqa: BLE001 - no network shows as URLError, RuntimeError, ...
         raise InputError(f"{hint} (download failed: {type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''})") from None
     files = _find_files(Path(root))
     if files is None:
@@ -181,7 +182,9 @@ class DemoSpec:
     tag_add: float = 0.05
     junk_tags: int = 10
     junk_rate: float = 0.1
-    image_size: int = 112
+    # 80 px (40 px a tile): 26,000 mosaics in ~75 s on 2 shared cores; 112 px costs ~2x for
+    # P@20 0.766 vs 0.746 on a 2,800-mosaic sample (raw pixels 0.683, random weights 0.487)
+    image_size: int = 80
     backbone: str = "efficientnet_lite0"
     weights: str = "imagenet"
     seed: int = 0
@@ -331,7 +334,7 @@ class TileDetector:
 
         return torch.from_numpy(tiles.reshape(len(tiles), -1).astype(np.float32) / 255.0)
 
-    def fit(self, tiles: np.ndarray, labels: np.ndarray, epochs: int = 10, batch: int = 128) -> "TileDetector":
+    def fit(self, tiles: np.ndarray, labels: np.ndarray, epochs: int = 10, batch: int = 128) -> TileDetector:
         import torch
 
         x, y = self._x(tiles), torch.from_numpy(labels.astype(np.int64))
@@ -410,7 +413,7 @@ def mosaic_features(
                 progress(hi - lo)
             continue
 
-        def batches():
+        def batches(lo=lo, hi=hi):
             for s in range(lo, hi, batch_size):
                 x = torch.from_numpy(images[s : min(hi, s + batch_size)]).float().div_(255.0)[:, None]
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
@@ -477,7 +480,9 @@ def build_demo(
     t = time.perf_counter()
     pool = mos.detector_items
     n_val = max(1, len(pool) // 10)
-    det = TileDetector(seed=spec.seed).fit(train_x[pool[n_val:]], train_y[pool[n_val:]])
+    n_fit = len(pool) - n_val
+    epochs = max(8, -(-150 // -(-n_fit // 512)))  # at least ~150 Adam steps, however small the pool
+    det = TileDetector(seed=spec.seed).fit(train_x[pool[n_val:]], train_y[pool[n_val:]], epochs=epochs, batch=512)
     val_acc = float((det.scores(train_x[pool[:n_val]]).argmax(1) == train_y[pool[:n_val]]).mean())
     det_scores = det.detect(images)
     det_hot = (det_scores >= spec.detector_threshold).astype(np.float32)
@@ -504,12 +509,11 @@ def build_demo(
         tmp = final.with_name("features.tmp.npy")
         np.save(tmp, features)
         os.replace(tmp, final)
-        import shutil
-
         shutil.rmtree(feat_cache / "partial", ignore_errors=True)
+        rate = len(images) / (time.perf_counter() - t)
+        log(f"features: {features.shape[1]}-d {spec.backbone} at {spec.image_size}px, "
+            f"{time.perf_counter() - t:.0f} s ({rate:.0f} mosaics/s)")
     timings["features_s"] = time.perf_counter() - t
-    rate = len(images) / timings["features_s"] if timings["features_s"] > 0 else 0.0
-    log(f"features: {features.shape[1]}-d {spec.backbone} at {spec.image_size}px, {timings['features_s']:.0f} s ({rate:.0f} mosaics/s)")
 
     if spec.aux == "detector":
         aux, aux_names = det_hot, [f"det:{c}" for c in CLASSES]

@@ -20,9 +20,9 @@ initialisation — tests, timing) or a path to a state dict for the whole networ
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -187,7 +187,7 @@ def _resnet50(weights: str) -> Backbone:
 def _download(make: Callable, name: str):
     try:
         return make()
-    except Exception as e:  # URLError, HTTPError, hash mismatch, ...
+    except Exception as e:  # noqa: BLE001 - URLError, HTTPError, hash mismatch, ...
         raise InputError(
             f"cannot fetch the ImageNet weights of {name} ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
             "without internet use --backbone efficientnet_lite0 (weights ship offline) or --weights none"
@@ -205,7 +205,7 @@ def _load_user_weights(model, path: str) -> None:
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         model.load_state_dict(state)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - unpickling / key / shape errors all mean a bad file
         raise InputError(f"cannot load weights {p}: {str(e).splitlines()[0][:200]}") from None
 
 
@@ -258,7 +258,7 @@ def _timm(name: str, weights: str) -> Backbone:
     cfg = getattr(net, "pretrained_cfg", {}) or {}
     size = int((cfg.get("input_size") or (3, 224, 224))[-1])
     crop_pct = float(cfg.get("crop_pct") or 0.875)
-    return Backbone(name, net.eval(), int(net.num_features), image_size=size, resize=int(round(size / crop_pct)),
+    return Backbone(name, net.eval(), int(net.num_features), image_size=size, resize=round(size / crop_pct),
                     mean=tuple(cfg.get("mean") or IMAGENET_MEAN), std=tuple(cfg.get("std") or IMAGENET_STD),
                     weights=weights, extra={"network": f"timm {name}"})
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from ..errors import InputError
 
@@ -115,7 +115,7 @@ class ImageDataset:
 
                 return i, torch.from_numpy(np.array(img, dtype=np.uint8)), None
             return i, self.transform(img), None
-        except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
+        except Exception as e:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
             reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
             return i, None, reason[:200]
 
