@@ -19,7 +19,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[vision,dev]'
 	touch $@
 
+# The demo's real images: Debian's dataset-fashion-mnist where apt-get can install it,
+# otherwise torchvision's download (internet) or, failing both, a clearly-labelled synthetic run.
+FMNIST := /usr/share/datasets/fashion-mnist
 demo: $(STAMP)
+	@if [ ! -d $(FMNIST) ] && [ -z "$$LAGNH_FASHION_MNIST" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Fashion-MNIST (apt-get install dataset-fashion-mnist)"; \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+			|| echo "note: could not install dataset-fashion-mnist"; \
+	fi
 	$(BIN)/lagnh demo
 
 # Fast suite (what CI runs): everything but tests marked slow.

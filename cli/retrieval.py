@@ -86,35 +86,12 @@ def index(
     say(f"{ix!r} built in {time.perf_counter() - t0:.2f}s -> {Path(run_dir) / 'index'}")
 
 
-def _encode_image(run, image: Path, device: str):
-    """Features and aux of a new picture, as the run's dataset was built, then its code."""
-    try:
-        from lagnh_pyg import extract
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("lagnh_pyg.extract"):
-            raise InputError("searching by --image needs feature extraction (lagnh_pyg.extract), which this install "
-                             "does not have yet; search by --id ITEM instead") from None
-        raise
-    featurize = getattr(extract, "featurize_like", None)
-    if featurize is None:
-        raise InputError("searching by --image needs lagnh_pyg.extract.featurize_like(dataset, paths, device), "
-                         "which this version of the extraction module does not provide yet; search by --id ITEM instead")
-    from lagnh_pyg.codes import pack_codes
-    from lagnh_pyg.retrieval import codes_dataset
-    from lagnh_pyg.run import load_encoder
-
-    if not image.is_file():
-        raise InputError(f"image {image} does not exist")
-    ds = codes_dataset(run)
-    features, aux = featurize(ds, [str(image)], device)
-    return pack_codes(load_encoder(run, device).encode(features, aux))
-
-
 @handle_errors
 def search(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with database codes.")],
     item: Annotated[str | None, typer.Option("--id", help="Query by a dataset item id (its stored code, or encoded now).")] = None,
-    image: Annotated[Path | None, typer.Option("--image", help="Query by a new picture (encoded with the run's model).")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Query by a new picture: featurized like the run's dataset (its extraction recipe), encoded with the run's model.")] = None,
+    tags: Annotated[str | None, typer.Option("--tags", help="With --image: the picture's tags, e.g. \"beach;dog\", where the dataset's aux are tags (mapped to its vocabulary).")] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
     html_file: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML contact sheet here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
@@ -122,15 +99,21 @@ def search(
 ) -> None:
     """The top-k database items of a query: rank, id, Hamming distance, image path."""
     from lagnh_pyg.report import contact_sheet_html, write_text
-    from lagnh_pyg.retrieval import search_run
+    from lagnh_pyg.retrieval import encode_image, search_run
     from lagnh_pyg.run import Run
 
     if (item is None) == (image is None):
         raise InputError("give exactly one of --id ITEM or --image PATH")
+    if tags is not None and image is None:
+        raise InputError("--tags goes with --image (a dataset item already has its aux)")
     if k < 1:
         raise InputError(f"-k must be a positive integer, got {k}")
     run = Run.open(run_dir)
-    code = _encode_image(run, image, device) if image is not None else None
+    code = None
+    if image is not None:
+        from lagnh_pyg.device import resolve_device
+
+        code = encode_image(run, image, resolve_device(device), tags=[tags] if tags else None)
     res = search_run(run, item_id=item, query_code=code, k=k, device=device)
     if image is not None:
         res.query_id, res.query_path = image.name, str(image.resolve())

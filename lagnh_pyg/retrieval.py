@@ -214,6 +214,27 @@ def query_code_for_item(run: Run, ds: Dataset, row: int, device: str = "cpu") ->
     return pack_codes(np.asarray(enc.encode(ds.feature_rows(rows), ds.aux_rows(rows))))
 
 
+def encode_image(
+    run: Run | str | os.PathLike, image: str | os.PathLike, device: str = "cpu", tags: Sequence[str] | None = None
+) -> np.ndarray:
+    """The packed code of a new picture: featurized as the run's dataset was
+    (:func:`lagnh_pyg.extract.featurize_like`), then encoded by the run's model.
+
+    ``tags`` (``"a;b"`` cells) give the picture's aux where the dataset's aux is a tag vocabulary.
+    """
+    from .codes import pack_codes
+    from .extract import featurize_like
+    from .run import load_encoder
+
+    run = _open_run(run)
+    image = Path(image)
+    if not image.is_file():
+        raise InputError(f"image {image} does not exist")
+    ds = codes_dataset(run)
+    features, aux = featurize_like(ds, [str(image)], device, tags=tags)
+    return pack_codes(np.asarray(load_encoder(run, device).encode(features, aux)))
+
+
 def search_run(
     run: Run | str | os.PathLike,
     *,

@@ -177,7 +177,7 @@ def test_search_bad_input(fresh_run, tmp_path):
     one_error_line(runner.invoke(app, ["search", str(fresh_run), "--id", "3", "-k", "0"]), "-k must be a positive")
     img = tmp_path / "new.png"
     img.write_bytes(b"not really")
-    one_error_line(runner.invoke(app, ["search", str(fresh_run), "--image", str(img)]), "--image")
+    one_error_line(runner.invoke(app, ["search", str(fresh_run), "--image", str(img)]), "--image needs a dataset built from `lagnh extract features`")
 
 
 def test_index_of_empty_database_is_refused(fresh_run):

@@ -465,3 +465,61 @@ def test_read_ids_and_catalog_lookup(tmp_path):
         read_ids(tmp_path / "dup.txt")
     cat = Catalog(ids=["7", "x/y.jpg"], splits={})
     assert cat.row_of("0007.png") == 0 and cat.row_of("y.jpg") is None and cat.row_of("x/y.jpg") == 1
+
+
+def _fake_extraction(tmp_path, names, skipped, name="feats"):
+    """An extraction directory as `lagnh extract features` writes it, with ``skipped`` left out."""
+    out = tmp_path / name
+    out.mkdir()
+    kept = [n for n in names if n not in skipped]
+    np.save(out / "features.npy", np.array([[names.index(n)] * 4 for n in kept], np.float32))
+    (out / "ids.txt").write_text("".join(f"{n}\n" for n in kept))
+    (out / "skipped.tsv").write_text("".join(f"{n}\t/x/{n}\tOSError: image file is truncated\n" for n in skipped))
+    manifest = {"format": "lagnh-extract", "version": 1, "kind": "features", "features": {"file": "features.npy", "dim": 4, "dtype": "float32"},
+                "extractor": {"backbone": "efficientnet_lite0", "weights": "imagenet", "dim": 4, "image_size": 64}}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_folder_drops_images_without_features(tmp_path, caplog):
+    root, names = _write_folder(tmp_path)
+    gone = [names[2], names[7]]
+    kept_ids = [n for n in names if n not in gone]
+    with caplog.at_level("WARNING"):
+        cat = folder.build_catalog(root, csv_path=tmp_path / "tags.csv", n_train=4, n_query=3, seed=0,
+                                   feature_ids=kept_ids, skip_reasons={gone[0]: "OSError: truncated"})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and gone[0] in warnings[0] and gone[1] in warnings[0] and "truncated" in warnings[0]
+    assert cat.ids == kept_ids and len(cat.paths) == len(cat.labels) == cat.aux.shape[0] == 10
+    assert len(cat.splits["query"]) + len(cat.splits["database"]) == 10  # drawn over the 10 kept images
+    assert cat.provenance["n_dropped"] == 2
+    assert cat.provenance["dropped"] == [{"id": gone[0], "reason": "OSError: truncated"},
+                                         {"id": gone[1], "reason": "no feature row"}]
+    full = folder.build_catalog(root, csv_path=tmp_path / "tags.csv", n_train=4, n_query=3, seed=0)
+    np.testing.assert_array_equal(cat.labels, np.delete(full.labels, [2, 7], axis=0))  # tags/labels follow their images
+    with pytest.raises(InputError, match="name none of the 12 images"):
+        folder.build_catalog(root, n_train=4, n_query=3, feature_ids=["elsewhere/a.jpg"])
+
+
+def test_folder_cli_with_extraction_output(tmp_path):
+    root, names = _write_folder(tmp_path)
+    ex = _fake_extraction(tmp_path, names, [names[5]])
+    result = runner.invoke(app, ["data", "import", "folder", str(root), "--csv", str(tmp_path / "tags.csv"),
+                                 "--features", str(ex / "features.npy"), "--n-train", "4", "--n-query", "3",
+                                 "--out", str(tmp_path / "ds")])  # ids come from the extraction itself
+    assert result.exit_code == 0, result.output
+    warn = [ln for ln in result.stderr.splitlines() if "dropped" in ln]
+    assert len(warn) == 1 and names[5] in warn[0] and "truncated" in warn[0]
+    ds = Dataset.open(tmp_path / "ds")
+    assert ds.n == 11 and names[5] not in ds.ids
+    np.testing.assert_array_equal(ds.feature_rows()[:, 0], [i for i in range(12) if i != 5])
+    prov = ds.manifest["provenance"]
+    assert prov["dropped"][0]["id"] == names[5]
+    assert prov["extraction"]["features"]["extractor"]["backbone"] == "efficientnet_lite0"
+    assert prov["extraction"]["aux"]["kind"] == "tags" and prov["extraction"]["aux"]["names"] == ds.aux_names
+    # a plain .npy without ids must still cover every image
+    np.save(tmp_path / "short.npy", np.zeros((11, 4), np.float32))
+    result = runner.invoke(app, ["data", "import", "folder", str(root), "--csv", str(tmp_path / "tags.csv"),
+                                 "--features", str(tmp_path / "short.npy"), "--n-train", "4", "--n-query", "3",
+                                 "--out", str(tmp_path / "ds2")])
+    assert result.exit_code == 2 and "features have 11 rows" in _error_line(result)

@@ -12,6 +12,10 @@ to it; that path is the item id. The optional CSV has a header and one row per i
 Features are not computed here: give them aligned with :func:`list_images` (or with an id
 list), or let feature extraction, which reuses :func:`list_images` and :func:`read_tag_csv`,
 write the dataset. Splits are drawn with a seed.
+
+Images that have no feature row (``lagnh extract features`` skips truncated or corrupt files
+and lists them in its ``skipped.tsv``) are dropped before the split is drawn, with one
+warning, and named in the dataset's provenance (``dropped``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import csv
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,6 +156,8 @@ def build_catalog(
     n_query: int = 1000,
     seed: int = 0,
     train_in_database: bool = True,
+    feature_ids: Sequence[str] | None = None,
+    skip_reasons: Mapping[str, str] | None = None,
 ) -> Catalog:
     """The folder's images as items, with tags (aux) and labels from the CSV when given.
 
@@ -159,13 +165,26 @@ def build_catalog(
         root: the image folder. csv_path: the optional tag CSV.
         min_tag_count: drop tags used by fewer images. n_train / n_query / seed: the split.
         train_in_database: whether the database also holds the training images.
+        feature_ids: the ids of the feature rows that will be attached, when known: images
+            none of them names (e.g. skipped by extraction as unreadable) are dropped before
+            the split is drawn. ``skip_reasons`` (id -> reason, from the extraction's
+            ``skipped.tsv``) says why, in the warning and the provenance.
     """
     root = Path(root)
-    images = list_images(root)
+    all_images = list_images(root)
+    keep = np.arange(len(all_images))
+    dropped: list[dict] = []
+    if feature_ids is not None:
+        keep, dropped = _rows_with_features(all_images, feature_ids, skip_reasons or {}, root)
+    images = [all_images[i] for i in keep]
     aux = aux_names = labels = label_names = None
-    notes = [f"{len(images)} images under {root}"]
+    notes = [f"{len(all_images)} images under {root}"
+             + (f"; {len(dropped)} dropped (no feature row)" if dropped else "")]
     if csv_path is not None:
-        table = read_tag_csv(csv_path, images)
+        table = read_tag_csv(csv_path, all_images)  # the CSV may name the dropped images too
+        if dropped:
+            table = TagTable(tags=[table.tags[i] for i in keep],
+                             labels=None if table.labels is None else [table.labels[i] for i in keep])
         if any(table.tags):
             aux, aux_names = multi_hot(table.tags, min_tag_count)
             empty = int((np.diff(aux.indptr) == 0).sum())
@@ -193,6 +212,30 @@ def build_catalog(
             "min_tag_count": min_tag_count,
             "seed": seed,
             "train_in_database": train_in_database,
+            **({"n_dropped": len(dropped), "dropped": dropped[:1000]} if dropped else {}),
         },
         notes=notes,
     )
+
+
+def _rows_with_features(
+    images: list[str], feature_ids: Sequence[str], reasons: Mapping[str, str], root: Path
+) -> tuple[np.ndarray, list[dict]]:
+    """The rows of ``images`` some feature id names, and the dropped rest (id, reason)."""
+    probe = Catalog(ids=images, splits={})
+    has = np.zeros(len(images), dtype=bool)
+    for key in feature_ids:
+        r = probe.row_of(str(key))
+        if r is not None:
+            has[r] = True
+    keep = np.flatnonzero(has)
+    if keep.size == 0:
+        raise InputError(f"the feature ids name none of the {len(images)} images under {root}; "
+                         "were the features extracted from this folder?")
+    dropped = [{"id": images[i], "reason": reasons.get(images[i], "no feature row")}
+               for i in np.flatnonzero(~has)]
+    if dropped:
+        shown = "; ".join(f"{d['id']} ({d['reason']})" for d in dropped[:5])
+        more = f"; and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+        logger.warning("dropped %d of %d images that have no feature row: %s%s", len(dropped), len(images), shown, more)
+    return keep, dropped

@@ -266,6 +266,75 @@ class Catalog:
         return src
 
 
+EXTRACT_FORMAT = "lagnh-extract"  # the output of `lagnh extract ...` (lagnh_pyg.extract)
+
+
+@dataclass
+class Extraction:
+    """An extraction directory (``lagnh extract features|objects``) that a given array file
+    lives in: its manifest, row ids, skipped images and (aux) column names."""
+
+    root: Path
+    manifest: dict
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest.get("kind"))
+
+    def ids(self) -> list[str] | None:
+        f = self.root / "ids.txt"
+        return read_ids(f, f"ids of {self.root}") if f.is_file() else None
+
+    def names(self) -> list[str] | None:
+        f = self.root / "names.txt"
+        return f.read_text().splitlines() if f.is_file() else None
+
+    def skipped(self) -> dict[str, str]:
+        """id -> reason of every image the extraction could not decode."""
+        f = self.root / "skipped.tsv"
+        if f.is_file():
+            out = {}
+            for line in f.read_text().splitlines():
+                parts = line.split("\t")
+                if parts and parts[0]:
+                    out[parts[0]] = parts[-1] if len(parts) > 2 else "unreadable"
+            return out
+        return {s["id"]: s.get("reason", "unreadable") for s in self.manifest.get("skipped", [])}
+
+    def recipe(self) -> dict:
+        """How the array was made, for the dataset's provenance (``extraction``): enough to
+        make the same columns for a new image (see :func:`lagnh_pyg.extract.featurize_like`)."""
+        m = self.manifest
+        drop = {"skipped", "source", "n_images", "n_items", "n_skipped", "seconds", "images_per_s",
+                "resumed_images", "format", "version", "device", "batch_size", "workers"}
+        rec = {k: v for k, v in m.items() if k not in drop}
+        rec["dir"] = str(self.root.resolve())
+        if self.kind == "objects" or self.kind == "tags":
+            rec["names"] = self.names()
+        return rec
+
+
+def find_extraction(array_file: str | os.PathLike) -> Extraction | None:
+    """The extraction directory holding ``array_file`` (e.g. ``OUT/features.npy``), or ``None``
+    when the file was not written by ``lagnh extract``."""
+    import json
+
+    root = Path(array_file).parent
+    mf = root / "manifest.json"
+    if not mf.is_file():
+        return None
+    try:
+        manifest = json.loads(mf.read_text())
+    except ValueError:
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != EXTRACT_FORMAT:
+        return None
+    listed = {manifest.get("features", {}).get("file"), manifest.get("aux", {}).get("file")}
+    if Path(array_file).name not in listed:
+        return None
+    return Extraction(root, manifest)
+
+
 def write_catalog(
     catalog: Catalog,
     out: str | os.PathLike,
@@ -274,6 +343,7 @@ def write_catalog(
     feature_ids: Sequence[str] | None = None,
     aux: Any | None = None,
     aux_ids: Sequence[str] | None = None,
+    aux_names: Sequence[str] | None = None,
     sparse_aux: bool | None = None,
     provenance: Mapping[str, Any] | None = None,
     overwrite: bool = False,
@@ -285,6 +355,7 @@ def write_catalog(
             aligned with the catalog (or the source's full image list) when ids are ``None``.
         aux: N'' x c array overriding the catalog's own tags; aligned by ``aux_ids``, falling
             back to ``feature_ids`` when it has as many rows as the features.
+        aux_names: the column names of a given ``aux`` (e.g. an extraction's tag vocabulary).
         sparse_aux: store aux as CSR; ``None`` decides: sparse input or a wide vocabulary
             (>= ``SPARSE_AUX_MIN_COLUMNS`` columns) is stored sparse.
     """
@@ -318,7 +389,7 @@ def write_catalog(
         splits=catalog.splits,
         ids=catalog.ids,
         paths=catalog.paths,
-        aux_names=catalog.aux_names if aux is None else None,
+        aux_names=catalog.aux_names if aux is None else (list(aux_names) if aux_names is not None else None),
         label_names=catalog.label_names,
         aux_sparse=sparse_aux,
         provenance=prov,

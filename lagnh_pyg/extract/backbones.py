@@ -14,7 +14,9 @@ Named backbones:
   model (``timm:NAME`` or a bare name): the input of its last linear layer.
 
 ``weights`` is ``"imagenet"`` (pretrained; downloaded where needed), ``"none"`` (random
-initialisation — tests, timing) or a path to a state dict for the whole network.
+initialisation — tests, timing; drawn from the fixed seed :data:`INIT_SEED`, so the same
+network can be rebuilt to featurize a new image like the dataset was) or a path to a state
+dict for the whole network.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ TF_STD = (0.5, 0.5, 0.5)
 
 NAMED = ("vgg16", "resnet50", "efficientnet_lite0")
 WEIGHTS = ("imagenet", "none")
+#: seed of the random initialisation of ``weights="none"`` networks (recorded as ``init_seed``)
+INIT_SEED = 0
+#: how :class:`ImageTransform` prepares an image (recorded with every extraction)
+PREPROCESSING = ("RGB; resize the shorter side to `resize` (bilinear), centre-crop `image_size` x `image_size`; "
+                 "x / 255; (x - mean) / std per channel")
 
 
 @dataclass
@@ -65,6 +72,8 @@ class Backbone:
     extra: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
+        """The recipe: enough to rebuild this network and its preprocessing (see
+        :func:`lagnh_pyg.extract.recipe.featurize_like`)."""
         return {
             "backbone": self.name,
             "dim": self.dim,
@@ -73,6 +82,8 @@ class Backbone:
             "resize": self.resize,
             "mean": list(self.mean),
             "std": list(self.std),
+            "preprocessing": PREPROCESSING,
+            **({"init_seed": INIT_SEED} if self.weights == "none" else {}),
             **self.extra,
         }
 
@@ -281,6 +292,22 @@ def build_backbone(name: str, weights: str = "imagenet", image_size: int | None 
     Raises:
         InputError: unknown name, or pretrained weights that cannot be fetched.
     """
+    import torch
+
+    # random weights come from a fixed seed (without touching the caller's random state), so
+    # the same network can be rebuilt later to featurize new images the same way
+    with torch.random.fork_rng(devices=[]):
+        if weights == "none":
+            torch.manual_seed(INIT_SEED)
+        bb = _build(name, weights)
+    if image_size is not None:
+        if image_size < 16:
+            raise InputError(f"--image-size must be at least 16 pixels, got {image_size}")
+        bb.image_size = bb.resize = int(image_size)
+    return bb
+
+
+def _build(name: str, weights: str) -> Backbone:
     key = name.strip()
     lower = key.lower().replace("-", "_")
     if lower == "vgg16":
@@ -316,10 +343,6 @@ def build_backbone(name: str, weights: str = "imagenet", image_size: int | None 
                 f"unknown backbone {name!r}; use one of {', '.join(NAMED)}, or a torchvision/timm model name "
                 "(torchvision:NAME, timm:NAME)"
             )
-    if image_size is not None:
-        if image_size < 16:
-            raise InputError(f"--image-size must be at least 16 pixels, got {image_size}")
-        bb.image_size = bb.resize = int(image_size)
     return bb
 
 

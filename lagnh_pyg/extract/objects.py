@@ -32,6 +32,7 @@ import scipy.sparse as sp
 
 from ..errors import InputError, LagnhError
 from ..utils import atomic_dir
+from .backbones import INIT_SEED
 from .features import FORMAT, VERSION
 from .images import ImageList, iterate_batches
 
@@ -91,7 +92,11 @@ def build_detector(name: str = "fasterrcnn", weights: str = "coco", min_size: in
                 "without internet pass --weights none (random, for testing) or use --tags CSV"
             ) from None
     elif weights == "none":
-        model = fn(weights=None, weights_backbone=None, num_classes=91, min_size=min_size)
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # reproducible: a new image can be detected the same way
+            torch.manual_seed(INIT_SEED)
+            model = fn(weights=None, weights_backbone=None, num_classes=91, min_size=min_size)
     else:
         raise InputError(f"--weights for a detector must be coco or none, got {weights!r}")
     return model.eval()
@@ -158,7 +163,8 @@ def detect_objects(
     scores = scores[rows]
     aux = (scores >= threshold).astype(np.float32)
     skipped.sort()
-    extra = {"detector": DETECTORS[detector.lower().replace('-', '_')], "weights": weights, "threshold": threshold,
+    extra = {"detector": DETECTORS[detector.lower().replace('-', '_')], "detector_name": detector.lower().replace('-', '_'),
+             "weights": weights, **({"init_seed": INIT_SEED} if weights == "none" else {}), "threshold": threshold,
              "min_size": min_size, "device": device, "seconds": round(seconds, 3),
              "images_per_s": round(n / seconds, 3) if seconds > 0 else None,
              "mean_objects_per_image": round(float(aux.sum(1).mean()), 3)}
