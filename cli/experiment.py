@@ -143,6 +143,27 @@ def sensitivity(
     _done(run_sensitivity(spec, grid, _bits(bits)))
 
 
-# `lagnh experiment scaling` (the scaling work) registers here, e.g.:
-#     from .scaling import scaling
-#     app.command()(scaling)
+@app.command()
+@handle_errors
+def scaling(
+    sizes: Annotated[str, typer.Option("--sizes", help="Training-set sizes N, comma-separated.")] = "5000,20000,100000,1000000",
+    out_dir: Out = Path("reports/scaling"),
+    bits: Annotated[int, typer.Option("--bits", help="Code length.")] = 32,
+    full_max: Annotated[int, typer.Option(help="Largest N timed with full-graph epochs.")] = 20000,
+    max_batches: Annotated[int, typer.Option(help="Cap of a sampled epoch, in seed batches (a true epoch when smaller).")] = 100,
+    db_max: Annotated[int, typer.Option(help="Database subsample for MAP@1000.")] = 20000,
+    data_root: Annotated[Path | None, typer.Option(help="Where the synthetic datasets go (default OUT/data; /tmp for big N).")] = None,
+    keep_data: Annotated[bool, typer.Option(help="Keep the generated datasets.")] = False,
+    threads: Annotated[int, typer.Option(help="torch/FAISS threads of each measurement.")] = 2,
+    device: Device = "auto",
+) -> None:
+    """Graph build, epoch seconds (full and sampled), peak RSS and MAP@1000 versus N on synthetic data.
+
+    Example: lagnh experiment scaling --sizes 5000,20000,100000,1000000 --out reports/scaling --data-root /tmp/scaling
+    """
+    from lagnh_pyg.experiments.common import parse_list
+    from lagnh_pyg.experiments.scaling import run_scaling
+
+    path = run_scaling(parse_list(sizes, "--sizes", int), out_dir, data_root=data_root, bits=bits, full_max=full_max,
+                       max_batches=max_batches, db_max=db_max, threads=threads, device=device, keep_data=keep_data)
+    out.print(f"wrote {path / 'scaling.md'}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,10 +16,11 @@ def train(
     config: Annotated[Path, typer.Option(help="A YAML config (configs/demo.yaml, coco.yaml, nuswide.yaml).")],
     bits: Annotated[int, typer.Option(help="Code length: a multiple of 8 (16, 32, 64, 128).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory to create.")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. --set train.epochs=50 (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value, e.g. --set train.epochs=50 (repeatable).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR/checkpoint.pt (same config; train.epochs may grow).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar with the loss terms.")] = True,
+    distributed: Annotated[bool, typer.Option(help="Data-parallel training (train.mode=sampled) under `torchrun --nproc_per_node=N -m cli.main train ...`.")] = False,
 ) -> None:
     """Train LAGNH and write RUN_DIR (checkpoint, config.yaml, log.jsonl, run.json).
 
@@ -28,5 +29,5 @@ def train(
     from lagnh_pyg.train import train_run
 
     run_dir = train_run(data_dir, config, bits, out_dir, overrides=set_ or (), resume=resume, device=device,
-                        progress=progress)
+                        progress=progress, distributed=distributed)
     out.print(f"trained {run_dir}; next: lagnh encode {run_dir}")

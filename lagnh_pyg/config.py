@@ -29,9 +29,10 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -57,11 +58,12 @@ class ModelConfig:
     attention: str = "anchors"  # anchors | categories | batch (release) | none (no-att)
     anchors: int = 1024  # size of the fixed memory of training aux vectors (attention=anchors)
     self_key: bool = True  # add the item's own aux vector to the keys (batch-independent)
+    att_norm: str = "l2"  # attention weights over keys: l2 (Eq. 2, as released) | l1 (convex mixture)
     att_dim: int = 512  # width of W_x, W_y
     hidden: int = 1024  # GCN hidden width h (COCO 1024, NUS-WIDE 2048)
     dropout: float = 0.5
     normalization: str = "gcn"  # gcn: D^-1/2 S D^-1/2 (Kipf) | row: D^-1 S (release)
-    feature_norm: str = "l2"  # input features: l2 (unit rows) | none (raw, as released)
+    feature_norm: str = "standard"  # input features: standard (training mean/std) | l2 (unit rows) | none (raw, as released)
 
 
 @dataclass
@@ -79,7 +81,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    mode: str = "full"  # full (all nodes every step) | faithful (the release's dense mini-batches)
+    mode: str = "full"  # full (all nodes every step) | faithful (the release's dense mini-batches) | sampled (neighbour-sampled seed batches, lagnh_pyg/sampled.py)
     epochs: int = 300
     lr: float = 1e-4  # Adam, generator
     lr_d: float = 1e-4  # Adam, discriminator
@@ -88,6 +90,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 10  # epochs between checkpoints (0: only at the end)
     threads: int = 0  # torch/FAISS threads (0: leave as is)
+    num_neighbors: list = field(default_factory=lambda: [10, 5])  # sampled mode: neighbours per node at each GCN hop (-1: all)
+    seed_batch_size: int = 512  # sampled mode: seed nodes per mini-batch (the losses' nodes)
+    max_batches: int = 0  # sampled mode: cap an epoch at this many seed batches (0: a true epoch)
 
 
 @dataclass
@@ -127,9 +132,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "graph.weights": ("fused", "visual", "aux"),
     "model.attention": ("anchors", "categories", "batch", "none"),
     "model.normalization": ("gcn", "row"),
-    "model.feature_norm": ("l2", "none"),
+    "model.feature_norm": ("standard", "l2", "none"),
+    "model.att_norm": ("l2", "l1"),
     "loss.reconstruct": ("Sa", "S", "Sv", "ZZ", "feat"),
-    "train.mode": ("full", "faithful"),
+    "train.mode": ("full", "faithful", "sampled"),
     "encode.mode": ("neighbours", "self", "faithful"),
 }
 
@@ -153,13 +159,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
 # train.mode=faithful reproduces the release: in-batch attention, sigma = 1, row normalisation,
 # raw features, dense per-batch graphs, batch-of-256 encoding.
 FAITHFUL: dict[str, Any] = {
-    "model.attention": "batch", "model.self_key": False, "graph.sigma": 1.0,
+    "model.attention": "batch", "model.self_key": False, "model.att_norm": "l2", "graph.sigma": 1.0,
     "model.normalization": "row", "model.feature_norm": "none", "encode.mode": "faithful",
 }
 
-_POSITIVE_INT = {"graph.k", "model.anchors", "model.att_dim", "model.hidden", "loss.recon_nodes",
+_POSITIVE_INT = {"train.seed_batch_size", "graph.k", "model.anchors", "model.att_dim", "model.hidden", "loss.recon_nodes",
                  "train.g_steps", "train.batch_size", "encode.k", "encode.batch_size"}
-_NONNEG = {"graph.eta", "loss.lam", "loss.beta", "loss.alpha", "loss.mu", "loss.adv", "train.epochs",
+_NONNEG = {"train.max_batches", "graph.eta", "loss.lam", "loss.beta", "loss.alpha", "loss.mu", "loss.adv", "train.epochs",
            "train.checkpoint_every", "train.threads"}
 
 
@@ -186,6 +192,12 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise InputError(f"graph.sigma must be 'auto' or a positive number, got {value!r}")
         return float(value)
+    if key == "train.num_neighbors":
+        if not isinstance(value, list) or not value or any(
+                isinstance(v, bool) or not isinstance(v, int) or v == 0 or v < -1 for v in value):
+            raise InputError(f"train.num_neighbors must be a list with one positive count (or -1: all) per GCN hop, "
+                             f"e.g. [10, 5]; got {value!r}")
+        return list(value)
     if key == "variant":
         if value not in VARIANTS:
             raise InputError(f"variant must be one of {', '.join(VARIANTS)}, got {value!r}")

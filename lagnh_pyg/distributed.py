@@ -27,6 +27,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: str = "cpu"  # where collectives' tensors live (NCCL needs CUDA tensors)
 
     @property
     def enabled(self) -> bool:
@@ -56,7 +57,7 @@ class DistContext:
     def all_reduce_mean(self, value: float) -> float:
         if not self.enabled:
             return value
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
 
@@ -76,6 +77,7 @@ def init_distributed(device: str) -> DistContext:
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
     if device.startswith("cuda"):
         torch.cuda.set_device(local)
+        return DistContext(rank=rank, world_size=world, local_rank=local, device=f"cuda:{local}")
     return DistContext(rank=rank, world_size=world, local_rank=local)
 
 

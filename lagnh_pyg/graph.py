@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -28,6 +29,11 @@ from torch_geometric.utils.sparse import index2ptr
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
+
+# torch warns once per process that CSR support is "beta" and that invariant checks are off;
+# the CSR tensors here are built from coalesced, sorted edge lists, so both are noise.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
 EXACT_MAX_NODES = 200_000  # IndexFlatIP up to here, IVF beyond (graph.index = auto)
 

@@ -25,13 +25,15 @@ Example::
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
+import pickle
 import time
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,9 +44,9 @@ from . import losses as L
 from .codes import check_bits
 from .config import Config, load_config
 from .errors import InputError
-from .graph import build_graph, l2_normalize, self_mass
+from .graph import build_graph, self_mass
 from .nn import LAGNH, Discriminator
-from .utils import atomic_path, sha256_file, write_json_atomic
+from .utils import atomic_path, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +71,8 @@ class Trainer:
         self.cfg, self.bits, self.device = cfg, bits, torch.device(device)
         self.model = LAGNH.from_config(cfg, feature_dim, aux_dim, bits).to(self.device)
         self.disc = Discriminator(bits).to(self.device)
-        gen_params = [p for n, p in self.model.named_parameters()]
-        self.opt_g = torch.optim.Adam(gen_params, lr=cfg.train.lr)
+        # the generator side: attention, GCN, semantic classifier (and the recons-feat decoder)
+        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.train.lr_d)
         self.epoch = 0
 
@@ -114,7 +116,7 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
-        return float(loss)
+        return float(loss.detach())
 
     def _generator_update(self, forward: Callable[[], dict], x: Tensor, aux: Tensor, aux_unit: Tensor,
                           rec_idx: Tensor | None) -> dict[str, float]:
@@ -123,7 +125,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         terms["loss_g"].backward()
         self.opt_g.step()
-        return {k: float(v) for k, v in terms.items()}
+        return {k: float(v.detach()) for k, v in terms.items()}
 
     # -- steps ------------------------------------------------------------------------------
     def graph_step(self, batch: Data) -> dict[str, float]:
@@ -223,7 +225,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
         raise InputError(f"checkpoint {path} does not exist")
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated zip, garbage bytes, pickled foreign objects ...
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        # truncated zip, garbage bytes, pickled foreign objects (refused by weights_only) ...
         msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise InputError(f"checkpoint {path} is corrupt or not a lagnh checkpoint ({msg})") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
@@ -240,7 +243,7 @@ def config_of_checkpoint(ck: Mapping[str, Any]) -> Config:
 
 
 # -- the run ----------------------------------------------------------------------------------
-def _training_arrays(ds, cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+def _training_arrays(ds) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     idx = ds.split("train")
     X = ds.feature_rows(idx)
     A = ds.aux_rows(idx)
@@ -280,6 +283,7 @@ def train_run(
     resume: bool = False,
     device: str = "auto",
     progress: bool = True,
+    distributed: bool = False,
 ) -> Path:
     """Train LAGNH on ``data_dir``'s training split; write a complete run directory.
 
@@ -292,6 +296,8 @@ def train_run(
         resume: continue from ``out_dir/checkpoint.pt`` (same config except ``train.epochs``).
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         progress: show a progress bar with the loss terms.
+        distributed: data-parallel training under ``torchrun`` (``train.mode: sampled`` only;
+            see :func:`lagnh_pyg.sampled.sampled_train_run`).
 
     Returns:
         The run directory.
@@ -303,6 +309,13 @@ def train_run(
 
     check_bits(bits)
     cfg = load_config(config, overrides)
+    if cfg.train.mode == "sampled":  # neighbour-sampled seed batches: lagnh_pyg/sampled.py
+        from .sampled import sampled_train_run
+
+        return sampled_train_run(data_dir, cfg, bits, out_dir, resume=resume, device=device, progress=progress,
+                                 distributed=distributed)
+    if distributed:
+        raise InputError("--distributed shards seed nodes across ranks: use it with --set train.mode=sampled")
     dev = resolve_device(device)
     out = Path(out_dir)
     ds = Dataset.open(data_dir)
@@ -325,7 +338,7 @@ def train_run(
     if cfg.train.threads:
         set_threads(cfg.train.threads)
 
-    X, A, labels, train_idx = _training_arrays(ds, cfg)
+    X, A, labels, _train_idx = _training_arrays(ds)
     n = len(X)
     if cfg.encode.mode == "neighbours" and cfg.encode.k > n:
         raise InputError(f"encode.k={cfg.encode.k} exceeds the {n} training nodes; lower encode.k")
@@ -333,6 +346,7 @@ def train_run(
     trainer = Trainer(cfg, ds.feature_dim, ds.aux_dim, bits, dev)
     if cfg.model.attention == "anchors":
         trainer.model.attention.set_anchors(torch.from_numpy(_choose_anchors(A, cfg.model.anchors, cfg.train.seed)).to(dev))
+    trainer.model.set_feature_stats(torch.from_numpy(X).to(dev))
     graph = None
     if cfg.train.mode == "full":
         t0 = time.perf_counter()
@@ -415,7 +429,13 @@ class _Bar:
     """A rich progress bar whose description shows the loss terms."""
 
     def __init__(self, total: int, done: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.p = Progress(TextColumn("epoch"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(),
                           TextColumn("{task.description}"), transient=False)

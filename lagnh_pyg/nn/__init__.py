@@ -5,4 +5,4 @@ from .discriminator import Discriminator
 from .generator import GCNGenerator
 from .lagnh import LAGNH
 
-__all__ = ["CrossModalAttention", "Discriminator", "GCNGenerator", "LAGNH"]
+__all__ = ["LAGNH", "CrossModalAttention", "Discriminator", "GCNGenerator"]

@@ -18,7 +18,8 @@ class CrossModalAttention(nn.Module):
         a_{ij} = s_{ij} / \lVert s_{i\cdot} \rVert_2,\quad
         \hat x_i = \tilde x_i + \sum_j a_{ij} \tilde y_j
 
-    (row L2 normalisation, not softmax, as released). The keys :math:`y_j` come from:
+    (row L2 normalisation, not softmax, as released; ``norm='l1'`` divides by the row sum
+    instead, a convex mixture of the keys whose scale does not grow with their number). The keys :math:`y_j` come from:
 
     * ``batch``: the aux vectors of the items in the same batch (the release; a code then
       depends on its batch-mates);
@@ -35,15 +36,19 @@ class CrossModalAttention(nn.Module):
         keys: one of ``anchors``, ``categories``, ``batch``, ``none``.
         num_anchors: size of the anchor memory (``keys='anchors'``).
         self_key: add the item's own aux as a key.
+        norm: ``l2`` (Eq. 2) or ``l1``.
 
     Shapes: ``x`` (n, d), ``aux`` (n, c) -> (n, dim).
     """
 
     def __init__(self, feature_dim: int, aux_dim: int, dim: int = 512, keys: str = "anchors",
-                 num_anchors: int = 1024, self_key: bool = False) -> None:
+                 num_anchors: int = 1024, self_key: bool = False, norm: str = "l2") -> None:
         super().__init__()
         if keys not in KEY_SOURCES:
             raise ValueError(f"CrossModalAttention: unknown key source {keys!r}; use one of {KEY_SOURCES}")
+        if norm not in ("l2", "l1"):
+            raise ValueError(f"CrossModalAttention: unknown normalisation {norm!r}; use 'l2' or 'l1'")
+        self.norm = norm
         self.keys, self.self_key = keys, bool(self_key) and keys in ("anchors", "categories")
         self.lin_x = nn.Linear(feature_dim, dim)
         self.lin_y = nn.Linear(aux_dim, dim) if keys != "none" else None
@@ -75,19 +80,25 @@ class CrossModalAttention(nn.Module):
         if self.keys == "batch":
             yt = self.lin_y(aux)
             s = (xn @ F.normalize(yt, dim=1).T).clamp_min(0)
-            return xt + _row_l2(s) @ yt
+            return xt + self._normalise(s) @ yt
         yt = self.lin_y(self.key_aux)
         s = (xn @ F.normalize(yt, dim=1).T).clamp_min(0)
         if not self.self_key:
-            return xt + _row_l2(s) @ yt
+            return xt + self._normalise(s) @ yt
         ys = self.lin_y(aux)  # (n, dim): the item's own key
         s_self = (xn * F.normalize(ys, dim=1)).sum(1, keepdim=True).clamp_min(0)
-        norm = (s.pow(2).sum(1, keepdim=True) + s_self.pow(2)).sqrt().clamp_min(1e-12)
-        return xt + (s @ yt + s_self * ys) / norm
+        if self.norm == "l2":
+            norm = (s.pow(2).sum(1, keepdim=True) + s_self.pow(2)).sqrt()
+        else:
+            norm = s.sum(1, keepdim=True) + s_self
+        return xt + (s @ yt + s_self * ys) / norm.clamp_min(1e-12)
+
+    def _normalise(self, s: Tensor) -> Tensor:
+        if self.norm == "l2":
+            return s / s.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return s / s.sum(1, keepdim=True).clamp_min(1e-12)
 
     def extra_repr(self) -> str:
         return f"keys={self.keys}, self_key={self.self_key}"
 
 
-def _row_l2(s: Tensor) -> Tensor:
-    return s / s.norm(dim=1, keepdim=True).clamp_min(1e-12)

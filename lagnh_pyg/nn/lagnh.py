@@ -8,7 +8,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils.sparse import index2ptr
 
-from ..graph import auto_sigma2, edge_sq_dist, sort_by_target, fused_edge_weight, normalize_edge_weight
+from ..graph import (
+    auto_sigma2,
+    edge_sq_dist,
+    fused_edge_weight,
+    normalize_edge_weight,
+    sort_by_target,
+)
 from .attention import CrossModalAttention
 from .generator import GCNGenerator
 
@@ -31,36 +37,55 @@ class LAGNH(nn.Module):
         self_key: the item's own aux is a key too.
         eta: Eq. 5. sigma: ``"auto"`` or a fixed bandwidth (Eq. 3).
         weights: ``fused`` | ``visual`` | ``aux``. normalization: ``gcn`` | ``row``.
-        feature_norm: ``l2`` (unit input rows) | ``none``.
+        att_norm: attention weights normalised by their row's ``l2`` norm (Eq. 2, as released)
+            or ``l1`` sum (a convex mixture of the keys, whose scale does not grow with their
+            number).
+        feature_norm: ``l2`` (unit input rows) | ``standard`` (training mean/std) | ``none``.
         decoder: add a linear decoder :math:`k \to d` (the recons-feat ablation).
     """
 
     def __init__(self, feature_dim: int, aux_dim: int, bits: int, *, att_dim: int = 512, hidden: int = 1024,
                  dropout: float = 0.5, attention: str = "anchors", anchors: int = 1024, self_key: bool = False,
-                 eta: float = 1.0, sigma: float | str = "auto", weights: str = "fused",
+                 att_norm: str = "l2", eta: float = 1.0, sigma: float | str = "auto", weights: str = "fused",
                  normalization: str = "gcn", feature_norm: str = "l2", decoder: bool = False) -> None:
         super().__init__()
         self.feature_dim, self.aux_dim, self.bits = feature_dim, aux_dim, bits
         self.eta, self.weights, self.normalization, self.feature_norm = float(eta), weights, normalization, feature_norm
         self.auto_sigma = sigma == "auto"
-        self.attention = CrossModalAttention(feature_dim, aux_dim, att_dim, attention, anchors, self_key)
+        self.attention = CrossModalAttention(feature_dim, aux_dim, att_dim, attention, anchors, self_key, att_norm)
         self.generator = GCNGenerator(att_dim, hidden, bits, dropout)
         self.classifier = nn.Linear(bits, aux_dim)  # Eq. 11: Y_hat = Z W_c + b_c
         self.decoder = nn.Linear(bits, feature_dim) if decoder else None
         self.register_buffer("sigma2", torch.tensor(1.0 if self.auto_sigma else float(sigma) ** 2))
+        if feature_norm == "standard":  # per-dimension training mean and std (set_feature_stats)
+            self.register_buffer("feature_mean", torch.zeros(feature_dim))
+            self.register_buffer("feature_std", torch.ones(feature_dim))
 
     @classmethod
-    def from_config(cls, cfg, feature_dim: int, aux_dim: int, bits: int) -> "LAGNH":
+    def from_config(cls, cfg, feature_dim: int, aux_dim: int, bits: int) -> LAGNH:
         m, g = cfg.model, cfg.graph
         return cls(feature_dim, aux_dim, bits, att_dim=m.att_dim, hidden=m.hidden, dropout=m.dropout,
-                   attention=m.attention, anchors=m.anchors, self_key=m.self_key, eta=g.eta, sigma=g.sigma,
+                   attention=m.attention, anchors=m.anchors, self_key=m.self_key, att_norm=m.att_norm,
+                   eta=g.eta, sigma=g.sigma,
                    weights=g.weights, normalization=m.normalization, feature_norm=m.feature_norm,
                    decoder=cfg.loss.reconstruct == "feat")
 
     # -- pieces ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_feature_stats(self, x: Tensor) -> None:
+        """``feature_norm='standard'``: record the training features' mean and std."""
+        if self.feature_norm == "standard":
+            self.feature_mean.copy_(x.mean(0))
+            self.feature_std.copy_(x.std(0).clamp_min(1e-6))
+
     def prepare(self, x: Tensor) -> Tensor:
-        """Input features as the model sees them (unit rows with ``feature_norm='l2'``)."""
-        return F.normalize(x, dim=1) if self.feature_norm == "l2" else x
+        """Input features as the model sees them: unit rows (``l2``), standardised with the
+        training statistics (``standard``), or raw (``none``)."""
+        if self.feature_norm == "l2":
+            return F.normalize(x, dim=1)
+        if self.feature_norm == "standard":
+            return (x - self.feature_mean) / self.feature_std
+        return x
 
     def attentive_features(self, x: Tensor, aux: Tensor) -> Tensor:
         """Eq. 1-2: (n, d), (n, c) -> (n, att_dim)."""

@@ -1,0 +1,87 @@
+"""GPU check (issue 7): seconds of the COCO-size full-graph training and of one sampled epoch
+of a 1M-node graph, plus peak GPU memory. Run through benchmarks/gpu_check.sh.
+
+    python benchmarks/gpu_check.py [--smoke] [--work /tmp/gpu_check]
+
+--smoke: tiny sizes on whatever device there is (a CPU check that the script runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+import lagnh_pyg  # noqa: F401  (OMP settings)
+from lagnh_pyg.data.synthetic import SyntheticSpec, generate
+from lagnh_pyg.device import faiss_has_gpu, resolve_device
+from lagnh_pyg.train import train_run
+
+
+def _peak_gpu() -> str:
+    if not torch.cuda.is_available():
+        return "n/a (no CUDA)"
+    return f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (CPU check of the script)")
+    ap.add_argument("--work", default="/tmp/gpu_check")
+    ap.add_argument("--threads", type=int, default=0)
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    work = Path(a.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    dev = resolve_device("auto")
+    print(f"device {dev}" + (f" ({torch.cuda.get_device_name()})" if dev == "cuda" else "")
+          + f", GPU FAISS: {faiss_has_gpu()}", flush=True)
+
+    # 1. COCO size: 5,000 training nodes, 4,096-d, 32 bits, 300 full-graph epochs (configs/coco.yaml)
+    n, dim, epochs = (300, 64, 3) if a.smoke else (5000, 4096, 300)
+    coco = generate(SyntheticSpec(n=n + 1000, dim=dim, classes=80, junk_tags=0, n_train=n, n_query=1000,
+                                  train_in_database=True), work / "coco")
+    over = [f"train.epochs={epochs}", "train.checkpoint_every=0"]
+    if a.smoke:
+        over += ["model.anchors=64", "graph.k=5", "encode.k=5"]
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    train_run(coco, "configs/coco.yaml", 32, work / "coco_run", overrides=over, device="auto", progress=False)
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    full_s = time.perf_counter() - t0
+    log = [json.loads(line) for line in (work / "coco_run" / "log.jsonl").read_text().splitlines()]
+    print(f"COCO-size full-graph training ({n} nodes, {dim}-d, 32 bits, {epochs} epochs): {full_s:.1f} s total "
+          f"(incl. graph build), {sum(r['seconds'] for r in log):.1f} s in epochs; peak GPU memory {_peak_gpu()} "
+          "[paper: 466 s on a GTX 1080 Ti]", flush=True)
+
+    # 2. one sampled epoch of a 1M-node graph (512-d): a true epoch, every node a seed once
+    n, dim = (3000, 32) if a.smoke else (1_000_000, 512)
+    big = generate(SyntheticSpec(n=n + 1000, dim=dim, n_train=n, n_query=1000, train_in_database=True), work / "big")
+    over = ["train.mode=sampled", "train.epochs=1", "train.checkpoint_every=0", "train.seed_batch_size=1024",
+            "train.num_neighbors=[10, 5]"]
+    if a.smoke:
+        over += ["train.seed_batch_size=512", "train.num_neighbors=[3, 2]", "model.anchors=64", "model.att_dim=32",
+                 "model.hidden=64", "graph.k=5", "encode.k=5"]
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    run = train_run(big, "configs/coco.yaml", 32, work / "big_run", overrides=over, device="auto", progress=False)
+    total = time.perf_counter() - t0
+    row = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    graph = json.loads((run / "run.json").read_text()).get("graph") or {}
+    print(f"1M-node sampled epoch ({n} nodes, {dim}-d, {int(row['batches'])} seed batches of 1024, fan-out [10, 5]): "
+          f"{row['seconds']:.1f} s; whole run {total:.1f} s (graph build {graph.get('seconds', float('nan')):.1f} s); "
+          f"peak GPU memory {_peak_gpu()}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

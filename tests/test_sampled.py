@@ -1,0 +1,123 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from lagnh_pyg.config import load_config
+from lagnh_pyg.graph import build_graph, normalize_edge_weight
+from lagnh_pyg.sampled import (
+    BatchFetcher,
+    make_sampled_loader,
+    sampled_degree,
+    sampled_epoch,
+    sampled_step,
+    topology_of_graph,
+)
+from lagnh_pyg.train import Trainer
+
+TINY = {
+    "graph": {"k": 4},
+    "model": {"anchors": 16, "att_dim": 16, "hidden": 24},
+    "train": {"g_steps": 2, "lr": 1e-3},
+}
+
+
+def _problem(n=60, d=12, c=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, d)).astype(np.float32)
+    aux = (rng.random((n, c)) < 0.3).astype(np.float32)
+    aux[3] = 0  # a node without aux semantics
+    return x, aux
+
+
+def _trainer(cfg, d, c):
+    torch.manual_seed(0)
+    tr = Trainer(cfg, d, c, 16)
+    tr.model.attention.set_anchors(torch.rand(16, c))
+    return tr
+
+
+@pytest.mark.parametrize("normalization", ["gcn", "row"])
+def test_sampled_step_equals_full_graph_step(normalization):
+    x, aux = _problem()
+    cfg = load_config(TINY, [f"model.normalization={normalization}"])
+    graph = build_graph(x, aux, k=4)
+    full, samp = _trainer(cfg, 12, 6), _trainer(cfg, 12, 6)
+    samp.model.load_state_dict(full.model.state_dict())
+    samp.disc.load_state_dict(full.disc.state_dict())
+    full.model.set_feature_stats(graph.x)
+    samp.model.set_feature_stats(graph.x)
+
+    loader = make_sampled_loader(topology_of_graph(graph), [-1, -1], None, batch_size=graph.num_nodes, shuffle=False)
+    fetch = BatchFetcher(x, aux)
+    (batch,) = list(loader)
+    b = fetch(batch)
+    assert b.batch_size == graph.num_nodes and torch.equal(batch.n_id, torch.arange(graph.num_nodes))
+
+    torch.manual_seed(1)
+    t_full = full.graph_step(graph)
+    torch.manual_seed(1)
+    t_samp = sampled_step(samp, b)
+    for k in t_full:
+        assert t_samp[k] == pytest.approx(t_full[k], rel=1e-5, abs=1e-6), k
+    for (name, p), q in zip(full.model.state_dict().items(), samp.model.state_dict().values()):
+        assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), name
+    for p, q in zip(full.disc.parameters(), samp.disc.parameters()):
+        assert torch.allclose(p, q, rtol=1e-5, atol=1e-6)
+    # and the forward passes agree in eval mode
+    full.model.eval()
+    samp.model.eval()
+    with torch.no_grad():
+        from lagnh_pyg.sampled import sampled_forward
+
+        zf = full.model(graph.x, graph.aux, graph.edge_index, graph.s_a)["z"]
+        zs = sampled_forward(samp.model, b.x, b.aux, b.edge_index, b.s_a, b.count)["z"]
+    assert torch.allclose(zf, zs, rtol=1e-5, atol=1e-6)
+
+
+def test_sampled_degree_exact_when_complete_and_scaled_otherwise():
+    # node 0 has in-edges from 1, 2 (both sampled); node 1 has 3 in-edges in the full graph,
+    # one sampled (from 0); node 2 has 2 in-edges, none sampled, one edge out of it (2->0)
+    ei = torch.tensor([[1, 2, 0, 0, 1, 2], [0, 0, 1, 0, 1, 2]])
+    w = torch.tensor([0.5, 0.25, 0.4, 2.0, 2.0, 1.0])
+    count = torch.tensor([3, 4, 3])
+    deg = sampled_degree(ei, w, count, 3)
+    assert torch.allclose(deg, torch.tensor([2.0 + 0.75, 2.0 + 3 * 0.4, 1.0 + 2 * 0.25]))
+    full_count = torch.tensor([3, 2, 1])  # when every in-edge is present: the plain weighted degree
+    _, plain = normalize_edge_weight(ei, w, 3, "gcn")
+    assert torch.allclose(sampled_degree(ei, w, full_count, 3), plain)
+
+
+def test_sampled_epoch_trains_with_small_fanout():
+    x, aux = _problem(n=200, seed=2)
+    cfg = load_config(TINY)
+    graph = build_graph(x, aux, k=4)
+    tr = _trainer(cfg, 12, 6)
+    tr.model.set_feature_stats(graph.x)
+    loader = make_sampled_loader(topology_of_graph(graph), [3, 2], None, batch_size=32, seed=0)
+    fetch = BatchFetcher(x, aux)
+    before = copy.deepcopy(tr.model.state_dict())
+    terms = sampled_epoch(tr, loader, fetch, max_batches=4)
+    assert terms["batches"] == 4 and all(np.isfinite(v) for v in terms.values())
+    assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
+    # a batch holds its seeds first and only sampled neighbours beyond them
+    batch = fetch(next(iter(loader)))
+    assert batch.batch_size == 32 and batch.num_nodes <= 32 * (1 + 3 + 3 * 2)
+    assert (batch.edge_index[0] == batch.edge_index[1]).sum() == batch.num_nodes  # one self-loop each
+
+
+def test_batch_fetcher_reads_rows_through_a_map(tmp_path):
+    x, aux = _problem(n=20)
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    mm = np.load(path, mmap_mode="r")
+    rows = np.arange(20)[::-1].copy()
+    from torch_geometric.data import Data
+
+    batch = Data(n_id=torch.tensor([5, 1, 7]), edge_index=torch.tensor([[1], [0]]), s_a=torch.tensor([0.5]),
+                 count=torch.tensor([2, 2, 1]), batch_size=1, num_nodes=3)
+    b = BatchFetcher(mm, aux, rows)(batch)
+    assert np.array_equal(b.x.numpy(), x[rows[[5, 1, 7]]])
+    assert np.array_equal(b.aux.numpy(), aux[[5, 1, 7]])
+    assert b.edge_index.shape[1] == 4 and b.s_a.shape == (4,)
