@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import warnings
+from typing import Annotated
 
 import typer
 
+# torch_geometric calls torch.jit.script at import; torch 2.14 warns about it on every run.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
 from . import data as data_cli
+from . import experiment as experiment_cli
+from . import retrieval as retrieval_cli
 from .baseline import baseline
 from .demo import demo
 from .encode import encode
-from .extract import app as extract_app, data_demo
-from . import experiment as experiment_cli
-from . import retrieval as retrieval_cli
+from .extract import app as extract_app
+from .extract import data_demo
 from .train import train
 
 app = typer.Typer(
@@ -36,7 +41,7 @@ app.command()(demo)
 
 @app.callback()
 def _root(
-    threads: Annotated[Optional[int], typer.Option(help="Threads for torch and FAISS (default: all cores).", envvar="LAGNH_THREADS")] = None,
+    threads: Annotated[int | None, typer.Option(help="Threads for torch and FAISS (default: all cores).", envvar="LAGNH_THREADS")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     from lagnh_pyg.utils import set_threads

@@ -117,9 +117,11 @@ def ivf_knn(arr, k: int, rows: np.ndarray | None = None, *, pca_dim: int | None 
 
 
 def build_topology(features, aux, k: int = 10, sources: str = "both", rows: np.ndarray | None = None, *,
-                   pca_dim: int | None = 64, nprobe: int = 8, chunk: int = CHUNK, seed: int = 0) -> Data:
+                   pca_dim: int | None = 64, nprobe: int = 8, chunk: int = CHUNK, seed: int = 0,
+                   aux_by_node: bool = False) -> Data:
     """The sampling topology (see :func:`~lagnh_pyg.sampled.sampling_topology`) of the nodes
-    ``rows`` of ``features``/``aux`` (memory maps), with bounded memory.
+    ``rows`` of ``features``/``aux`` (memory maps), with bounded memory. ``aux_by_node``:
+    ``aux`` is already (N, c), one row per node (``rows`` then applies to ``features`` only).
 
     Returns ``Data(edge_index, s_a, count, num_nodes)`` with ``stats`` (nodes, edges, degree
     mean/min/max, seconds).
@@ -128,6 +130,7 @@ def build_topology(features, aux, k: int = 10, sources: str = "both", rows: np.n
     n = len(rows) if rows is not None else features.shape[0]
     if k >= n:
         raise InputError(f"graph.k={k} is not smaller than the {n} training nodes; lower graph.k")
+    arows = None if aux_by_node else rows
     parts = []
     if sources in ("visual", "both"):
         _, ids = ivf_knn(features, k, rows, pca_dim=pca_dim, nprobe=nprobe, chunk=chunk, seed=seed)
@@ -136,9 +139,9 @@ def build_topology(features, aux, k: int = 10, sources: str = "both", rows: np.n
     if sources in ("aux", "both"):
         has_aux = np.zeros(n, dtype=bool)
         for s in range(0, n, chunk):
-            has_aux[s : s + chunk] = np.abs(_rows(aux, rows, s, min(n, s + chunk))).sum(1) > 0
+            has_aux[s : s + chunk] = np.abs(_rows(aux, arows, s, min(n, s + chunk))).sum(1) > 0
         if has_aux.sum() > k:
-            sims, ids = ivf_knn(aux, k, rows, pca_dim=None, nprobe=nprobe, chunk=chunk, seed=seed + 1, mask=has_aux)
+            sims, ids = ivf_knn(aux, k, arows, pca_dim=None, nprobe=nprobe, chunk=chunk, seed=seed + 1, mask=has_aux)
             parts.append(_pairs(ids, (sims > 0) & has_aux[:, None]))
             del sims, ids
         elif sources == "aux":
@@ -161,8 +164,8 @@ def build_topology(features, aux, k: int = 10, sources: str = "both", rows: np.n
             continue
         src_c, dst_c = edge_index[0, e0:e1].numpy(), edge_index[1, e0:e1].numpy()
         need = np.unique(src_c)
-        au_src = _unit(_take(aux, rows, need))
-        au_dst = _unit(_rows(aux, rows, s, min(n, s + chunk)))
+        au_src = _unit(_take(aux, arows, need))
+        au_dst = _unit(_rows(aux, arows, s, min(n, s + chunk)))
         a = au_src[np.searchsorted(need, src_c)]
         b = au_dst[dst_c - s]
         s_a[e0:e1] = torch.from_numpy(np.maximum((a * b).sum(1), 0))

@@ -376,7 +376,8 @@ def sampled_train_run(data_dir, cfg, bits: int, out_dir, *, resume: bool = False
         else:
             from .large_graph import build_topology
 
-            topo = build_topology(ds.features, A, cfg.graph.k, cfg.graph.sources, rows, seed=cfg.train.seed)
+            topo = build_topology(ds.features, A, cfg.graph.k, cfg.graph.sources, rows, seed=cfg.train.seed,
+                                  aux_by_node=True)
             stats = topo.stats
             fetch = BatchFetcher(ds.features, A, rows, dev)
         del topo.stats

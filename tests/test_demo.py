@@ -6,11 +6,11 @@ from lagnh_pyg.demo import run_demo
 def test_demo_pipeline_on_small_data(small_synthetic, tmp_path):
     res = run_demo(tmp_path / "out", data_dir=small_synthetic, methods=("lagnh", "itq"), bits=(16,),
                    overrides=("train.epochs=2", "model.hidden=32", "model.att_dim=32", "model.anchors=64"),
-                   device="cpu", log=lambda m: None)
+                   faithful_bits=16, device="cpu", log=lambda m: None)
     lines = res.table_md.splitlines()
     assert "protocol lagnh" in lines[0] and "16 bits" in lines[0]
     rows = {ln.split("|")[1].strip(): float(ln.split("|")[2]) for ln in lines[2:]}
-    assert set(rows) == {"lagnh", "itq"} and all(0 < v <= 1 for v in rows.values())
+    assert set(rows) == {"lagnh", "itq", "lagnh-faithful"} and all(0 < v <= 1 for v in rows.values())
     page = res.html.read_text()
     assert page.count('class="grid"') == 8 and "lagnh" in page
     assert (res.report_dir / "pk-16bits.png").is_file()

@@ -35,11 +35,18 @@ logger = logging.getLogger(__name__)
 
 LAGNH = "lagnh"
 CELL_FILE = "cell.json"
+#: LAGNH under other settings, usable as method names (e.g. --methods lagnh,lagnh-faithful,itq):
+#: ``lagnh-faithful`` trains and encodes as the authors' release does.
+LAGNH_MODES: dict[str, tuple[str, ...]] = {LAGNH: (), "lagnh-faithful": ("train.mode=faithful",)}
+
+
+def is_lagnh(method: str) -> bool:
+    return method in LAGNH_MODES
 
 
 def known_methods() -> list[str]:
     """``lagnh`` and the registered baselines (when the baselines package is installed)."""
-    names = [LAGNH]
+    names = list(LAGNH_MODES)
     try:
         from ..baselines import BASELINES
 
@@ -170,17 +177,17 @@ def _cell_spec(spec: ExperimentSpec, cell: Cell) -> dict[str, Any]:
     if conf is not None and not isinstance(conf, Mapping):
         conf = {"file": str(Path(conf).resolve()), "sha256": sha256_file(conf)[:16]}
     return {**cell.key(), "data_fingerprint": spec.dataset.fingerprint,
-            "config": conf if cell.method == LAGNH else None,
-            "base_overrides": list(spec.overrides) if cell.method == LAGNH else []}
+            "config": conf if is_lagnh(cell.method) else None,
+            "base_overrides": list(spec.overrides) if is_lagnh(cell.method) else []}
 
 
 def fit_method(method: str, spec: ExperimentSpec, bits: int, run_dir: Path, seed: int,
                overrides: Iterable[str] = (), resume: bool = False) -> Path:
     """Fit ``method`` on the training split into ``run_dir`` (LAGNH or a baseline)."""
-    if method == LAGNH:
+    if is_lagnh(method):
         from ..train import train_run
 
-        ov = [*spec.overrides, f"train.seed={seed}", *overrides]
+        ov = [*spec.overrides, *LAGNH_MODES[method], f"train.seed={seed}", *overrides]
         return train_run(spec.data_dir, spec.config, bits, run_dir, overrides=ov, resume=resume,
                          device=spec.device, progress=spec.progress)
     if overrides:
@@ -197,7 +204,7 @@ def encode_cell(spec: ExperimentSpec, run_dir: Path, cell: Cell) -> Cell:
 
     run = Run.open(run_dir)
     t0 = time.perf_counter()
-    encode_splits(run, ["query", "database"], device=resolve_device(spec.device) if run.method == LAGNH else "cpu")
+    encode_splits(run, ["query", "database"], device=resolve_device(spec.device) if run.method == LAGNH else "cpu")  # run.json says "lagnh" for every mode
     cell.encode_seconds = time.perf_counter() - t0
     ds = spec.dataset
     cell.n_encoded = int(len(ds.split("query")) + len(ds.split("database")))

@@ -85,7 +85,7 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
     else:
         from ..large_graph import build_topology
 
-        topo = build_topology(ds.features, A, cfg.graph.k, cfg.graph.sources, rows, seed=seed)
+        topo = build_topology(ds.features, A, cfg.graph.k, cfg.graph.sources, rows, seed=seed, aux_by_node=True)
         feats, frows, row["index"] = ds.features, rows, topo.stats["index"]
         del topo.stats
     row["graph_s"] = time.perf_counter() - t0
