@@ -320,7 +320,7 @@ def sampled_train_run(data_dir, cfg, bits: int, out_dir, *, resume: bool = False
         _progress,
         _read_log,
         _save_encoder_cache,
-        load_checkpoint,
+        resume_checkpoint,
         save_checkpoint,
     )
     from .utils import atomic_path, set_threads, sha256_file
@@ -333,17 +333,8 @@ def sampled_train_run(data_dir, cfg, bits: int, out_dir, *, resume: bool = False
         out = Path(out_dir)
         ds = Dataset.open(data_dir)
         ckpt_path = out / CHECKPOINT_FILE
-        ck = None
-        if resume:
-            if not ckpt_path.is_file():
-                raise InputError(f"--resume: {out} has no {CHECKPOINT_FILE}; start without --resume")
-            ck = load_checkpoint(ckpt_path, map_location=dev)
-            if ck.get("config_digest") != cfg.digest():
-                raise InputError(f"checkpoint {ckpt_path} was made with another config; resume with the same config "
-                                 "(only train.epochs may change) or train into a new --out")
-            if int(ck.get("bits", -1)) != bits or ck.get("data_fingerprint") != ds.fingerprint:
-                raise InputError(f"checkpoint {ckpt_path} has another code length or dataset")
-        elif ctx.is_main and out.exists() and any(out.iterdir()):
+        ck = resume_checkpoint(out, cfg, bits, ds, dev) if resume else None
+        if not resume and ctx.is_main and out.exists() and any(out.iterdir()):
             raise InputError(f"run directory {out} already exists; choose another --out, remove it, or pass --resume")
         ctx.barrier()
         if ctx.is_main:

@@ -236,6 +236,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     return ck
 
 
+def resume_checkpoint(out: Path, cfg: Config, bits: int, ds, map_location: str) -> dict[str, Any]:
+    """The checkpoint ``--resume`` continues from, checked against this run's config, code
+    length and dataset (one clear InputError line otherwise)."""
+    ckpt_path = Path(out) / CHECKPOINT_FILE
+    if not ckpt_path.is_file():
+        raise InputError(f"--resume: {out} has no {CHECKPOINT_FILE}; start without --resume")
+    ck = load_checkpoint(ckpt_path, map_location=map_location)
+    if ck.get("config_digest") != cfg.digest():
+        raise InputError(f"checkpoint {ckpt_path} was made with another config; resume with the same config "
+                         "(only train.epochs may change) or train into a new --out")
+    if int(ck.get("bits", -1)) != bits:
+        raise InputError(f"checkpoint {ckpt_path} has {ck.get('bits')}-bit codes, not --bits {bits}")
+    if ck.get("data_fingerprint") != ds.fingerprint:
+        raise InputError(f"checkpoint {ckpt_path} was trained on another dataset than {ds.root}")
+    return ck
+
+
 def config_of_checkpoint(ck: Mapping[str, Any]) -> Config:
     import yaml
 
@@ -320,19 +337,8 @@ def train_run(
     out = Path(out_dir)
     ds = Dataset.open(data_dir)
     ckpt_path = out / CHECKPOINT_FILE
-    ck = None
-    if resume:
-        if not ckpt_path.is_file():
-            raise InputError(f"--resume: {out} has no {CHECKPOINT_FILE}; start without --resume")
-        ck = load_checkpoint(ckpt_path, map_location=dev)
-        if ck.get("config_digest") != cfg.digest():
-            raise InputError(f"checkpoint {ckpt_path} was made with another config; resume with the same config "
-                             "(only train.epochs may change) or train into a new --out")
-        if int(ck.get("bits", -1)) != bits:
-            raise InputError(f"checkpoint {ckpt_path} has {ck.get('bits')}-bit codes, not --bits {bits}")
-        if ck.get("data_fingerprint") != ds.fingerprint:
-            raise InputError(f"checkpoint {ckpt_path} was trained on another dataset than {ds.root}")
-    elif out.exists() and any(out.iterdir()):
+    ck = resume_checkpoint(out, cfg, bits, ds, dev) if resume else None
+    if not resume and out.exists() and any(out.iterdir()):
         raise InputError(f"run directory {out} already exists; choose another --out, remove it, or pass --resume")
     out.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
