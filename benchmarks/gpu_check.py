@@ -77,7 +77,8 @@ def main() -> None:
     total = time.perf_counter() - t0
     row = json.loads((run / "log.jsonl").read_text().splitlines()[0])
     graph = json.loads((run / "run.json").read_text()).get("graph") or {}
-    print(f"1M-node sampled epoch ({n} nodes, {dim}-d, {int(row['batches'])} seed batches of 1024, fan-out [10, 5]): "
+    bs, fan = (512, "[3, 2]") if a.smoke else (1024, "[10, 5]")
+    print(f"1M-node sampled epoch ({n} nodes, {dim}-d, {int(row['batches'])} seed batches of {bs}, fan-out {fan}): "
           f"{row['seconds']:.1f} s; whole run {total:.1f} s (graph build {graph.get('seconds', float('nan')):.1f} s); "
           f"peak GPU memory {_peak_gpu()}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
