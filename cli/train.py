@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -30,4 +31,5 @@ def train(
 
     run_dir = train_run(data_dir, config, bits, out_dir, overrides=set_ or (), resume=resume, device=device,
                         progress=progress, distributed=distributed)
-    out.print(f"trained {run_dir}; next: lagnh encode {run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports (and writes)
+        out.print(f"trained {run_dir}; next: lagnh encode {run_dir}")

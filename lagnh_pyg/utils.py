@@ -119,7 +119,6 @@ def software_versions() -> dict[str, str]:
     """Versions of the packages that decide results, for reports and manifests."""
     import platform
     import sys
-
     from importlib import metadata
 
     versions = {"python": sys.version.split()[0], "platform": platform.platform()}

@@ -55,14 +55,20 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
     """One row of the table, in this process (run it in a fresh one: peak RSS is per process)."""
     import torch
 
+    from ..codes import pack_codes
     from ..config import load_config
     from ..data.store import Dataset
     from ..device import resolve_device
     from ..encode import LagnhEncoder
     from ..graph import EXACT_MAX_NODES, build_graph  # noqa: F401
     from ..metrics import mean_average_precision
-    from ..codes import pack_codes
-    from ..sampled import BatchFetcher, _feature_stats, make_sampled_loader, sampled_epoch, topology_of_graph
+    from ..sampled import (
+        BatchFetcher,
+        _feature_stats,
+        make_sampled_loader,
+        sampled_epoch,
+        topology_of_graph,
+    )
     from ..train import Trainer, _choose_anchors
     from ..utils import set_threads
 
