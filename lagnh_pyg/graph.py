@@ -270,18 +270,20 @@ def fused_edge_weight(
     return s_v + eta * s_a
 
 
-def normalize_edge_weight(edge_index: Tensor, weight: Tensor, num_nodes: int, how: str = "gcn") -> tuple[Tensor, Tensor]:
+def normalize_edge_weight(edge_index: Tensor, weight: Tensor, num_nodes: int, how: str = "gcn",
+                          degree: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Normalised propagation weights for ``GCNConv(normalize=False)``.
 
     ``gcn``: D^-1/2 S D^-1/2 (Kipf; what GCNConv computes, here with the graph's own
     self-loops, so none are added twice). ``row``: D^-1 S (the release), out_i = sum_j S_ij /
-    d_i x_j. Degrees are weighted in-degrees; a zero degree gives zero weights, never NaN.
+    d_i x_j. Degrees are weighted in-degrees (or ``degree`` when given, e.g. the full-graph
+    estimate of a sampled subgraph); a zero degree gives zero weights, never NaN.
 
     Returns:
         (weight_normalised (E,), degree (n,)).
     """
     src, dst = edge_index
-    deg = scatter(weight, dst, dim=0, dim_size=num_nodes, reduce="sum")
+    deg = scatter(weight, dst, dim=0, dim_size=num_nodes, reduce="sum") if degree is None else degree
     if how == "gcn":
         inv = deg.pow(-0.5)
         inv = inv.masked_fill(torch.isinf(inv), 0.0)

@@ -43,7 +43,6 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.utils import remove_self_loops, scatter
-from torch_geometric.utils.sparse import index2ptr
 
 from .graph import edge_sq_dist, sort_by_target
 from .sampling import make_neighbor_loader
@@ -113,26 +112,8 @@ def sampled_forward(model, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tens
     ``s_a`` (E,), ``count`` (n,). Returns ``z`` (n, k), ``z1``, ``xhat``, ``edge_index``,
     ``edge_weight`` (normalised), ``degree``.
     """
-    n = x.shape[0]
-    edge_index, s_a = sort_by_target(edge_index, s_a)
-    xhat = model.attentive_features(x, aux)
-    d2 = edge_sq_dist(xhat, edge_index) if model.weights != "aux" else None
-    if model.training:
-        model.update_sigma2(xhat, edge_index, d2)
-    w = model.edge_weights(xhat, edge_index, s_a, d2)
-    deg = sampled_degree(edge_index, w, count, n)
-    src, dst = edge_index
-    if model.normalization == "gcn":
-        inv = deg.pow(-0.5)
-        inv = inv.masked_fill(torch.isinf(inv), 0.0)
-        norm_w = inv[src] * w * inv[dst]
-    else:
-        inv = deg.reciprocal()
-        inv = inv.masked_fill(torch.isinf(inv), 0.0)
-        norm_w = w * inv[dst]
-    adj_t = torch.sparse_csr_tensor(index2ptr(dst, n), src, norm_w, size=(n, n))
-    z1, z = model.generator(xhat, adj_t)
-    return {"z": z, "z1": z1, "xhat": xhat, "edge_index": edge_index, "edge_weight": norm_w, "degree": deg}
+    # the count of each node travels with its row; the model sorts the edges by target itself
+    return model(x, aux, edge_index, s_a, degree_fn=lambda ei, w, n: sampled_degree(ei, w, count, n))
 
 
 class SampledModule(nn.Module):

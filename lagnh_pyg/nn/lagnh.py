@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -109,13 +111,15 @@ class LAGNH(nn.Module):
         return torch.ones_like(has_aux)
 
     # -- forward passes -------------------------------------------------------------------
-    def forward(self, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tensor) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tensor,
+                degree_fn: Callable[[Tensor, Tensor, int], Tensor] | None = None) -> dict[str, Tensor]:
         """Sparse graph forward (Eq. 1-7).
 
         Shapes: ``x`` (n, d), ``aux`` (n, c), ``edge_index`` (2, E) with self-loops,
-        ``s_a`` (E,). Returns ``z`` (n, k), ``z1`` (n, h), ``xhat`` (n, att_dim),
-        ``edge_index`` (sorted by target), ``edge_weight`` (E,) normalised in that order,
-        ``degree`` (n,).
+        ``s_a`` (E,). ``degree_fn(edge_index, weight, n)``, when given, replaces the degrees
+        of the normalisation (a sampled subgraph's full-graph estimate, lagnh_pyg.sampled).
+        Returns ``z`` (n, k), ``z1`` (n, h), ``xhat`` (n, att_dim), ``edge_index`` (sorted by
+        target), ``edge_weight`` (E,) normalised in that order, ``degree`` (n,).
         """
         n = x.shape[0]
         edge_index, s_a = sort_by_target(edge_index, s_a)
@@ -124,7 +128,8 @@ class LAGNH(nn.Module):
         if self.training:
             self.update_sigma2(xhat, edge_index, d2)
         w = self.edge_weights(xhat, edge_index, s_a, d2)
-        norm_w, deg = normalize_edge_weight(edge_index, w, n, self.normalization)
+        deg = None if degree_fn is None else degree_fn(edge_index, w, n)
+        norm_w, deg = normalize_edge_weight(edge_index, w, n, self.normalization, deg)
         # GCNConv on the transposed CSR adjacency (row = target): a sparse matmul instead of
         # per-edge messages, same result, several times faster on CPU
         adj_t = torch.sparse_csr_tensor(index2ptr(edge_index[1], n), edge_index[0], norm_w, size=(n, n))
