@@ -282,7 +282,6 @@ def sampled_train_run(data_dir, cfg, bits: int, out_dir, *, resume: bool = False
     with a replica of the graph; the generator is wrapped in PyTorch DDP, the discriminator's
     gradients are averaged by hooks; rank 0 alone writes the run directory.
     """
-    import json
     import time
     from pathlib import Path
 
@@ -301,6 +300,7 @@ def sampled_train_run(data_dir, cfg, bits: int, out_dir, *, resume: bool = False
         _progress,
         _read_log,
         _save_encoder_cache,
+        record_epoch,
         resume_checkpoint,
         save_checkpoint,
     )
@@ -387,15 +387,8 @@ def sampled_train_run(data_dir, cfg, bits: int, out_dir, *, resume: bool = False
                 terms = {k: ctx.all_reduce_mean(v) for k, v in terms.items()}
                 trainer.epoch += 1
                 if ctx.is_main:
-                    row = {"epoch": trainer.epoch, **{k: round(v, 6) for k, v in terms.items()},
-                           "sigma2": float(trainer.model.sigma2), "seconds": round(time.perf_counter() - t0, 4)}
                     with open(log_path, "a") as log:
-                        log.write(json.dumps(row) + "\n")
-                    every = cfg.train.checkpoint_every
-                    if every and trainer.epoch % every == 0 and trainer.epoch < epochs:
-                        save_checkpoint(ckpt_path, trainer, cfg, meta={**meta, "complete": False})
-                    if bar is not None:
-                        bar.update(terms)
+                        record_epoch(trainer, cfg, terms, time.perf_counter() - t0, log, ckpt_path, meta, epochs, bar)
         finally:
             if bar is not None:
                 bar.close()

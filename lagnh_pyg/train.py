@@ -236,6 +236,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     return ck
 
 
+def record_epoch(trainer: Trainer, cfg: Config, terms: Mapping[str, float], seconds: float, log, ckpt_path: Path,
+                 meta: Mapping[str, Any], epochs: int, bar: "_Bar | None") -> None:
+    """After an epoch: its JSONL log row, the periodic (intermediate) checkpoint, the bar."""
+    row = {"epoch": trainer.epoch, **{k: round(v, 6) for k, v in terms.items()},
+           "sigma2": float(trainer.model.sigma2), "seconds": round(seconds, 4)}
+    log.write(json.dumps(row) + "\n")
+    log.flush()
+    every = cfg.train.checkpoint_every
+    if every and trainer.epoch % every == 0 and trainer.epoch < epochs:
+        save_checkpoint(ckpt_path, trainer, cfg, meta={**meta, "complete": False})
+    if bar is not None:
+        bar.update(terms)
+
+
 def resume_checkpoint(out: Path, cfg: Config, bits: int, ds, map_location: str) -> dict[str, Any]:
     """The checkpoint ``--resume`` continues from, checked against this run's config, code
     length and dataset (one clear InputError line otherwise)."""
@@ -386,15 +400,7 @@ def train_run(
                 else:
                     terms = trainer.faithful_epoch(xt, at)
                 trainer.epoch += 1
-                row = {"epoch": trainer.epoch, **{k: round(v, 6) for k, v in terms.items()},
-                       "sigma2": float(trainer.model.sigma2), "seconds": round(time.perf_counter() - t0, 4)}
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                every = cfg.train.checkpoint_every
-                if every and trainer.epoch % every == 0 and trainer.epoch < epochs:
-                    save_checkpoint(ckpt_path, trainer, cfg, meta={**meta, "complete": False})
-                if bar is not None:
-                    bar.update(terms)
+                record_epoch(trainer, cfg, terms, time.perf_counter() - t0, log, ckpt_path, meta, epochs, bar)
     finally:
         if bar is not None:
             bar.close()
