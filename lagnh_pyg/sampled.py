@@ -209,18 +209,7 @@ def sampled_step(trainer, batch: Data, module: nn.Module | None = None) -> dict[
     def forward():
         return _seeds_only(fwd(x, aux, batch.edge_index, batch.s_a, batch.count), b)
 
-    with torch.no_grad():
-        z = forward()["z"]
-    loss_d = trainer.discriminator_update(z)
-    terms: dict[str, float] = {}
-    xs, auxs, aus = x[:b], aux[:b], au[:b]
-    for _ in range(trainer.cfg.train.g_steps):
-        rec_idx = None
-        if b > trainer.cfg.loss.recon_nodes:
-            rec_idx = torch.randperm(b, device=x.device)[: trainer.cfg.loss.recon_nodes]
-        terms = trainer._generator_update(forward, xs, auxs, aus, rec_idx)
-    terms["loss_d"] = loss_d
-    return terms
+    return trainer.adversarial_step(forward, x[:b], aux[:b], au[:b])
 
 
 def sampled_epoch(trainer, loader, fetch: Callable[[Data], Data], *, module: nn.Module | None = None,

@@ -139,9 +139,17 @@ class Trainer:
         x, aux, au = batch.x, batch.aux, batch.aux_unit
         ei, s_a = batch.edge_index, batch.s_a
 
-        def forward():
-            return self.model(x, aux, ei, s_a)
+        return self.adversarial_step(lambda: self.model(x, aux, ei, s_a), x, aux, au)
 
+    def adversarial_step(self, forward: Callable[[], dict], x: Tensor, aux: Tensor, aux_unit: Tensor, *,
+                         subsample_recon: bool = True) -> dict[str, float]:
+        """The schedule of one step (as released): a discriminator update on the codes of a
+        no-grad ``forward()``, then ``g_steps`` generator updates, each a full forward pass.
+
+        ``x``, ``aux``, ``aux_unit`` are the nodes the losses cover (``forward()["z"]`` rows);
+        with ``subsample_recon`` the n x n reconstruction term uses ``loss.recon_nodes`` random
+        nodes when there are more.
+        """
         with torch.no_grad():
             z = forward()["z"]
         loss_d = self.discriminator_update(z)
@@ -149,28 +157,18 @@ class Trainer:
         terms: dict[str, float] = {}
         for _ in range(self.cfg.train.g_steps):
             rec_idx = None
-            if n > self.cfg.loss.recon_nodes:
+            if subsample_recon and n > self.cfg.loss.recon_nodes:
                 rec_idx = torch.randperm(n, device=x.device)[: self.cfg.loss.recon_nodes]
-            terms = self._generator_update(forward, x, aux, au, rec_idx)
+            terms = self._generator_update(forward, x, aux, aux_unit, rec_idx)
         terms["loss_d"] = loss_d
         return terms
 
     def dense_step(self, x: Tensor, aux: Tensor) -> dict[str, float]:
-        """The release's step on one mini-batch: dense in-batch graph (Eq. 3-5 on all pairs)."""
+        """The release's step on one mini-batch: dense in-batch graph (Eq. 3-5 on all pairs);
+        the reconstruction covers the whole batch, as released."""
         self.model.train()
         au = torch.nn.functional.normalize(aux, dim=1)
-
-        def forward():
-            return self.model.forward_dense(x, aux)
-
-        with torch.no_grad():
-            z = forward()["z"]
-        loss_d = self.discriminator_update(z)
-        terms: dict[str, float] = {}
-        for _ in range(self.cfg.train.g_steps):
-            terms = self._generator_update(forward, x, aux, au, None)
-        terms["loss_d"] = loss_d
-        return terms
+        return self.adversarial_step(lambda: self.model.forward_dense(x, aux), x, aux, au, subsample_recon=False)
 
     def full_epoch(self, graph: Data) -> dict[str, float]:
         return self.graph_step(graph)
