@@ -18,6 +18,17 @@ def small_synthetic(tmp_path_factory):
     return generate(spec, out)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread per test (CI has 2 cores; some tests set their own)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -23,14 +23,6 @@ from lagnh_pyg.extract.objects import check_threshold, coco_categories, detect_o
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture
 def image_folder(tmp_path):
     """Five good images (two formats, odd sizes, a sub-folder), a truncated JPEG, a text file named .jpg."""

@@ -7,7 +7,6 @@ import struct
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 pytest.importorskip("timm")
@@ -27,14 +26,6 @@ from lagnh_pyg.data.store import Dataset
 from lagnh_pyg.errors import InputError
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _write_idx(path, array, gz=True):
