@@ -16,7 +16,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[vision,dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[vision,serve,dev]'
 	touch $@
 
 # The demo's real images: Debian's dataset-fashion-mnist where apt-get can install it,

@@ -18,6 +18,7 @@ from .demo import demo
 from .encode import encode
 from .extract import app as extract_app
 from .extract import data_demo
+from .serve import serve
 from .train import train
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.command(name="index")(retrieval_cli.index)
 app.command()(retrieval_cli.search)
 app.add_typer(experiment_cli.app, name="experiment")
 app.command()(demo)
+app.command()(serve)
 
 
 @app.callback()

@@ -165,6 +165,9 @@ class HammingIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __contains__(self, item_id: object) -> bool:
+        return str(item_id) in self._pos
+
     def __repr__(self) -> str:
         p = "".join(f", {k}={v}" for k, v in self.params.items())
         return f"HammingIndex(bits={self.bits}, kind={self.kind}{p}, n={len(self)}, device={self.device})"

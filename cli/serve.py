@@ -1,0 +1,66 @@
+"""`lagnh serve`: the JSON API and search page over a run (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lagnh_pyg.errors import InputError
+
+from .common import handle_errors, out
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) resolves only to loopback addresses."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        raise InputError(f"--host {host!r} does not resolve to an address") from None
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+
+
+@handle_errors
+def serve(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with database codes (`lagnh encode`, `lagnh index`).")],
+    host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    token: Annotated[str | None, typer.Option(help="Bearer token that adding and deleting need (Authorization: Bearer T).", envvar="LAGNH_TOKEN")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body (uploads), in MB.")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(help="Largest picture decoded, in pixels (decompression-bomb guard).")] = 40_000_000,
+    device: Annotated[str, typer.Option(help="Where uploads are featurized and encoded: cpu, auto or cuda[:N].")] = "cpu",
+) -> None:
+    """Serve RUN_DIR: search by item id or by a picture, add and delete items, a web page at /.
+
+    Example: lagnh serve runs/lagnh32  (then open http://127.0.0.1:8000/)
+    """
+    try:
+        import uvicorn
+
+        from lagnh_pyg.serve import ServeSettings, create_app
+    except ModuleNotFoundError as e:
+        raise InputError(f"lagnh serve needs {e.name}: pip install 'lagnh-pyg[serve]'") from None
+    from lagnh_pyg.device import resolve_device
+
+    if not is_loopback(host) and not token:
+        raise InputError(f"--host {host} is reachable from other machines: set --token T (writes then need "
+                         "'Authorization: Bearer T'), or serve on 127.0.0.1")
+    if not 0 < port < 65536:
+        raise InputError(f"--port must lie in 1..65535, got {port}")
+    if max_upload_mb <= 0 or max_pixels <= 0:
+        raise InputError("--max-upload-mb and --max-pixels must be positive")
+    settings = ServeSettings(token=token, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels,
+                             device=resolve_device(device))
+    app = create_app(run_dir, settings)
+    info = app.state.collection.info()
+    shown = f"[{host}]" if ":" in host else host
+    out.print(f"serving {run_dir} ({info['method']}, {info['bits']} bits, {info['items']} items) at "
+              f"http://{shown}:{port}/  (API: /api/search, /api/items, /api/info; Ctrl-C stops)", markup=False, soft_wrap=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

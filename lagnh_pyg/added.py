@@ -1,0 +1,233 @@
+"""Items added to a run after it was indexed: an append-only, crash-safe side store.
+
+``lagnh add`` and ``POST /api/items`` (``lagnh serve``) append new pictures' codes here instead
+of rebuilding the index; deletions are recorded the same way. Layout::
+
+    RUN_DIR/added/
+      meta.json     format, version, bits, model_fingerprint (the model the codes came from)
+      log.jsonl     one JSON object a line, one line a request:
+                    {"op": "add", "items": [{"id", "code" (hex of the packed code),
+                                              "path" (relative to added/ or absolute), "tags",
+                                              "source" (the uploaded file name)}]}
+                    {"op": "delete", "ids": [...]}
+      images/       the uploaded pictures, named by their SHA-256 (never by a user string)
+
+Why a log: one ``write`` of one line, then ``fsync``, is the commit of a request. A crash in
+the middle leaves at most a torn last line, which the next reader drops (and a writer cuts
+off), so a crash loses at most the request in flight and a restart sees every acknowledged
+one. Several images sent in one request commit together. Item ids are never reused: a
+deleted id stays reserved (a later add of it is refused), so replaying the log gives the same
+collection in the same order as the server that wrote it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .utils import atomic_path, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+ADDED_FORMAT = "lagnh-added"
+ADDED_VERSION = 1
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class AddedItem:
+    """One added picture: its id, packed code, image path (or ``None``) and tags."""
+
+    id: str
+    code: np.ndarray
+    path: str | None = None
+    tags: list[str] = field(default_factory=list)
+    source: str | None = None
+
+    def record(self) -> dict:
+        return {"id": self.id, "code": self.code.tobytes().hex(), "path": self.path, "tags": self.tags,
+                "source": self.source}
+
+
+@dataclass
+class AddedState:
+    """What the log says: live added items in order, and every deleted id (database or added)."""
+
+    items: dict[str, AddedItem]
+    deleted: set[str]
+
+
+def check_item_id(item_id: str) -> str:
+    """An item id is non-empty, one line, printable and at most 512 characters."""
+    if not isinstance(item_id, str) or not item_id.strip():
+        raise InputError("an item id must be a non-empty string")
+    if len(item_id) > 512 or any(ord(c) < 32 or ord(c) == 127 for c in item_id):
+        raise InputError("an item id must be at most 512 characters with no control characters or newlines")
+    return item_id
+
+
+def code_from_hex(text: str, bits: int) -> np.ndarray:
+    """A packed code (1, bits/8) from its hex string (``np.packbits`` bytes, MSB first)."""
+    text = str(text).strip().lower().removeprefix("0x")
+    if len(text) != bits // 4:
+        raise InputError(f"a {bits}-bit packed code is {bits // 4} hex digits, got {len(text)}")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise InputError("the code is not a hex string (0-9, a-f)") from None
+    return np.frombuffer(raw, np.uint8).reshape(1, -1).copy()
+
+
+class AddedLog:
+    """The side store of ``run_dir`` (see the module docstring).
+
+    Args:
+        run_dir: the run directory; the store lives in ``run_dir/added``.
+        bits: code length of the run. model_fingerprint: the run's model.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, bits: int, model_fingerprint: str) -> None:
+        self.root = Path(run_dir) / "added"
+        self.bits = int(bits)
+        self.model_fingerprint = model_fingerprint
+        self.log_path = self.root / "log.jsonl"
+        self.images = self.root / "images"
+
+    def exists(self) -> bool:
+        return self.log_path.is_file()
+
+    def _check_meta(self) -> None:
+        mp = self.root / "meta.json"
+        if not mp.is_file():
+            return
+        meta = json.loads(mp.read_text())
+        if meta.get("format") != ADDED_FORMAT or meta.get("version") != ADDED_VERSION:
+            raise InputError(f"{mp} is not a {ADDED_FORMAT} v{ADDED_VERSION} store")
+        if meta.get("model_fingerprint") != self.model_fingerprint or int(meta.get("bits", -1)) != self.bits:
+            raise InputError(f"the items in {self.root} were encoded by model {meta.get('model_fingerprint')}, not by this "
+                             f"run's model {self.model_fingerprint}; move {self.root} away and add the pictures again")
+
+    def read(self, repair: bool = False) -> AddedState:
+        """Replay the log. A torn last line (a crash mid-write) is dropped with a warning, and
+        cut off the file when ``repair``; a bad line elsewhere is refused."""
+        state = AddedState({}, set())
+        if not self.exists():
+            return state
+        self._check_meta()
+        data = self.log_path.read_bytes()
+        good = 0
+        lines = data.split(b"\n")
+        for n, line in enumerate(lines):
+            last = n == len(lines) - 1
+            if not line.strip():
+                good += len(line) + (0 if last else 1)
+                continue
+            try:
+                if last:  # no newline: the write never finished
+                    raise ValueError("unterminated line")
+                self._apply(state, json.loads(line))
+            except (ValueError, KeyError, TypeError, InputError) as e:
+                if last or (n == len(lines) - 2 and not lines[-1].strip()):
+                    logger.warning("%s: dropped an incomplete last request (%s)", self.log_path, str(e)[:80])
+                    break
+                raise InputError(f"{self.log_path}, line {n + 1} is corrupt ({str(e)[:80]}); "
+                                 "the side store cannot be replayed") from None
+            good += len(line) + 1
+        if repair and good < len(data):
+            with open(self.log_path, "r+b") as f:
+                f.truncate(good)
+                os.fsync(f.fileno())
+        return state
+
+    def _apply(self, state: AddedState, rec: dict) -> None:
+        if rec["op"] == "add":
+            parsed = [AddedItem(str(it["id"]), code_from_hex(it["code"], self.bits), it.get("path"),
+                                list(it.get("tags") or []), it.get("source")) for it in rec["items"]]
+            for it in parsed:  # two writers may race on one id: the first one wins
+                if it.id in state.items or it.id in state.deleted:
+                    logger.warning("%s: item %r is added twice; the first one is kept", self.log_path, it.id)
+                    continue
+                state.items[it.id] = it
+        elif rec["op"] == "delete":
+            for i in rec["ids"]:
+                state.items.pop(str(i), None)
+                state.deleted.add(str(i))
+        else:
+            raise ValueError(f"unknown op {rec['op']!r}")
+
+    def _ensure(self) -> None:
+        self.images.mkdir(parents=True, exist_ok=True)
+        if not (self.root / "meta.json").is_file():
+            write_json_atomic(self.root / "meta.json", {"format": ADDED_FORMAT, "version": ADDED_VERSION,
+                                                        "bits": self.bits, "model_fingerprint": self.model_fingerprint})
+        self._check_meta()
+
+    def append(self, record: dict) -> None:
+        """Commit one request: one line, written whole and fsynced, under an exclusive file lock
+        (a server and ``lagnh add`` may append at the same time)."""
+        self._ensure()
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _cut_torn_tail(fd)
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def add(self, items: list[AddedItem]) -> None:
+        self.append({"op": "add", "items": [it.record() for it in items]})
+
+    def delete(self, ids: list[str]) -> None:
+        self.append({"op": "delete", "ids": list(ids)})
+
+    def store_image(self, data: bytes, name: str) -> str:
+        """Save an uploaded picture as ``images/<sha256><suffix>`` (the suffix only if it is an
+        image suffix); returns its path relative to ``added/``. Written before the log line, so
+        an acknowledged item always has its picture."""
+        self._ensure()
+        suffix = Path(name or "").suffix.lower()
+        suffix = suffix if suffix in IMAGE_SUFFIXES else ".img"
+        rel = f"images/{hashlib.sha256(data).hexdigest()}{suffix}"
+        target = self.root / rel
+        if not target.is_file():
+            with atomic_path(target) as tmp:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+        return rel
+
+    def image_path(self, item: AddedItem) -> Path | None:
+        if not item.path:
+            return None
+        p = Path(item.path)
+        return p if p.is_absolute() else self.root / p
+
+
+def _cut_torn_tail(fd: int) -> None:
+    """Cut an unterminated last line (left by a writer that crashed) before appending, so a
+    new request never glues onto it."""
+    size = os.fstat(fd).st_size
+    if not size:
+        return
+    back = min(size, 1 << 16)
+    tail = os.pread(fd, back, size - back)
+    if tail.endswith(b"\n"):
+        return
+    cut = tail.rfind(b"\n")
+    new_size = size - back + cut + 1 if cut >= 0 else (0 if back == size else size)
+    if new_size != size:
+        logger.warning("cutting an incomplete last request off the added-items log")
+        os.ftruncate(fd, new_size)

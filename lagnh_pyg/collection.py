@@ -1,0 +1,284 @@
+"""A run's searchable collection held in memory: the saved index plus added items.
+
+What ``lagnh serve`` answers from and what ``lagnh add`` / ``lagnh dedup`` work on. It reads
+the run directory (``run.json``, ``codes/``, ``index/``), the dataset of its codes (ids,
+paths, label names) and the side store of items added since (:mod:`lagnh_pyg.added`):
+
+* the index is the run's saved one (or, when none was saved, an exact in-memory one built
+  from the database codes: :func:`lagnh_pyg.retrieval.open_index`); added items are appended
+  to it in log order, so their positions, and the tie order, are the same after a restart;
+* deleted items stay in the FAISS index but are filtered out of every answer (a tombstone
+  set; a search asks FAISS for ``k`` plus the number of tombstones);
+* searches rank exactly as :func:`lagnh_pyg.retrieval.search_run` (``lagnh search``): the
+  same :meth:`HammingIndex.search`, ties by database order.
+
+Thread safety: any number of searches run at once (FAISS releases the GIL); an add or a
+delete waits for them and excludes them (a readers-writer lock), since a FAISS index must not
+grow while it is searched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .added import AddedItem, AddedLog, check_item_id
+from .errors import InputError
+from .run import Run
+
+logger = logging.getLogger(__name__)
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer holds new readers back (no starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+@dataclass
+class Hit:
+    rank: int
+    id: str
+    distance: int
+
+
+class Collection:
+    """The searchable items of a run (see the module docstring).
+
+    Args:
+        run_dir: a run directory with database codes (``lagnh encode``).
+        device: where new pictures are featurized and encoded (``cpu``, ``cuda``).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, device: str = "cpu") -> None:
+        from .retrieval import codes_dataset, open_index
+
+        self.run = Run.open(run_dir)
+        self.device = device
+        self.dataset = codes_dataset(self.run)
+        self.index, self.index_saved = open_index(self.run)
+        self.n_database = len(self.index)
+        self.lock = ReadWriteLock()
+        self._encode_lock = threading.Lock()
+        self._encoder = None
+        self.log = AddedLog(self.run.root, self.run.bits, self.run.model_fingerprint)
+        state = self.log.read(repair=True)
+        self.added: dict[str, AddedItem] = {}
+        self.deleted: set[str] = set(state.deleted)
+        self._row: dict[str, int] | None = None
+        fresh = [it for it in state.items.values() if it.id not in self.index]
+        if len(fresh) != len(state.items):
+            logger.warning("%d added item(s) share an id with the index and are ignored", len(state.items) - len(fresh))
+        if fresh:
+            self.index.add(np.concatenate([it.code for it in fresh]), [it.id for it in fresh])
+            self.added.update((it.id, it) for it in fresh)
+
+    # -- what is in it ----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.index) - len(self.deleted & self._known_deleted())
+
+    def _known_deleted(self) -> set[str]:
+        return {i for i in self.deleted if i in self.index}
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self.index and item_id not in self.deleted
+
+    def dataset_row(self, item_id: str) -> int | None:
+        """The dataset row of ``item_id`` (``None`` for added items and unknown ids)."""
+        if self._row is None:
+            self._row = {v: i for i, v in enumerate(self.dataset.ids)}
+        return self._row.get(item_id)
+
+    def labels_of(self, item_id: str) -> list[str] | None:
+        row = self.dataset_row(item_id)
+        if row is None or not self.dataset.has_labels:
+            return None
+        names = self.dataset.label_names or [f"label_{j}" for j in range(self.dataset.label_dim)]
+        return [names[j] for j in np.flatnonzero(np.asarray(self.dataset.labels[row]))]
+
+    def image_of(self, item_id: str) -> Path | None:
+        """The picture of an item: the added copy, or the dataset's recorded path (absolute or
+        relative to the dataset directory). Looked up by id, never built from it."""
+        from .report import resolve_image
+
+        if item_id in self.added:
+            p = self.log.image_path(self.added[item_id])
+            return p if p is not None and p.is_file() else None
+        row = self.dataset_row(item_id)
+        paths = self.dataset.paths
+        if row is None or not paths:
+            return None
+        return resolve_image(paths[row], self.dataset.root)
+
+    # -- queries ------------------------------------------------------------------------------
+    def code_of(self, item_id: str) -> np.ndarray:
+        """The packed code of an item: the index's, or (a dataset item outside the index, e.g. a
+        query) the stored or freshly encoded one, as ``lagnh search --id`` takes it."""
+        from .retrieval import query_code_for_item
+
+        if item_id in self.deleted:
+            raise NotFoundError(f"item {item_id!r} was deleted")
+        if item_id in self.index:
+            with self.lock.read():
+                return self.index.code(self.index.position(item_id)).reshape(1, -1)
+        row = self.dataset_row(item_id)
+        if row is None:
+            raise NotFoundError(f"item {item_id!r} is not in the collection")
+        with self._encode_lock:
+            return query_code_for_item(self.run, self.dataset, row, self.device)
+
+    def search(self, code: np.ndarray, k: int = 10) -> list[Hit]:
+        """The ``k`` nearest live items of a packed code, ranked as ``lagnh search`` ranks."""
+        with self.lock.read():
+            dead = self._known_deleted() if self.deleted else set()
+            want = min(len(self.index), int(k) + len(dead))
+            r = self.index.search(np.asarray(code, np.uint8).reshape(1, -1), want)
+        hits = []
+        for d, i in zip(r.distances[0], r.ids[0]):
+            if i is None or i in dead:
+                continue
+            hits.append(Hit(len(hits) + 1, i, int(d)))
+            if len(hits) == k:
+                break
+        return hits
+
+    def encode_pictures(self, paths: Sequence[str], tags: Sequence[str] | None = None) -> np.ndarray:
+        """Packed codes of new pictures: featurized like the run's dataset (its recorded recipe),
+        encoded by the run's model, one code each (the encoders are batch-independent)."""
+        from .codes import pack_codes
+        from .extract import featurize_like
+        from .run import load_encoder
+
+        with self._encode_lock:
+            if self._encoder is None:
+                self._encoder = load_encoder(self.run, self.device)
+            features, aux = featurize_like(self.dataset, list(paths), self.device, tags=tags)
+            return pack_codes(np.asarray(self._encoder.encode(features, aux)))
+
+    # -- changes ------------------------------------------------------------------------------
+    def add(self, items: Sequence[AddedItem]) -> list[str]:
+        """Commit ``items`` to the side store, then make them searchable. All or none: an id
+        already used (now or ever) refuses the whole request."""
+        if not items:
+            raise InputError("nothing to add")
+        codes = []
+        for it in items:
+            check_item_id(it.id)
+            code = np.asarray(it.code)
+            if code.dtype != np.uint8 or code.size * 8 != self.run.bits:
+                raise InputError(f"item {it.id!r}: a code of this run is {self.run.bits // 8} packed bytes")
+            codes.append(code.reshape(1, -1))
+        ids = [it.id for it in items]
+        if len(set(ids)) != len(ids):
+            raise InputError("the same id is given twice in one request")
+        with self.lock.write():
+            for i in ids:
+                if i in self.index or i in self.deleted:
+                    raise ConflictError(f"item id {i!r} is already used (ids are never reused, even after a delete)")
+            self.log.add(list(items))  # the commit point: durable before it is searchable or acknowledged
+            self.index.add(np.concatenate(codes), ids)
+            self.added.update((it.id, it) for it in items)
+        return ids
+
+    def delete(self, item_id: str) -> None:
+        with self.lock.write():
+            if item_id not in self:
+                raise NotFoundError(f"item {item_id!r} is not in the collection")
+            self.log.delete([item_id])
+            self.deleted.add(item_id)
+            self.added.pop(item_id, None)
+
+    def live_codes(self) -> tuple[np.ndarray, list[str]]:
+        """Every live item's packed code and id, in index order (for ``lagnh dedup``)."""
+        with self.lock.read():
+            added = list(self.added.values())
+            ids = list(self.index.ids)
+        base = self.run.load_codes("database")  # the index holds them in this order (build_index)
+        codes = np.concatenate([base, *[it.code.reshape(1, -1) for it in added]]) if added else base
+        ids = ids[: len(base)] + [it.id for it in added]
+        if self.deleted:
+            keep = np.array([i not in self.deleted for i in ids])
+            codes, ids = codes[keep], [i for i, k in zip(ids, keep) if k]
+        return codes, ids
+
+    def info(self) -> dict:
+        ds = self.dataset
+        return {
+            "run": str(self.run.root.resolve()),
+            "method": self.run.method,
+            "bits": self.run.bits,
+            "model_fingerprint": self.run.model_fingerprint,
+            "items": len(self),
+            "database_items": self.n_database,
+            "added_items": len(self.added),
+            "deleted_items": len(self._known_deleted()),
+            "dataset": str(ds.root.resolve()),
+            "has_labels": ds.has_labels,
+            "index_kind": self.index.kind,
+            "index_saved": self.index_saved,
+            "upload_search": _has_recipe(ds),
+        }
+
+
+def _has_recipe(ds) -> bool:
+    from .extract.recipe import extraction_recipe
+
+    rec = extraction_recipe(ds).get("features")
+    return bool(rec and isinstance(rec.get("extractor"), dict))
+
+
+class ConflictError(InputError):
+    """The request clashes with the collection's state (an id already used)."""
+
+
+class NotFoundError(InputError):
+    """No such item."""
+
+
+def timed(fn, *args, **kwargs):
+    """``(result, milliseconds)`` of a call."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, (time.perf_counter() - t0) * 1000.0

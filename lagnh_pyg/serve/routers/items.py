@@ -1,0 +1,144 @@
+"""``/api/items``: an item, its thumbnail, adding pictures (or codes), deleting.
+
+Item ids come in the URL path (percent-encoded; they may contain ``/``). They are only ever
+looked up in the collection; the file behind a thumbnail is the path the dataset or the
+side store recorded for that id, so no id reaches the filesystem.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ...added import AddedItem, code_from_hex
+from ...collection import NotFoundError
+from ...data.folder import split_terms
+from ...errors import InputError
+from ..app import PayloadTooLarge, require_token, thumbnail_url
+from ..models import (
+    AddCodesRequest,
+    Added,
+    AddResponse,
+    DeleteResponse,
+    ErrorResponse,
+    ItemResponse,
+)
+from ..uploads import check_picture, read_upload
+
+router = APIRouter(prefix="/api/items", tags=["items"],
+                   responses={c: {"model": ErrorResponse} for c in (400, 401, 404, 409, 413, 422)})
+MAX_FILES = 256
+
+
+@router.get("/{item_id:path}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
+def thumbnail(request: Request, item_id: str) -> Response:
+    """A JPEG thumbnail of the item's picture."""
+    from PIL import Image
+
+    coll = request.app.state.collection
+    settings = request.app.state.settings
+    if item_id not in coll and coll.dataset_row(item_id) is None:
+        raise NotFoundError(f"item {item_id!r} is not in the collection")
+    path = coll.image_of(item_id)
+    if path is None:
+        raise NotFoundError(f"item {item_id!r} has no picture on this server")
+    try:
+        with Image.open(path) as im:
+            if im.size[0] * im.size[1] > settings.max_pixels:
+                raise PayloadTooLarge(f"the picture of {item_id!r} is over the {settings.max_pixels}-pixel limit")
+            im.draft("RGB", (settings.thumb_px, settings.thumb_px))  # JPEG: decode at reduced size
+            im.thumbnail((settings.thumb_px, settings.thumb_px))
+            buf = io.BytesIO()
+            im.convert("RGB").save(buf, format="JPEG", quality=85)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"the picture of {item_id!r} cannot be read ({type(e).__name__})") from None
+    return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/{item_id:path}", response_model=ItemResponse)
+def item(request: Request, item_id: str) -> ItemResponse:
+    coll = request.app.state.collection
+    code = coll.code_of(item_id)
+    added = coll.added.get(item_id)
+    source = "added" if added is not None else "database" if item_id in coll else "dataset"
+    return ItemResponse(id=item_id, code=code.tobytes().hex(), source=source, labels=coll.labels_of(item_id),
+                        tags=added.tags if added is not None else None,
+                        thumbnail=thumbnail_url(item_id) if coll.image_of(item_id) is not None else None)
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def default_id(data_sha: str, name: str) -> str:
+    """``added/<sha256 prefix>-<file name, safe characters only>``: the same picture gets the
+    same id, so sending it twice is refused (409) instead of stored twice."""
+    stem = _SAFE.sub("_", name)[-80:].strip("._") or "picture"
+    return f"added/{data_sha[:12]}-{stem}"
+
+
+@router.post("", response_model=AddResponse, dependencies=[Depends(require_token)])
+async def add(request: Request) -> AddResponse:
+    """Multipart: one or more files ``images``, optional ``tags`` ("a;b", for every picture) and
+    ``id`` (one picture only). JSON: ``{"items": [{"id", "code" (hex), "tags"}]}`` adds codes.
+    The request commits whole (all its items) or not at all."""
+    coll = request.app.state.collection
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("application/json"):
+        try:
+            body = AddCodesRequest.model_validate(json.loads(await request.body() or b"null"))
+        except (ValueError, ValidationError) as e:
+            raise InputError(f"the JSON body must be {{\"items\": [{{\"id\", \"code\", \"tags\"}}]}} "
+                             f"({str(e).splitlines()[0][:120]})") from None
+        items = [AddedItem(it.id, code_from_hex(it.code, coll.run.bits), None,
+                           [t for c in it.tags for t in split_terms(c)]) for it in body.items]
+    elif ctype.startswith("multipart/form-data"):
+        items = await _pictures(request, coll)
+    else:
+        raise InputError("POST /api/items takes multipart/form-data (files 'images') or a JSON body of codes")
+    await run_in_threadpool(coll.add, items)
+    return AddResponse(added=[Added(id=it.id, code=it.code.tobytes().hex(),
+                                    thumbnail=thumbnail_url(it.id) if it.path else None) for it in items],
+                       items=len(coll))
+
+
+async def _pictures(request: Request, coll) -> list[AddedItem]:
+    import hashlib
+
+    settings = request.app.state.settings
+    form = await request.form(max_files=MAX_FILES)
+    uploads = form.getlist("images")
+    if not uploads:
+        raise InputError("give one or more pictures as multipart files 'images'")
+    given_id = str(form.get("id") or "").strip() or None
+    if given_id and len(uploads) != 1:
+        raise InputError("'id' names a single picture; send one file with it")
+    tags = str(form.get("tags") or "").strip() or None
+    pics = []
+    for up in uploads:
+        data, name = await read_upload(up, "images")
+        await run_in_threadpool(check_picture, data, name, settings.max_pixels)
+        pics.append((data, name))
+
+    def store_and_encode():
+        rels = [coll.log.store_image(d, n) for d, n in pics]
+        codes = coll.encode_pictures([str(coll.log.root / r) for r in rels], tags=[tags] if tags else None)
+        return rels, codes
+
+    rels, codes = await run_in_threadpool(store_and_encode)
+    out = []
+    for (data, name), rel, code in zip(pics, rels, codes):
+        item_id = given_id or default_id(hashlib.sha256(data).hexdigest(), name)
+        out.append(AddedItem(item_id, code.reshape(1, -1), rel, split_terms(tags), name))
+    return out
+
+
+@router.delete("/{item_id:path}", response_model=DeleteResponse, dependencies=[Depends(require_token)])
+def delete(request: Request, item_id: str) -> DeleteResponse:
+    coll = request.app.state.collection
+    coll.delete(item_id)
+    return DeleteResponse(deleted=item_id, items=len(coll))

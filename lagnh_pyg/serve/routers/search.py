@@ -1,0 +1,101 @@
+"""``GET /api/search?id=ID&k=K`` (an item of the collection) and ``POST /api/search`` (a new
+picture as multipart field ``image`` with optional ``tags``; or a packed ``code``, as a form
+field or a JSON body ``{"code": hex, "k": K}``)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ...added import code_from_hex
+from ...errors import InputError
+from ..app import thumbnail_url
+from ..models import MAX_K, CodeSearchRequest, ErrorResponse, Result, SearchResponse
+from ..models import Query as QueryModel
+from ..uploads import as_temp_file, check_picture, read_upload
+
+router = APIRouter(prefix="/api", tags=["search"],
+                   responses={c: {"model": ErrorResponse} for c in (400, 404, 413, 422)})
+
+
+def _results(coll, code: np.ndarray, k: int, query: QueryModel, timings: dict) -> SearchResponse:
+    t0 = time.perf_counter()
+    hits = coll.search(code, k)
+    timings["search"] = (time.perf_counter() - t0) * 1000.0
+    results = []
+    for h in hits:
+        added = coll.added.get(h.id)
+        results.append(Result(rank=h.rank, id=h.id, distance=h.distance, labels=coll.labels_of(h.id),
+                              tags=added.tags if added is not None else None,
+                              thumbnail=thumbnail_url(h.id) if coll.image_of(h.id) is not None else None))
+    return SearchResponse(query=query, k=k, results=results, items=len(coll),
+                          timing_ms={k_: round(v, 3) for k_, v in timings.items()})
+
+
+@router.get("/search", response_model=SearchResponse)
+def search_by_id(request: Request, id: str = Query(..., min_length=1, max_length=512, description="item id"),
+                 k: int = Query(10, ge=1, le=MAX_K)) -> SearchResponse:
+    """The ``k`` nearest items of an item of the collection (or of the run's dataset)."""
+    coll = request.app.state.collection
+    t0 = time.perf_counter()
+    code = coll.code_of(id)
+    timings = {"code": (time.perf_counter() - t0) * 1000.0}
+    added = coll.added.get(id)
+    q = QueryModel(kind="id", id=id, code=code.tobytes().hex(), labels=coll.labels_of(id),
+                   tags=added.tags if added is not None else None,
+                   thumbnail=thumbnail_url(id) if coll.image_of(id) is not None else None)
+    return _results(coll, code, k, q, timings)
+
+
+def _parse_k(value) -> int:
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"k must be an integer, got {str(value)[:40]!r}") from None
+    if not 1 <= k <= MAX_K:
+        raise InputError(f"k must lie in 1..{MAX_K}, got {k}")
+    return k
+
+
+@router.post("/search", response_model=SearchResponse)
+async def search_by_upload(request: Request) -> SearchResponse:
+    """Multipart: ``image`` (a picture; featurized like the dataset, encoded by the model) with
+    optional ``tags`` ("a;b"), or ``code`` (hex); and ``k``. JSON: ``{"code": hex, "k": K}``."""
+    coll = request.app.state.collection
+    settings = request.app.state.settings
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("application/json"):
+        try:
+            body = CodeSearchRequest.model_validate(json.loads(await request.body() or b"null"))
+        except (ValueError, ValidationError) as e:
+            raise InputError(f"the JSON body must be {{\"code\": hex, \"k\": K}} ({str(e).splitlines()[0][:120]})") from None
+        code = code_from_hex(body.code, coll.run.bits)
+        return await run_in_threadpool(_results, coll, code, body.k, QueryModel(kind="code", code=body.code.lower()), {})
+    if not ctype.startswith("multipart/form-data"):
+        raise InputError("POST /api/search takes multipart/form-data (field 'image' or 'code') or a JSON body")
+    form = await request.form()
+    k = _parse_k(form.get("k", 10))
+    if form.get("image") is not None:
+        data, name = await read_upload(form["image"])
+        tags = str(form.get("tags") or "").strip() or None
+        t0 = time.perf_counter()
+        await run_in_threadpool(check_picture, data, name, settings.max_pixels)
+
+        def encode():
+            with as_temp_file(data, name) as path:
+                return coll.encode_pictures([path], tags=[tags] if tags else None)
+
+        code = await run_in_threadpool(encode)
+        from ...data.folder import split_terms
+
+        q = QueryModel(kind="image", id=name, code=code.tobytes().hex(), tags=split_terms(tags) or None)
+        return await run_in_threadpool(_results, coll, code, k, q, {"encode": (time.perf_counter() - t0) * 1000.0})
+    if form.get("code") is not None:
+        code = code_from_hex(str(form["code"]), coll.run.bits)
+        return await run_in_threadpool(_results, coll, code, k, QueryModel(kind="code", code=str(form["code"]).lower()), {})
+    raise InputError("give a picture (multipart field 'image') or a packed code (field 'code')")
