@@ -14,6 +14,7 @@ from . import data as data_cli
 from . import experiment as experiment_cli
 from . import retrieval as retrieval_cli
 from .baseline import baseline
+from .collection import add, dedup
 from .demo import demo
 from .encode import encode
 from .extract import app as extract_app
@@ -39,6 +40,8 @@ app.command()(retrieval_cli.search)
 app.add_typer(experiment_cli.app, name="experiment")
 app.command()(demo)
 app.command()(serve)
+app.command()(add)
+app.command()(dedup)
 
 
 @app.callback()

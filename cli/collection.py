@@ -1,0 +1,76 @@
+"""`lagnh add` (new pictures into a run's collection) and `lagnh dedup` (near-duplicates)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lagnh_pyg.errors import InputError
+
+from .common import handle_errors, out
+
+
+def say(message: str) -> None:
+    out.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+@handle_errors
+def add(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with database codes.")],
+    images: Annotated[Path, typer.Argument(help="A folder of pictures (recursive), a list file, or one picture.")],
+    tags: Annotated[Path | None, typer.Option(help="A tag CSV (path,tags) for the pictures, where the run's aux are tags.")] = None,
+    prefix: Annotated[str, typer.Option(help="Prepended to each picture's id (its path relative to the folder).")] = "",
+    batch: Annotated[int, typer.Option(help="Pictures a commit: an interruption loses at most one batch; rerunning skips what is in.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu, auto or cuda[:N].")] = "cpu",
+) -> None:
+    """Add pictures to RUN_DIR's collection without re-indexing: featurized like the dataset,
+    encoded by the run's model, appended to RUN_DIR/added (what `lagnh serve` and
+    `lagnh dedup` search; a running server sees them after a restart).
+
+    Example: lagnh add runs/photos32 new_photos/ --tags new_tags.csv
+    """
+    from lagnh_pyg.collection import Collection
+    from lagnh_pyg.device import resolve_device
+    from lagnh_pyg.ingest import add_pictures
+
+    if batch < 1:
+        raise InputError("--batch must be positive")
+    coll = Collection(run_dir, device=resolve_device(device))
+    res = add_pictures(coll, images, tags_csv=tags, prefix=prefix, batch=batch, log=say)
+    say(f"added {res['added']} picture(s) to {run_dir} ({res['already']} already in, {res['unreadable']} unreadable); "
+        f"{len(coll)} items now")
+
+
+@handle_errors
+def dedup(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with database codes.")],
+    radius: Annotated[int, typer.Option(help="Largest Hamming distance that counts as a duplicate (0 = same code).")],
+    out_json: Annotated[Path | None, typer.Option("--out", help="Write {id: [duplicate ids]} here (imagededup's format).")] = None,
+    html: Annotated[Path | None, typer.Option(help="Write a contact sheet of the largest groups here.")] = None,
+    chunk: Annotated[int, typer.Option(help="Queries a FAISS range search (bounds memory).")] = 4096,
+    groups: Annotated[int, typer.Option(help="Groups on the HTML sheet.")] = 50,
+) -> None:
+    """Near-duplicate items of RUN_DIR's collection (database + added - deleted) within a
+    Hamming radius, by FAISS binary range search.
+
+    Example: lagnh dedup runs/photos32 --radius 2 --out dups.json --html dups.html
+    """
+    from lagnh_pyg.collection import Collection
+    from lagnh_pyg.dedup import find_duplicates, groups_html, write_html
+
+    coll = Collection(run_dir)
+    codes, ids = coll.live_codes()
+    res = find_duplicates(codes, ids, radius, out_json, chunk=chunk, max_groups=groups)
+    say(f"{res.n_with_duplicates} of {res.n_items} items have a duplicate within Hamming radius {radius} "
+        f"({res.n_pairs} pairs, {len(res.groups)} largest groups kept)")
+    if out_json is not None:
+        say(f"wrote {out_json}")
+    if html is not None:
+        page = groups_html(res, codes, ids, coll.image_of, f"lagnh dedup: radius {radius}",
+                           [f"run {coll.run.root} · {coll.run.method} · {coll.run.bits} bits",
+                            f"{res.n_with_duplicates} of {res.n_items} items have a duplicate; "
+                            "each row is a group, distances to its first item"])
+        write_html(html, page)
+        say(f"wrote {html}")
