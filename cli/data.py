@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -85,9 +86,11 @@ def import_npy(
 
 
 def _read_lines(path: Path, what: str) -> list[str]:
+    from lagnh_pyg.utils import read_text
+
     if not path.is_file():
         raise InputError(f"{what} file {path} does not exist")
-    return path.read_text().splitlines()
+    return read_text(path, what).splitlines()
 
 
 def _write_catalog(catalog, out_dir: Path, features: Optional[Path], ids: Optional[Path], aux: Optional[Path],
@@ -130,6 +133,8 @@ def _write_catalog(catalog, out_dir: Path, features: Optional[Path], ids: Option
                   provenance={"features": str(features), "aux": str(aux) if aux else None,
                               "extraction": extraction})
     _print_written(out_dir)
+    for warning in catalog.warnings:
+        logging.getLogger("lagnh_pyg.data").warning("warning: %s", warning)
 
 
 def _print_written(out_dir: Path) -> None:
@@ -309,21 +314,30 @@ def import_folder(
 def info(
     data_dir: Annotated[Path, typer.Argument(help="A dataset directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    verify: Annotated[bool, typer.Option(help="Recompute file checksums against the manifest.")] = False,
+    verify: Annotated[bool, typer.Option(help="Recompute file checksums against the manifest and check every value (finite features, aux in [0, 1]); exit 2 on a mismatch.")] = False,
 ) -> None:
     """Shapes, label and aux cardinality, empty rows, split sizes and overlaps."""
     from lagnh_pyg.data.store import Dataset
 
     ds = Dataset.open(data_dir)
     info = ds.info()
+    problems: list[str] = []
     if verify:
-        bad = ds.verify()
+        bad, values = ds.verify(), ds.check_values()
+        problems = ([f"checksum mismatch in {', '.join(bad)}"] if bad else []) + values
         info["checksums"] = "ok" if not bad else {"mismatch": bad}
+        info["values"] = "ok" if not values else values
     if as_json:
         print(json.dumps(info, indent=2))
-        if verify and bad:
-            raise typer.Exit(1)
-        return
+    else:
+        _print_info(info)
+        if verify:
+            out.print(f"  verified   {'ok' if not problems else 'FAILED: ' + '; '.join(problems)}", markup=False)
+    if problems:  # the dataset changed after import: bad input for every later stage
+        raise InputError(f"dataset {data_dir} failed verification: {'; '.join(problems)}; re-import it")
+
+
+def _print_info(info: dict) -> None:
     a, lab = info["aux"], info["labels"]
     out.print(f"[bold]{info['root']}[/bold]: {info['n_items']} items")
     out.print(f"  features   {info['features']['dim']}-d {info['features']['dtype']}")
@@ -338,10 +352,6 @@ def info(
     out.print("  overlaps   " + ", ".join(f"{k} {v}" for k, v in info["overlaps"].items()))
     if info["provenance"].get("source"):
         out.print(f"  source     {info['provenance']['source']}")
-    if verify:
-        out.print(f"  checksums  {'ok' if not bad else 'MISMATCH: ' + ', '.join(bad)}")
-        if bad:
-            raise typer.Exit(1)
 
 
 @app.command()
@@ -356,8 +366,8 @@ def synthetic(
     nuisance: Annotated[float, typer.Option(help="Weight of label-unrelated 'background' clusters.")] = 1.0,
     aux_noise: Annotated[float, typer.Option("--aux-noise", help="Probability that a true label is missing from aux.")] = 0.2,
     aux_add: Annotated[float, typer.Option(help="Probability that an absent label appears in aux.")] = 0.02,
-    n_train: Annotated[int, typer.Option(help="Training items.")] = 5000,
-    n_query: Annotated[int, typer.Option(help="Query items.")] = 1000,
+    n_train: Annotated[Optional[int], typer.Option(help="Training items, exactly (default: 5000, at most a third of the non-queries).", show_default=False)] = None,
+    n_query: Annotated[Optional[int], typer.Option(help="Query items, exactly (default: 1000, at most a tenth of --n).", show_default=False)] = None,
     train_in_database: Annotated[bool, typer.Option(help="Let the database include the training items.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:

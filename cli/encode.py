@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,6 +11,8 @@ import typer
 from lagnh_pyg.errors import InputError
 
 from .common import handle_errors, out
+
+logger = logging.getLogger(__name__)
 
 SPLIT_CHOICES = {"query": ["query"], "database": ["database"], "train": ["train"], "all": ["query", "database"]}
 
@@ -22,8 +25,16 @@ def encode(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     chunk: Annotated[int, typer.Option(help="Items per encoding chunk (memory only; codes do not depend on it).")] = 8192,
     encoding: Annotated[Optional[str], typer.Option(help="LAGNH runs only: neighbours (default), self, or faithful (batches of 256, as released).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write the codes to this directory instead of RUN_DIR/codes (needed with --data: another dataset's codes never replace the run's own).")] = None,
 ) -> None:
-    """Write packed codes to RUN_DIR/codes/{query,database}.npy (uint8, np.packbits order)."""
+    """Write packed codes to RUN_DIR/codes/{query,database}.npy (uint8, np.packbits order).
+
+    Example:
+
+    lagnh encode runs/coco32
+
+    lagnh encode runs/coco32 --data data/other --out codes/other
+    """
     from rich.progress import Progress
 
     from lagnh_pyg.device import resolve_device
@@ -37,10 +48,29 @@ def encode(
     if encoding is not None and run.method != "lagnh":
         raise InputError(f"--encoding applies to LAGNH runs; {run_dir} was made by {run.method}")
     ds = run.dataset(data)
+    own = Path(ds.root).resolve() == Path(run.meta["data_dir"]).resolve()
+    if not own and out_dir is None:
+        raise InputError(f"--data {data} is not the dataset {run.root} was trained on: its codes would replace the "
+                         "run's own codes/; pass --out DIR to write them elsewhere")
+    if out_dir is not None:
+        _check_codes_out(out_dir, run)
+    if own and ds.fingerprint != run.meta.get("data_fingerprint"):
+        logger.warning("warning: dataset %s changed since %s was trained (fingerprint %s, trained on %s); "
+                       "encoding its current contents", ds.root, run.root, ds.fingerprint, run.meta.get("data_fingerprint"))
     with Progress(console=out, transient=True) as bar:
         tasks = {s: bar.add_task(f"encoding {s}", total=len(ds.split(s))) for s in SPLIT_CHOICES[split]}
         written = encode_splits(run, SPLIT_CHOICES[split], data_dir=data, device=resolve_device(device), chunk=chunk,
                                 progress=lambda s, m: bar.advance(tasks[s], m),
-                                encoder_options={"encoding": encoding} if encoding else None)
+                                encoder_options={"encoding": encoding} if encoding else None, out_dir=out_dir)
     for s, p in written.items():
         out.print(f"{s}: {p}")
+
+
+def _check_codes_out(out_dir: Path, run) -> None:
+    """``--out`` must be new, empty, or codes this project wrote (their old .npy files are
+    replaced), and never the run's own directory or the dataset's."""
+    from lagnh_pyg.utils import check_replaceable, check_writable_target
+
+    check_writable_target(out_dir, "--out", directory=True)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        check_replaceable(out_dir, ("lagnh-codes",), inputs=[run.root / "run.json", run.model_path])

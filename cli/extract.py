@@ -60,10 +60,11 @@ def features(
     """
     from lagnh_pyg.device import resolve_device
     from lagnh_pyg.extract.backbones import build_backbone, check_weights_arg
-    from lagnh_pyg.extract.features import extract_features
+    from lagnh_pyg.extract.features import check_out, extract_features
     from lagnh_pyg.extract.images import list_image_source
 
     imgs = list_image_source(images)
+    check_out(out_dir, overwrite, imgs)  # before the backbone loads: a refused --out costs nothing
     dev = resolve_device(device)
     bb = build_backbone(backbone, check_weights_arg(weights), image_size=image_size)
     with _progress() as bar:

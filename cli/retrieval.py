@@ -45,10 +45,12 @@ def evaluate(
     """MAP@K, precision@K and precision-recall of a run; results in RUN_DIR/metrics/."""
     from lagnh_pyg.metrics import check_protocol
     from lagnh_pyg.retrieval import evaluate_run, topk_label
-    from lagnh_pyg.utils import write_json_atomic
+    from lagnh_pyg.utils import check_writable_target, write_json_atomic
 
     k = parse_topk(topk)
     check_protocol(protocol)
+    if json_file is not None:
+        check_writable_target(json_file, "--json file")
     ev = evaluate_run(run_dir, k, protocol, plots=plots)
     r = ev.result
     tag = f"(protocol {protocol})"
@@ -108,6 +110,10 @@ def search(
         raise InputError("--tags goes with --image (a dataset item already has its aux)")
     if k < 1:
         raise InputError(f"-k must be a positive integer, got {k}")
+    if html_file is not None:
+        from lagnh_pyg.utils import check_writable_target
+
+        check_writable_target(html_file, "--html file")
     run = Run.open(run_dir)
     code = None
     if image is not None:

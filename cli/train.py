@@ -28,7 +28,9 @@ def train(
     Example: lagnh train data/syn --config configs/demo.yaml --bits 32 --out runs/demo32
     """
     from lagnh_pyg.train import train_run
+    from lagnh_pyg.utils import check_writable_target
 
+    check_writable_target(out_dir, "--out", directory=True)  # before the data loads
     run_dir = train_run(data_dir, config, bits, out_dir, overrides=set_ or (), resume=resume, device=device,
                         progress=progress, distributed=distributed)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports (and writes)

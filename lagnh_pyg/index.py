@@ -41,7 +41,7 @@ import numpy as np
 
 from .codes import check_bits
 from .errors import InputError
-from .utils import atomic_dir
+from .utils import atomic_dir, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,41 @@ class SearchResult:
     distances: np.ndarray
     positions: np.ndarray
     ids: list[list[str | None]]
+
+
+def index_params(kind: str, bits: int, *, hash_bits: int | None = None, nhash: int | None = None,
+                 nflip: int | None = None) -> dict[str, int]:
+    """The checked parameters of a ``hash``/``multihash`` index over ``bits``-bit codes
+    (``{}`` for ``flat``); ``None`` takes the default.
+
+    ``nflip`` must lie in ``[0, hash_bits]``: FAISS enumerates flip patterns with it and a
+    negative or larger value never ends (a search that hangs). ``hash_bits * nhash`` must fit
+    the code, each table at most 64 bits.
+    """
+    given = {"hash_bits": hash_bits, "nhash": nhash, "nflip": nflip}
+    if kind == "flat":
+        extra = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+        if extra:
+            raise InputError(f"{', '.join(extra)} apply to hash and multihash indexes, not flat")
+        return {}
+    for k, v in given.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+            raise InputError(f"--{k.replace('_', '-')} must be an integer, got {v!r}")
+    if kind == "hash" and nhash is not None:
+        raise InputError("--nhash applies to multihash indexes; a hash index has one table")
+    nh = 1 if kind == "hash" else int(4 if nhash is None else nhash)
+    if nh < 1:
+        raise InputError(f"--nhash must be at least 1, got {nh}")
+    hb = int(hash_bits) if hash_bits is not None else (min(bits, 24) if kind == "hash" else max(1, min(24, bits // nh)))
+    if hb < 1 or hb > 64 or hb * nh > bits:
+        raise InputError(
+            f"{nh} hash table(s) of {hb} bits do not fit {bits}-bit codes; choose 1 <= --hash-bits <= 64 "
+            f"with hash_bits * nhash <= {bits}"
+        )
+    nf = int((2 if kind == "hash" else 1) if nflip is None else nflip)
+    if not 0 <= nf <= hb:
+        raise InputError(f"--nflip must lie in [0, {hb}] (the bits of a hash table), got {nf}")
+    return {"hash_bits": hb, "nflip": nf} if kind == "hash" else {"hash_bits": hb, "nhash": nh, "nflip": nf}
 
 
 class HammingIndex:
@@ -109,34 +144,21 @@ class HammingIndex:
         self.model_fingerprint = model_fingerprint
         self.method = method
         self.extra = dict(extra or {})
-        self.params: dict[str, int] = {}
+        self.params = index_params(kind, self.bits, hash_bits=hash_bits, nhash=nhash, nflip=nflip)
         if kind == "flat":
             self._index = faiss.IndexBinaryFlat(self.bits)
         elif kind == "hash":
-            hb = int(hash_bits or min(self.bits, 24))
-            self._check_hash_bits(hb, 1)
-            self._index = faiss.IndexBinaryHash(self.bits, hb)
-            self._index.nflip = int(2 if nflip is None else nflip)
-            self.params = {"hash_bits": hb, "nflip": int(self._index.nflip)}
+            self._index = faiss.IndexBinaryHash(self.bits, self.params["hash_bits"])
         else:
-            nh = int(nhash or 4)
-            hb = int(hash_bits or max(1, min(24, self.bits // nh)))
-            self._check_hash_bits(hb, nh)
-            self._index = faiss.IndexBinaryMultiHash(self.bits, nh, hb)
-            self._index.nflip = int(1 if nflip is None else nflip)
-            self.params = {"hash_bits": hb, "nhash": nh, "nflip": int(self._index.nflip)}
+            self._index = faiss.IndexBinaryMultiHash(self.bits, self.params["nhash"], self.params["hash_bits"])
+        if "nflip" in self.params:
+            self._index.nflip = self.params["nflip"]
         self.ids: list[str] = []
         self._pos: dict[str, int] = {}
         self._gpu = None
         self.device = "cpu"
         if device != "cpu":
             self._to_gpu(device)
-
-    def _check_hash_bits(self, hb: int, nh: int) -> None:
-        if hb < 1 or hb > 64 or hb * nh > self.bits:
-            raise InputError(
-                f"{nh} hash table(s) of {hb} bits do not fit {self.bits}-bit codes; choose hash_bits * nhash <= {self.bits}"
-            )
 
     def _to_gpu(self, device: str) -> None:
         from .device import faiss_has_gpu
@@ -282,7 +304,7 @@ class HammingIndex:
         import faiss
 
         out_dir = Path(out_dir)
-        with atomic_dir(out_dir, overwrite=True) as tmp:
+        with atomic_dir(out_dir, overwrite=True, formats=(INDEX_FORMAT,)) as tmp:
             faiss.write_index_binary(self._index, str(tmp / "codes.faiss"))
             (tmp / "ids.txt").write_text("".join(f"{i}\n" for i in self.ids))
             meta = {
@@ -306,7 +328,6 @@ class HammingIndex:
         cls, index_dir: str | os.PathLike, expect_fingerprint: str | None = None, device: str = "cpu"
     ) -> HammingIndex:
         """Read an index directory; refuse it when ``expect_fingerprint`` names another model."""
-        import faiss
 
         index_dir = Path(index_dir)
         mp = index_dir / "meta.json"
@@ -332,10 +353,13 @@ class HammingIndex:
         self.model_fingerprint = meta.get("model_fingerprint")
         self.method = meta.get("method")
         self.extra = dict(meta.get("extra") or {})
-        self._index = faiss.read_index_binary(str(index_dir / "codes.faiss"))
+        if self.kind not in KINDS:
+            raise InputError(f"{mp} names unknown index kind {self.kind!r}; rebuild it with `lagnh index RUN_DIR`")
+        self.params = index_params(self.kind, self.bits, **{k: self.params.get(k) for k in ("hash_bits", "nhash", "nflip")})
+        self._index = _read_faiss(index_dir / "codes.faiss")
         if "nflip" in self.params:
             self._index.nflip = int(self.params["nflip"])
-        self.ids = (index_dir / "ids.txt").read_text().splitlines()
+        self.ids = read_text(index_dir / "ids.txt", "index ids").splitlines()
         self._pos = {i: p for p, i in enumerate(self.ids)}
         if self._index.ntotal != len(self.ids) or len(self.ids) != meta.get("n_items"):
             raise InputError(f"index {index_dir} is inconsistent: {self._index.ntotal} codes, {len(self.ids)} ids")
@@ -346,3 +370,16 @@ class HammingIndex:
         if device != "cpu":
             self._to_gpu(device)
         return self
+
+
+def _read_faiss(path: Path) -> Any:
+    """``faiss.read_index_binary``; a missing, truncated or foreign file is bad input."""
+    import faiss
+
+    if not path.is_file():
+        raise InputError(f"{path} is missing; rerun `lagnh index` on the run directory")
+    try:
+        return faiss.read_index_binary(str(path))
+    except RuntimeError as e:  # FAISS raises RuntimeError with its C++ message
+        first = str(e).strip().splitlines()[-1][:120] if str(e).strip() else "unreadable"
+        raise InputError(f"{path} is not a readable FAISS binary index ({first}); rerun `lagnh index` on the run directory") from None

@@ -143,7 +143,8 @@ def build_index(run: Run | str | os.PathLike, kind: str = "flat", *, save: bool 
     ids = ds.ids
     if kind in ("hash", "multihash") and params.get("hash_bits") is None:
         # about one item a bucket: log2(n) bits per table (FAISS's advice), within the code
-        per_table = run.bits // int(params.get("nhash") or (4 if kind == "multihash" else 1))
+        nhash = params.get("nhash")
+        per_table = run.bits // max(1, int((4 if kind == "multihash" else 1) if nhash is None else nhash))
         params["hash_bits"] = int(max(1, min(per_table, 24, max(8, np.log2(len(codes))))))
     index = HammingIndex(
         run.bits, kind, model_fingerprint=run.model_fingerprint, method=run.method, device=device,

@@ -31,7 +31,7 @@ import numpy as np
 from .codes import check_bits
 from .data.store import Dataset
 from .errors import InputError
-from .utils import sha256_file, write_json_atomic
+from .utils import load_npy, sha256_file, write_json_atomic
 
 RUN_FORMAT = "lagnh-run"
 RUN_VERSION = 1
@@ -151,7 +151,7 @@ class Run:
         meta = self.codes_meta()
         if meta.get("model_fingerprint") != self.model_fingerprint:
             raise InputError(f"codes in {self.codes_dir()} were made by another model; re-run `lagnh encode {self.root}`")
-        codes = np.load(p)
+        codes = load_npy(p, "codes")
         if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] * 8 != self.bits:
             raise InputError(f"{p} is not a packed {self.bits}-bit code file")
         return codes
@@ -190,6 +190,7 @@ def encode_splits(
     chunk: int = 8192,
     progress=None,
     encoder_options: dict[str, Any] | None = None,
+    out_dir: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
     """Encode the items of ``splits`` with the run's model; write packed codes atomically.
 
@@ -208,7 +209,7 @@ def encode_splits(
         raise InputError(f"model of {run.root} produces {enc.bits}-bit codes but run.json says {run.bits}")
     step = getattr(enc, "encode_chunk_multiple", 1)
     chunk = max(step, (chunk // step) * step)
-    out_dir = run.codes_dir()
+    out_dir = Path(out_dir) if out_dir is not None else run.codes_dir()  # elsewhere: another dataset's codes
     out_dir.mkdir(parents=True, exist_ok=True)
     meta_path = out_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -238,6 +239,7 @@ def encode_splits(
         written[split] = path
     meta.update(
         {
+            "format": "lagnh-codes",
             "bits": run.bits,
             "bit_order": "packbits-msb-first",
             "method": run.method,

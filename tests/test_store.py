@@ -166,8 +166,11 @@ def test_missing_files(tmp_path):
 def test_checksum_mismatch_is_reported(tmp_path):
     X, A, _, splits = _arrays()
     out = write_dataset(tmp_path / "ds", X, A, splits=splits)
-    np.save(out / "splits" / "train.npy", np.arange(3))
+    np.save(out / "splits" / "train.npy", splits["train"][::-1])  # same shape, other bytes
     assert Dataset.open(out).verify() == ["splits/train.npy"]
+    np.save(out / "splits" / "train.npy", np.arange(3))  # another row count: found without checksums
+    with pytest.raises(InputError, match=r"train.npy has shape \(3,\).*manifest says"):
+        Dataset.open(out)
 
 
 def test_empty_rows_allowed_and_reported_by_info(tmp_path):

@@ -21,6 +21,7 @@ warning, and named in the dataset's provenance (``dropped``).
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import re
@@ -32,6 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
+from ..utils import read_text
 from .sources import Catalog, seeded_splits, vocabulary
 
 logger = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ def read_tag_csv(path: str | os.PathLike, images: Sequence[str]) -> TagTable:
     labels: list[list[str]] = [[] for _ in images]
     seen = np.zeros(len(images), dtype=bool)
     unmatched = []
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with io.StringIO(read_text(path, "tag CSV"), newline="") as f:
         reader = csv.DictReader(f)
         header = [h.strip().lower() for h in (reader.fieldnames or [])]
         if not header:
@@ -174,8 +176,13 @@ def build_catalog(
     all_images = list_images(root)
     keep = np.arange(len(all_images))
     dropped: list[dict] = []
+    warnings = []
     if feature_ids is not None:
         keep, dropped = _rows_with_features(all_images, feature_ids, skip_reasons or {}, root)
+        if dropped:
+            shown = "; ".join(f"{d['id']} ({d['reason']})" for d in dropped[:5])
+            more = f"; and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+            warnings.append(f"dropped {len(dropped)} of {len(all_images)} images that have no feature row: {shown}{more}")
     images = [all_images[i] for i in keep]
     aux = aux_names = labels = label_names = None
     notes = [f"{len(all_images)} images under {root}"
@@ -215,6 +222,7 @@ def build_catalog(
             **({"n_dropped": len(dropped), "dropped": dropped[:1000]} if dropped else {}),
         },
         notes=notes,
+        warnings=warnings,
     )
 
 
@@ -234,8 +242,4 @@ def _rows_with_features(
                          "were the features extracted from this folder?")
     dropped = [{"id": images[i], "reason": reasons.get(images[i], "no feature row")}
                for i in np.flatnonzero(~has)]
-    if dropped:
-        shown = "; ".join(f"{d['id']} ({d['reason']})" for d in dropped[:5])
-        more = f"; and {len(dropped) - 5} more" if len(dropped) > 5 else ""
-        logger.warning("dropped %d of %d images that have no feature row: %s%s", len(dropped), len(images), shown, more)
     return keep, dropped

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from .store import write_dataset
+from ..utils import npy_header, read_text
+from .store import as_stored, write_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +44,13 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
 def load_matrix(path: str | os.PathLike, what: str) -> np.ndarray | sp.csr_matrix:
     """A 2-D array from ``.npy`` (memory-mapped, never loaded whole) or a scipy-sparse ``.npz``."""
     path = require_file(path, what)
+    if path.suffix != ".npz":
+        npy_header(path, what)  # a truncated or foreign file: one clear error before mapping it
     try:
         if path.suffix == ".npz":
             try:
                 return sp.load_npz(path).tocsr()
-            except (ValueError, KeyError):
+            except (ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 with np.load(path, allow_pickle=False) as z:
                     if len(z.files) != 1:
                         raise InputError(
@@ -55,14 +59,16 @@ def load_matrix(path: str | os.PathLike, what: str) -> np.ndarray | sp.csr_matri
                         ) from None
                     return z[z.files[0]]
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise InputError(f"cannot read {what} file {path}: {str(e).splitlines()[0]}") from None
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"cannot read {what} file {path} (not a .npy or scipy .npz file?): {msg}") from None
 
 
 def read_ids(path: str | os.PathLike, what: str = "id list") -> list[str]:
     """Item ids from a text file (one a line) or a 1-D ``.npy`` array (numbers or strings)."""
     path = require_file(path, what)
     if path.suffix == ".npy":
+        npy_header(path, what)
         try:
             arr = np.load(path, allow_pickle=False)
         except ValueError as e:
@@ -73,7 +79,7 @@ def read_ids(path: str | os.PathLike, what: str = "id list") -> list[str]:
             arr = arr.astype(np.int64)
         ids = [str(x) for x in arr.tolist()]
     else:
-        lines = path.read_text().splitlines()
+        lines = read_text(path, what).splitlines()
         while lines and not lines[-1].strip():
             lines.pop()
         ids = [s.strip() for s in lines]
@@ -185,6 +191,7 @@ class Catalog:
         aliases: other keys (file names, stems) that name a row when aligning given arrays.
         aux_hint: what to tell a user who gave no aux and the catalog has none.
         provenance: recorded in the manifest. notes: human-readable counts for the CLI.
+        warnings: what the CLI says on stderr after a successful write.
     """
 
     ids: list[str]
@@ -199,6 +206,9 @@ class Catalog:
     aux_hint: str = "pass --aux A.npy (N x c auxiliary semantics in [0, 1])"
     provenance: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # said on stderr only once the dataset is written: before an error they would break the
+    # one-line contract (README "Command line")
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -377,7 +387,7 @@ def write_catalog(
     if sparse_aux and not sp.issparse(aux_rows):  # chunk by chunk: a wide dense aux never sits in RAM whole
         n, step = aux_rows.shape[0], 65536
         aux_rows = sp.vstack(
-            [sp.csr_matrix(np.asarray(aux_rows[s : s + step], dtype=np.float32)) for s in range(0, n, step)],
+            [sp.csr_matrix(as_stored(aux_rows[s : s + step], np.float32)) for s in range(0, n, step)],
             format="csr",
         )
     prov = {**catalog.provenance, **dict(provenance or {})}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -33,7 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from ..utils import atomic_dir, sha256_file, software_versions
+from ..utils import atomic_dir, npy_header, sha256_file, software_versions
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +45,21 @@ CHUNK_ROWS = 65536
 
 
 def _check_finite(name: str, block: np.ndarray, start: int) -> None:
+    """Refuse NaN/inf in ``block``, which must already have the stored dtype (a float64
+    value beyond float32's range becomes inf only in the cast)."""
     if block.dtype.kind == "f" and not np.isfinite(block).all():
         bad = np.argwhere(~np.isfinite(block))[0]
         raise InputError(
-            f"{name} contain NaN or inf (first at row {start + int(bad[0])}, column {int(bad[1])}); "
-            "clean the features before importing"
+            f"{name} contain NaN or inf (first at row {start + int(bad[0])}, column {int(bad[1])}) when stored "
+            f"as {block.dtype} (values beyond {np.finfo(block.dtype).max:.3g} overflow); clean the {name} before importing"
         )
+
+
+def as_stored(block: Any, dtype: Any) -> np.ndarray:
+    """``block`` cast to the stored ``dtype`` without numpy's overflow RuntimeWarning (the
+    overflow is reported by :func:`_check_finite` as one error instead)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.ascontiguousarray(block, dtype=dtype)
 
 
 def _as_2d(name: str, array: Any) -> Any:
@@ -100,6 +110,8 @@ class DatasetWriter:
         aux_sparse: store aux as a CSR ``aux.npz`` (large tag vocabularies).
         aux_names / label_names: optional names of the aux and label columns.
         provenance: free-form JSON-able dict recorded in the manifest.
+        overwrite: replace an existing ``out``, only if it is a dataset directory this
+            project wrote that holds none of ``inputs`` (files the rows are read from).
     """
 
     def __init__(
@@ -116,6 +128,7 @@ class DatasetWriter:
         label_names: Sequence[str] | None = None,
         provenance: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        inputs: Iterable[str | os.PathLike] = (),
     ) -> None:
         if n <= 0:
             raise InputError(f"a dataset needs at least one item, got n={n}")
@@ -134,6 +147,7 @@ class DatasetWriter:
         self.label_names = list(label_names) if label_names is not None else None
         self.provenance = dict(provenance or {})
         self.overwrite = overwrite
+        self.inputs = list(inputs)
         self._splits: dict[str, np.ndarray] = {}
         self._ids: list[str] | None = None
         self._paths: list[str] | None = None
@@ -142,7 +156,7 @@ class DatasetWriter:
 
     # -- context management -------------------------------------------------------------
     def __enter__(self) -> "DatasetWriter":
-        self._ctx = atomic_dir(self.out, overwrite=self.overwrite)
+        self._ctx = atomic_dir(self.out, overwrite=self.overwrite, formats=(FORMAT,), inputs=self.inputs)
         self.tmp = self._ctx.__enter__()
         self._features = _NpyRows(self.tmp / "features.npy", self.feature_dtype, (self.n, self.feature_dim))
         self._aux = None
@@ -182,15 +196,18 @@ class DatasetWriter:
             raise InputError(f"rows {start}:{stop} fall outside the dataset's {self.n} items")
         if features.shape[1] != self.feature_dim:
             raise InputError(f"features have {features.shape[1]} columns, expected {self.feature_dim}")
-        _check_finite("features", np.asarray(features), start)
+        # checked after the cast to the stored dtype: 1e39 is finite in float64, inf in float32
+        features = as_stored(features, self.feature_dtype)
+        _check_finite("features", features, start)
         self._features[start:stop] = features
         if sp.issparse(aux):
-            aux = sp.csr_matrix(aux, dtype=np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):
+                aux = sp.csr_matrix(aux, dtype=np.float32)
             if aux.shape != (rows, self.aux_dim):
                 raise InputError(f"aux block has shape {aux.shape}, expected {(rows, self.aux_dim)}")
             vals = aux.data
         else:
-            aux = np.asarray(_as_2d("aux", aux), dtype=np.float32)
+            aux = as_stored(_as_2d("aux", aux), np.float32)
             if aux.shape != (rows, self.aux_dim):
                 raise InputError(f"aux has shape {aux.shape}, expected {(rows, self.aux_dim)} (one row per item)")
             vals = aux
@@ -321,6 +338,7 @@ def write_dataset(
     aux_sparse: bool | None = None,
     provenance: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
     chunk_rows: int = CHUNK_ROWS,
 ) -> Path:
     """Write arrays (in memory or memory-mapped) as a dataset directory, chunk by chunk.
@@ -356,6 +374,7 @@ def write_dataset(
         label_names=label_names,
         provenance=provenance,
         overwrite=overwrite,
+        inputs=inputs,
     ) as w:
         for s in range(0, n, chunk_rows):
             e = min(n, s + chunk_rows)
@@ -370,7 +389,17 @@ def write_dataset(
             w.set_ids(ids)
         if paths is not None:
             w.set_paths(paths)
+    _warn_query_in_train(w._splits)
     return Path(out)
+
+
+def _warn_query_in_train(splits: Mapping[str, np.ndarray]) -> None:
+    """A query that is also a training item measures memorisation, not retrieval: say so."""
+    both = np.intersect1d(splits["query"], splits["train"]).size
+    if both == len(splits["query"]) == len(splits["train"]):
+        logger.warning("warning: the query split is identical to the train split; MAP on it measures training items")
+    elif both:
+        logger.warning("warning: %d of the %d queries are also training items", both, len(splits["query"]))
 
 
 @dataclass
@@ -407,7 +436,40 @@ class Dataset:
         for f in manifest.get("checksums", {}):
             if not (root / f).is_file():
                 raise InputError(f"dataset file {root / f} is missing")
-        return cls(root, manifest)
+        ds = cls(root, manifest)
+        ds.check_shapes()
+        return ds
+
+    def check_shapes(self) -> None:
+        """Every file's row count, shape and dtype against the manifest, from .npy headers
+        and line counts (cheap: no data read, no checksum; ``verify`` does those)."""
+        n, m = self.n, self.manifest
+
+        def npy(name: str, shape: tuple, dtype: Any = None) -> None:
+            got, dt = npy_header(self.root / name, f"dataset {self.root}")
+            if got != shape or (dtype is not None and dt != np.dtype(dtype)):
+                raise InputError(f"dataset file {self.root / name} has shape {got} ({dt}) but the manifest says "
+                                 f"{shape}{f' ({dtype})' if dtype else ''}; re-import the dataset")
+
+        npy("features.npy", (n, self.feature_dim), m["features"]["dtype"])
+        if m["aux"]["storage"] == "sparse":
+            try:
+                with np.load(self.root / "aux.npz", allow_pickle=False) as z:
+                    shape = tuple(int(v) for v in z["shape"])
+            except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):
+                raise InputError(f"dataset file {self.root / 'aux.npz'} is not a readable sparse matrix; re-import the dataset") from None
+            if shape != (n, self.aux_dim):
+                raise InputError(f"dataset file {self.root / 'aux.npz'} has shape {shape} but the manifest says {(n, self.aux_dim)}")
+        else:
+            npy("aux.npy", (n, self.aux_dim))
+        if self.has_labels:
+            npy("labels.npy", (n, self.label_dim))
+        for split, size in m["splits"].items():
+            npy(f"splits/{split}.npy", (int(size),))
+        for name in ("ids.txt",) + (("paths.txt",) if m.get("has_paths") else ()):
+            lines = _count_lines(self.root / name)
+            if lines != n:
+                raise InputError(f"dataset file {self.root / name} has {lines} lines for {n} items; re-import the dataset")
 
     # -- shapes ---------------------------------------------------------------------------
     @property
@@ -528,6 +590,22 @@ class Dataset:
         """Recompute every file's SHA-256; return the files whose checksum differs."""
         return [f for f, h in self.manifest.get("checksums", {}).items() if sha256_file(self.root / f) != h]
 
+    def check_values(self) -> list[str]:
+        """Problems in the stored values, read chunk by chunk: NaN/inf features, aux outside
+        [0, 1] (a dataset written by an older version, or edited after import)."""
+        problems = []
+        for name, arr in (("features", self.features), ("aux", self.aux)):
+            bad = 0
+            for s in range(0, self.n, CHUNK_ROWS):
+                blk = arr[s : s + CHUNK_ROWS]
+                vals = blk.data if sp.issparse(blk) else np.asarray(blk)
+                ok = np.isfinite(vals) if name == "features" else (vals >= 0) & (vals <= 1)
+                bad += int(vals.size - np.count_nonzero(ok))
+            if bad:
+                problems.append(f"{bad} {'non-finite' if name == 'features' else 'out-of-range (not in [0, 1])'} "
+                                f"{name} values")
+        return problems
+
     def info(self) -> dict:
         """Shapes, label and aux cardinality, empty rows, split sizes and overlaps."""
         n = self.n
@@ -575,6 +653,16 @@ class Dataset:
         out["has_paths"] = bool(self.manifest.get("has_paths"))
         out["provenance"] = {k: v for k, v in self.manifest.get("provenance", {}).items() if k != "software"}
         return out
+
+
+def _count_lines(path: Path, chunk: int = 1 << 24) -> int:
+    """Lines of a text file (a last line without newline counts), read in chunks."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 def _sorted_take(idx: Any) -> Any:

@@ -39,8 +39,8 @@ class SyntheticSpec:
     aux_drop: float = 0.2
     aux_add: float = 0.02
     junk_rate: float = 0.05
-    n_train: int = 5000
-    n_query: int = 1000
+    n_train: int | None = None  # None: 5,000, clamped so that the database keeps a third of N
+    n_query: int | None = None  # None: 1,000, at most a tenth of N
     train_in_database: bool = False
     seed: int = 0
 
@@ -55,12 +55,26 @@ class SyntheticSpec:
                 raise InputError(f"{flag} is a probability in [0, 1], got {v}")
         if self.noise < 0 or self.nuisance < 0:
             raise InputError("--noise and --nuisance must be non-negative")
+        split_sizes(self)
 
 
 def split_sizes(spec: SyntheticSpec) -> tuple[int, int]:
-    """Train and query sizes clamped so that the database keeps at least a third of N."""
-    n_query = min(spec.n_query, max(1, spec.n // 10))
-    n_train = min(spec.n_train, max(1, (spec.n - n_query) // 3 if not spec.train_in_database else spec.n - n_query))
+    """Train and query sizes: given ones exactly (refused when they leave no database),
+    defaults clamped so that the database keeps at least a third of N."""
+    n_query = spec.n_query if spec.n_query is not None else min(1000, max(1, spec.n // 10))
+    if spec.n_train is not None:
+        n_train = spec.n_train
+    else:
+        n_train = min(5000, max(1, (spec.n - n_query) // 3 if not spec.train_in_database else spec.n - n_query))
+    if n_train < 1 or n_query < 1:
+        raise InputError(f"--n-train and --n-query must be at least 1, got {n_train} and {n_query}")
+    database = spec.n - n_query - (0 if spec.train_in_database else n_train)
+    if n_train + n_query > spec.n or database < 1:
+        raise InputError(
+            f"--n {spec.n} cannot hold {n_train} training and {n_query} query items and still leave a database"
+            f"{'' if spec.train_in_database else ' (the database excludes training items unless --train-in-database)'}"
+            "; lower --n-train / --n-query or raise --n"
+        )
     return n_train, n_query
 
 

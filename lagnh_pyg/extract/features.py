@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, LagnhError
-from ..utils import atomic_dir, write_json_atomic
+from ..utils import atomic_dir, check_replaceable, write_json_atomic
 from .backbones import Backbone
 from .images import ImageList, iterate_batches
 
@@ -80,6 +80,21 @@ def _plan_key(images: ImageList, backbone: Backbone, shard_size: int, dtype: str
     return h.hexdigest()[:20]
 
 
+def input_paths(images: ImageList, *more: str | os.PathLike) -> list[str]:
+    """Every input of an extraction: the image source, extra files (a tag CSV), each image."""
+    src = images.source.get("path")
+    return [str(p) for p in ([src] if src else []) + list(more)] + list(images.paths)
+
+
+def check_out(out: Path, overwrite: bool, images: ImageList, *more: str | os.PathLike) -> None:
+    """Refuse an existing ``--out`` before any work starts: without ``--overwrite`` always,
+    with it unless ``out`` is an extraction this project wrote that holds none of the inputs."""
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise InputError(f"output directory {out} already exists; choose another --out or pass --overwrite")
+        check_replaceable(out, (FORMAT,), lambda: input_paths(images, *more))
+
+
 def extract_features(
     images: ImageList,
     backbone: Backbone,
@@ -112,8 +127,7 @@ def extract_features(
         raise InputError("--batch-size and --shard-size must be at least 1 and --workers at least 0")
     if dtype not in ("float32", "float16"):
         raise InputError(f"feature dtype must be float32 or float16, got {dtype}")
-    if out.exists() and not overwrite:
-        raise InputError(f"output directory {out} already exists; choose another --out or pass --overwrite")
+    check_out(out, overwrite, images)
     work = out.parent / f".{out.name}.partial"
     key = _plan_key(images, backbone, shard_size, dtype)
     plan_file = work / "plan.json"
@@ -123,6 +137,8 @@ def extract_features(
         except (OSError, ValueError):
             old = None
         if old != key:
+            if not plan_file.is_file():  # not our own work directory: never delete it
+                raise InputError(f"{work} exists but is not an unfinished extraction; move it away or choose another --out")
             logger.info("discarding unfinished extraction in %s (different images or settings)", work)
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -188,7 +204,7 @@ def extract_features(
         raise InputError(f"none of the {n} images could be decoded (first: {images.paths[skipped[0][0]]}: {skipped[0][1]})")
     skipped.sort()
     rate = computed / seconds if seconds > 0 and computed else 0.0
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, formats=(FORMAT,), inputs=lambda: input_paths(images)) as tmp:
         feats = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=dtype, shape=(n_ok, backbone.dim))
         ok_rows = []
         at = 0

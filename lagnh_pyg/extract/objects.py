@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from ..errors import InputError, LagnhError
 from ..utils import atomic_dir
 from .backbones import INIT_SEED
-from .features import FORMAT, VERSION
+from .features import FORMAT, VERSION, check_out, input_paths
 from .images import ImageList, iterate_batches
 
 logger = logging.getLogger(__name__)
@@ -131,8 +131,7 @@ def detect_objects(
 
     threshold = check_threshold(threshold)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"output directory {out} already exists; choose another --out or pass --overwrite")
+    check_out(out, overwrite, images)
     if batch_size < 1 or workers < 0:
         raise InputError("--batch-size must be at least 1 and --workers at least 0")
     names, column = coco_categories()
@@ -190,8 +189,7 @@ def tags_aux(
     from ..data.folder import multi_hot, read_tag_csv
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"output directory {out} already exists; choose another --out or pass --overwrite")
+    check_out(out, overwrite, images, csv_path)
     table = read_tag_csv(csv_path, images.ids)
     if not any(table.tags):
         raise InputError(f"tag CSV {csv_path} gives no tags (its 'tags' column is missing or empty)")
@@ -205,7 +203,7 @@ def tags_aux(
 
 
 def _write_aux_dir(out, images, rows, skipped, aux, names, kind, extra, overwrite, scores=None) -> None:
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, formats=(FORMAT,), inputs=lambda: input_paths(images)) as tmp:
         if aux.shape[1] >= SPARSE_MIN_COLUMNS:
             aux_file = "aux.npz"
             sp.save_npz(tmp / aux_file, sp.csr_matrix(aux, dtype=np.float32), compressed=False)

@@ -1,0 +1,529 @@
+"""Every CLI command against a table of bad inputs (README "Command line" contract).
+
+Each case builds one bad input in a fresh directory and asserts: exit code 2, exactly one
+stderr line, starting with ``error:``, no traceback, and nothing new, changed or removed on
+disk (the case's directory and the shared dataset and run). Classes covered: missing, empty,
+truncated, wrong dtype/shape, non-finite, wrong encoding, read-only target, existing target,
+out-of-range parameters and targets that would destroy inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from retrieval_fakes import make_run
+from typer.testing import CliRunner
+
+from cli.main import app
+from lagnh_pyg.data.store import write_dataset
+from lagnh_pyg.utils import sha256_file
+
+runner = CliRunner()
+N, D, C, M = 60, 8, 6, 4
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A small dataset, a run of the fake method on it with codes and a hash index, and
+    good .npy inputs for `data import`; cases copy what they break."""
+    root = tmp_path_factory.mktemp("bad-input")
+    rng = np.random.default_rng(0)
+    labels = (rng.random((N, M)) < 0.4).astype(np.uint8)
+    labels[:, 0] = 1
+    arrays = {"features": rng.standard_normal((N, D)).astype(np.float32),
+              "aux": (rng.random((N, C)) < 0.3).astype(np.float32), "labels": labels,
+              "train-idx": np.arange(0, 20), "query-idx": np.arange(20, 30), "database-idx": np.arange(30, N)}
+    inputs = root / "inputs"
+    inputs.mkdir()
+    for k, v in arrays.items():
+        np.save(inputs / f"{k}.npy", v)
+    (inputs / "ids.txt").write_text("".join(f"item{i}\n" for i in range(N)))
+    data = write_dataset(root / "ds", arrays["features"], arrays["aux"], labels=labels,
+                         splits={"train": arrays["train-idx"], "query": arrays["query-idx"],
+                                 "database": arrays["database-idx"]},
+                         ids=[f"item{i}" for i in range(N)])
+    run = make_run(data, root / "run", bits=16).root
+    assert runner.invoke(app, ["index", str(run)]).exit_code == 0
+    return {"root": root, "inputs": inputs, "data": data, "run": run}
+
+
+def _snapshot(*dirs: Path) -> dict[str, tuple]:
+    """Every path under ``dirs`` with its kind, size and content digest (files)."""
+    snap = {}
+    for d in dirs:
+        for dirpath, dirnames, filenames in os.walk(d):
+            for name in dirnames + filenames:
+                p = Path(dirpath, name)
+                if p.is_file() and not p.is_symlink():
+                    snap[str(p)] = ("file", p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+                else:
+                    snap[str(p)] = ("dir" if p.is_dir() else "other",)
+    return snap
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _import_args(inputs: Path, out: Path, **replace: Path) -> list[str]:
+    args = ["data", "import"]
+    for k in ("features", "aux", "labels", "train-idx", "query-idx", "database-idx"):
+        args += [f"--{k}", str(replace.get(k.replace("-", "_"), inputs / f"{k}.npy"))]
+    return args + ["--out", str(out)]
+
+
+def _immutable(path: Path) -> bool:
+    """Make ``path`` immutable (chattr +i): the one read-only directory that root cannot
+    write into either. False where chattr is unavailable or not permitted."""
+    if shutil.which("chattr") is None:
+        return False
+    return subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+
+
+# -- the cases: name -> build(tmp, shared) -> argv ---------------------------------------------
+def _npy_bad(kind):
+    def build(tmp, s):
+        f = tmp / "features.npy"
+        if kind == "missing":
+            pass
+        elif kind == "empty":
+            f.write_bytes(b"")
+        elif kind == "truncated":
+            shutil.copy(s["inputs"] / "features.npy", f)
+            _truncate(f)
+        elif kind == "strings":
+            np.save(f, np.array([["a"] * D] * N))
+        elif kind == "1-d":
+            np.save(f, np.zeros(N, np.float32))
+        elif kind == "overflow":  # finite as float64, inf once stored as float32
+            x = np.ones((N, D))
+            x[3, 2] = 1e39
+            np.save(f, x)
+        elif kind == "nan":
+            x = np.ones((N, D), np.float32)
+            x[5, 1] = np.nan
+            np.save(f, x)
+        return _import_args(s["inputs"], tmp / "out", features=f)
+    return build
+
+
+def _import_aux_not_zip(tmp, s):
+    (tmp / "aux.npz").write_bytes(b"this is not a zip archive\n" * 4)
+    return _import_args(s["inputs"], tmp / "out", aux=tmp / "aux.npz")
+
+
+def _import_ids(encoding):
+    def build(tmp, s):
+        text = "".join(f"itém{i}\n" for i in range(N))
+        (tmp / "ids.txt").write_bytes(text.encode(encoding))
+        return _import_args(s["inputs"], tmp / "out") + ["--ids", str(tmp / "ids.txt")]
+    return build
+
+
+def _import_float_split(tmp, s):
+    np.save(tmp / "q.npy", np.linspace(20, 30, 10) + 0.5)
+    return _import_args(s["inputs"], tmp / "out", query_idx=tmp / "q.npy")
+
+
+def _import_out(kind):
+    def build(tmp, s):
+        if kind == "existing":
+            (tmp / "out").mkdir()
+            (tmp / "out" / "mine.txt").write_text("a user's file\n")
+            return _import_args(s["inputs"], tmp / "out")
+        if kind == "under-file":
+            (tmp / "file").write_text("x\n")
+            return _import_args(s["inputs"], tmp / "file" / "out")
+        (tmp / "ro").mkdir()
+        if not _immutable(tmp / "ro"):
+            pytest.skip("chattr +i is not available: no read-only directory for root")
+        return _import_args(s["inputs"], tmp / "ro" / "out")
+    return build
+
+
+def _images(tmp: Path, n: int = 11) -> Path:
+    from PIL import Image
+
+    root = tmp / "photos"
+    root.mkdir()
+    for i in range(n):
+        Image.new("RGB", (8, 8), (20 * i, 0, 0)).save(root / f"p{i:02d}.png")
+    return root
+
+
+def _folder_dropped_then_error(tmp, s):
+    """Features for 5 of 11 images (6 dropped, once a warning) and then a bad --n-query."""
+    root = _images(tmp)
+    np.save(tmp / "f.npy", np.ones((5, 4), np.float32))
+    (tmp / "ids.txt").write_text("".join(f"p{i:02d}.png\n" for i in range(5)))
+    return ["data", "import", "folder", str(root), "--features", str(tmp / "f.npy"), "--ids", str(tmp / "ids.txt"),
+            "--n-train", "2", "--n-query", "9", "--out", str(tmp / "out")]
+
+
+def _folder_csv_utf16(tmp, s):
+    root = _images(tmp, 4)
+    (tmp / "tags.csv").write_bytes("path,tags\n".encode("utf-16") + "".join(
+        f"p{i:02d}.png,dog;beach\n" for i in range(4)).encode("utf-16-le"))
+    np.save(tmp / "f.npy", np.ones((4, 4), np.float32))
+    return ["data", "import", "folder", str(root), "--csv", str(tmp / "tags.csv"), "--features", str(tmp / "f.npy"),
+            "--n-train", "1", "--n-query", "1", "--out", str(tmp / "out")]
+
+
+def _dataset_broken(kind):
+    def build(tmp, s):
+        ds = _copy(s["data"], tmp / "ds")
+        if kind == "ids-short":
+            lines = (ds / "ids.txt").read_text().splitlines()
+            (ds / "ids.txt").write_text("\n".join(lines[:-3]) + "\n")
+        elif kind == "features-truncated":
+            _truncate(ds / "features.npy", 0.9)
+        elif kind == "missing-split":
+            (ds / "splits" / "query.npy").unlink()
+        elif kind == "manifest-garbage":
+            (ds / "manifest.json").write_text("{not json")
+        return ["data", "info", str(ds)]
+    return build
+
+
+def _verify_checksum(tmp, s):
+    ds = _copy(s["data"], tmp / "ds")
+    q = np.load(ds / "splits" / "query.npy")
+    np.save(ds / "splits" / "query.npy", q[::-1])  # same shape, other bytes
+    return ["data", "info", str(ds), "--verify"]
+
+
+def _verify_non_finite(tmp, s):
+    """A dataset holding inf whose checksums match (as an older version could write it)."""
+    ds = _copy(s["data"], tmp / "ds")
+    x = np.load(ds / "features.npy")
+    x[7, 3] = np.inf
+    np.save(ds / "features.npy", x)
+    m = json.loads((ds / "manifest.json").read_text())
+    m["checksums"]["features.npy"] = sha256_file(ds / "features.npy")
+    (ds / "manifest.json").write_text(json.dumps(m))
+    return ["data", "info", str(ds), "--verify"]
+
+
+def _synthetic(*extra):
+    def build(tmp, s):
+        return ["data", "synthetic", "--n", "800", "--dim", "8", "--out", str(tmp / "syn"), *extra]
+    return build
+
+
+def _synthetic_existing(tmp, s):
+    (tmp / "syn").mkdir()
+    return ["data", "synthetic", "--n", "100", "--dim", "8", "--out", str(tmp / "syn")]
+
+
+def _extract_overwrite(where):
+    """`extract features ... --overwrite` aimed at the inputs themselves or a user folder."""
+    def build(tmp, s):
+        root = _images(tmp, 3)
+        out = {"input": root, "parent": tmp, "unrelated": tmp / "mine"}[where]
+        if where == "unrelated":
+            out.mkdir()
+            (out / "notes.txt").write_text("keep me\n")
+        return ["extract", "features", str(root), "--out", str(out), "--overwrite", "--backbone", "resnet18",
+                "--weights", "none", "--device", "cpu", "--workers", "0"]
+    return build
+
+
+def _extract_tags_utf16(tmp, s):
+    root = _images(tmp, 3)
+    (tmp / "tags.csv").write_text("path,tags\np00.png,dog\n", encoding="utf-16")
+    return ["extract", "objects", str(root), "--tags", str(tmp / "tags.csv"), "--out", str(tmp / "out")]
+
+
+def _train(kind):
+    def build(tmp, s):
+        import yaml
+
+        data, bits, out, cfg = s["data"], "8", tmp / "run", tmp / "tiny.yaml"
+        cfg.write_text(yaml.safe_dump({"train": {"epochs": 1}}))
+        if kind == "missing":
+            data = tmp / "nope"
+        elif kind == "truncated":
+            data = _copy(s["data"], tmp / "ds")
+            _truncate(data / "features.npy", 0.8)
+        elif kind == "bits":
+            bits = "12"
+        elif kind == "config":
+            cfg = tmp / "missing.yaml"
+        else:
+            (tmp / "file").write_text("x\n")
+            out = tmp / "file" / "run"
+        return ["train", str(data), "--config", str(cfg), "--bits", bits, "--out", str(out), "--device", "cpu",
+                "--no-progress"]
+    return build
+
+
+def _run_copy_with(kind):
+    def build(tmp, s):
+        run = _copy(s["run"], tmp / "run")
+        if kind in ("query", "database"):
+            _truncate(run / "codes" / f"{kind}.npy", 0.95)  # the header stays, rows are lost
+        elif kind == "faiss":
+            _truncate(run / "index" / "codes.faiss", 0.6)
+        elif kind == "faiss-garbage":
+            (run / "index" / "codes.faiss").write_bytes(b"\0" * 64)
+        return run
+    return build
+
+
+def _cmd_on_run(cmd, kind, *extra):
+    def build(tmp, s):
+        run = _run_copy_with(kind)(tmp, s)
+        return [cmd, str(run), *extra]
+    return build
+
+
+def _index_params(*params):
+    def build(tmp, s):
+        run = _copy(s["run"], tmp / "run")
+        return ["index", str(run), *params]
+    return build
+
+
+def _target(cmd, kind):
+    """`search --html` / `evaluate --json` at an existing directory, under a file, read-only."""
+    def build(tmp, s):
+        if kind == "dir":
+            (tmp / "target").mkdir()
+            target = tmp / "target"
+        elif kind == "under-file":
+            (tmp / "file").write_text("x\n")
+            target = tmp / "file" / "page"
+        else:
+            (tmp / "ro").mkdir()
+            if not _immutable(tmp / "ro"):
+                pytest.skip("chattr +i is not available: no read-only directory for root")
+            target = tmp / "ro" / "page"
+        if cmd == "search":
+            return ["search", str(s["run"]), "--id", "item25", "-k", "3", "--html", str(target)]
+        run = _copy(s["run"], tmp / "run")  # evaluate writes RUN/metrics before --json
+        return ["evaluate", str(run), "--no-plots", "--json", str(target)]
+    return build
+
+
+def _encode_other_data(tmp, s):
+    other = _copy(s["data"], tmp / "other")
+    return ["encode", str(s["run"]), "--data", str(other), "--device", "cpu"]
+
+
+def _encode_out(kind):
+    def build(tmp, s):
+        if kind == "under-file":
+            (tmp / "file").write_text("x\n")
+            out = tmp / "file" / "codes"
+        else:  # a user's folder with .npy files of their own
+            out = tmp / "mine"
+            out.mkdir()
+            np.save(out / "query.npy", np.zeros(3))
+        return ["encode", str(s["run"]), "--device", "cpu", "--out", str(out)]
+    return build
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def _malicious_checkpoint(how):
+    """A LAGNH run whose checkpoint unpickles os.system (a torch.save file, or a plain pickle
+    that makes torch warn about its protocol): refused by weights_only, in one line."""
+    def build(tmp, s):
+        import pickle
+
+        import torch
+
+        run = _copy(s["run"], tmp / "run")
+        ck = {"format": "lagnh-checkpoint", "model": _Evil()}
+        if how == "torch":
+            torch.save(ck, run / "checkpoint.pt")
+        else:
+            (run / "checkpoint.pt").write_bytes(pickle.dumps(ck, protocol=4))
+        return _as_lagnh_run(run)
+    return build
+
+
+def _as_lagnh_run(run: Path) -> list[str]:
+    meta = json.loads((run / "run.json").read_text())
+    meta.update(method="lagnh", model_file="checkpoint.pt", model_fingerprint=sha256_file(run / "checkpoint.pt")[:16])
+    (run / "run.json").write_text(json.dumps(meta))
+    return ["encode", str(run), "--device", "cpu", "--split", "query"]
+
+
+def _search_ids_short(tmp, s):
+    """A dataset whose ids.txt lost rows after encoding (was an IndexError in search)."""
+    ds = _copy(s["data"], tmp / "ds")
+    run = _copy(s["run"], tmp / "run")
+    for f in ("run.json", "codes/meta.json"):
+        m = json.loads((run / f).read_text())
+        m["data_dir"] = str(ds.resolve())
+        (run / f).write_text(json.dumps(m))
+    shutil.rmtree(run / "index")
+    lines = (ds / "ids.txt").read_text().splitlines()
+    (ds / "ids.txt").write_text("\n".join(lines[:40]) + "\n")
+    return ["search", str(run), "--id", "item5", "-k", "3"]
+
+
+def _baseline_existing(tmp, s):
+    (tmp / "out").mkdir()
+    return ["baseline", "itq", str(s["data"]), "--bits", "16", "--out", str(tmp / "out")]
+
+
+def _baseline_under_file(tmp, s):
+    (tmp / "file").write_text("x\n")
+    return ["baseline", "lsh", str(s["data"]), "--bits", "16", "--out", str(tmp / "file" / "run")]
+
+
+CASES = {
+    # data import (the .npy contract form)
+    "import-features-missing": _npy_bad("missing"),
+    "import-features-empty": _npy_bad("empty"),
+    "import-features-truncated": _npy_bad("truncated"),
+    "import-features-strings": _npy_bad("strings"),
+    "import-features-1d": _npy_bad("1-d"),
+    "import-features-overflow-float32": _npy_bad("overflow"),
+    "import-features-nan": _npy_bad("nan"),
+    "import-aux-npz-not-zip": _import_aux_not_zip,
+    "import-ids-latin1": _import_ids("latin-1"),
+    "import-ids-utf16": _import_ids("utf-16"),
+    "import-split-not-integer": _import_float_split,
+    "import-out-existing": _import_out("existing"),
+    "import-out-under-file": _import_out("under-file"),
+    "import-out-read-only": _import_out("read-only"),
+    "import-folder-dropped-then-error": _folder_dropped_then_error,
+    "import-folder-csv-utf16": _folder_csv_utf16,
+    # data info
+    "info-ids-short": _dataset_broken("ids-short"),
+    "info-features-truncated": _dataset_broken("features-truncated"),
+    "info-split-missing": _dataset_broken("missing-split"),
+    "info-manifest-garbage": _dataset_broken("manifest-garbage"),
+    "info-verify-checksum": _verify_checksum,
+    "info-verify-non-finite": _verify_non_finite,
+    # data synthetic
+    "synthetic-split-too-large": _synthetic("--n-train", "700", "--n-query", "200"),
+    "synthetic-zero-queries": _synthetic("--n-query", "0"),
+    "synthetic-out-existing": _synthetic_existing,
+    # extract
+    "extract-features-overwrite-input": _extract_overwrite("input"),
+    "extract-features-overwrite-parent": _extract_overwrite("parent"),
+    "extract-features-overwrite-unrelated": _extract_overwrite("unrelated"),
+    "extract-objects-tags-csv-utf16": _extract_tags_utf16,
+    # train (the training loop's own failures are tested in test_train.py)
+    "train-data-missing": _train("missing"),
+    "train-data-truncated": _train("truncated"),
+    "train-bits-not-multiple-of-8": _train("bits"),
+    "train-config-missing": _train("config"),
+    "train-out-under-file": _train("under-file"),
+    # encode
+    "encode-other-data-over-own-codes": _encode_other_data,
+    "encode-out-under-file": _encode_out("under-file"),
+    "encode-out-user-folder": _encode_out("user-folder"),
+    "encode-malicious-checkpoint": _malicious_checkpoint("torch"),
+    "encode-malicious-pickle": _malicious_checkpoint("pickle"),
+    # index
+    "index-nflip-negative": _index_params("--kind", "hash", "--nflip", "-1"),
+    "index-nflip-too-large": _index_params("--kind", "hash", "--nflip", "100"),
+    "index-multihash-nflip-negative": _index_params("--kind", "multihash", "--nflip", "-2"),
+    "index-hash-bits-zero": _index_params("--kind", "hash", "--hash-bits", "0"),
+    "index-nhash-zero": _index_params("--kind", "multihash", "--nhash", "0"),
+    "index-hash-bits-too-many": _index_params("--kind", "multihash", "--nhash", "4", "--hash-bits", "8"),
+    "index-codes-truncated": _cmd_on_run("index", "database"),
+    # evaluate
+    "evaluate-codes-truncated": _cmd_on_run("evaluate", "query", "--no-plots"),
+    "evaluate-json-directory": _target("evaluate", "dir"),
+    "evaluate-json-under-file": _target("evaluate", "under-file"),
+    # search
+    "search-index-truncated": _cmd_on_run("search", "faiss", "--id", "item25"),
+    "search-index-garbage": _cmd_on_run("search", "faiss-garbage", "--id", "item25"),
+    "search-codes-truncated": _cmd_on_run("search", "query", "--id", "item25"),
+    "search-html-directory": _target("search", "dir"),
+    "search-html-under-file": _target("search", "under-file"),
+    "search-html-read-only": _target("search", "read-only"),
+    "search-ids-short": _search_ids_short,
+    # baseline
+    "baseline-out-existing": _baseline_existing,
+    "baseline-out-under-file": _baseline_under_file,
+}
+
+# what the one error line must say, where the wording is part of the fix
+EXPECT = {
+    "import-features-overflow-float32": "NaN or inf (first at row 3, column 2)",
+    "import-ids-utf16": "UTF-16",
+    "import-folder-csv-utf16": "UTF-16",
+    "info-ids-short": "lines for 60 items",
+    "info-verify-checksum": "checksum mismatch in splits/query.npy",
+    "info-verify-non-finite": "1 non-finite features values",
+    "synthetic-split-too-large": "cannot hold 700 training and 200 query",
+    "extract-features-overwrite-input": "refusing to replace",
+    "extract-features-overwrite-parent": "refusing to replace",
+    "extract-features-overwrite-unrelated": "refusing to replace",
+    "encode-other-data-over-own-codes": "pass --out",
+    "encode-malicious-checkpoint": "not a lagnh checkpoint",
+    "encode-malicious-pickle": "not a lagnh checkpoint",
+    "index-nflip-negative": "--nflip must lie in [0, ",
+    "index-nflip-too-large": "--nflip must lie in [0, ",
+    "index-hash-bits-zero": "do not fit",
+    "index-nhash-zero": "--nhash must be at least 1",
+    "index-codes-truncated": "truncated",
+    "evaluate-codes-truncated": "truncated",
+    "evaluate-json-directory": "is a directory",
+    "search-index-truncated": "rerun `lagnh index`",
+    "search-index-garbage": "rerun `lagnh index`",
+    "search-html-directory": "is a directory",
+    "search-ids-short": "lines for 60 items",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_exits_2_with_one_error_line_and_no_trace_on_disk(case, shared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a stray temporary file in the working directory is caught too
+    argv = CASES[case](tmp_path, shared)
+    watched = (tmp_path, shared["data"], shared["run"])
+    before = _snapshot(*watched)
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # a real run prints these on stderr
+            warnings.simplefilter("always")
+            result = runner.invoke(app, argv)
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(tmp_path)], capture_output=True)
+    shown = [f"{w.category.__name__}: {w.message}" for w in caught
+             if not issubclass(w.category, DeprecationWarning) and "torch.jit.script" not in str(w.message)]
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()] + shown
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr, result.exception)
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    if case in EXPECT:
+        assert EXPECT[case] in lines[0], lines[0]
+    assert _snapshot(*watched) == before
+
+
+def test_the_table_walks_every_command():
+    """Every command has cases here, named by its command path ("data-import-...",
+    "search-..."), except demo and experiment: they run whole pipelines of the commands
+    below, and their own argument checks live in test_demo.py / test_experiments.py."""
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    for group in app.registered_groups:
+        commands |= {f"{group.name}-{c.name or c.callback.__name__}".replace("_", "-")
+                     for c in group.typer_instance.registered_commands}
+        commands |= {f"{group.name}-{g.name}" for g in group.typer_instance.registered_groups}
+    commands = {c for c in commands if c.split("-")[0] not in ("demo", "experiment") and c != "data-demo"}
+    missing = {c for c in commands if not any(case.startswith(c.replace("data-", "") + "-") or case.startswith(c + "-")
+                                               for case in CASES)}
+    assert not missing, f"commands without bad-input cases: {sorted(missing)}"
