@@ -457,6 +457,10 @@ CASES = {
     "search-html-under-file": _target("search", "under-file"),
     "search-html-read-only": _target("search", "read-only"),
     "search-ids-short": _search_ids_short,
+    # serve (only cases refused before the server would start)
+    "serve-run-missing": lambda tmp, s: ["serve", str(tmp / "nope")],
+    "serve-port-out-of-range": lambda tmp, s: ["serve", str(s["run"]), "--port", "70000"],
+    "serve-index-truncated": _cmd_on_run("serve", "faiss"),
     # baseline
     "baseline-out-existing": _baseline_existing,
     "baseline-out-under-file": _baseline_under_file,
