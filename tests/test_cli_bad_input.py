@@ -155,6 +155,11 @@ def _import_out(kind):
     return build
 
 
+def _file(tmp: Path) -> Path:
+    (tmp / "file").write_text("x\n")
+    return tmp / "file"
+
+
 def _images(tmp: Path, n: int = 11) -> Path:
     from PIL import Image
 
@@ -461,6 +466,15 @@ CASES = {
     "serve-run-missing": lambda tmp, s: ["serve", str(tmp / "nope")],
     "serve-port-out-of-range": lambda tmp, s: ["serve", str(s["run"]), "--port", "70000"],
     "serve-index-truncated": _cmd_on_run("serve", "faiss"),
+    # add / dedup (a run's collection)
+    "add-run-missing": lambda tmp, s: ["add", str(tmp / "nope"), str(_images(tmp, 2))],
+    "add-images-missing": lambda tmp, s: ["add", str(_copy(s["run"], tmp / "run")), str(tmp / "nope")],
+    "add-batch-zero": lambda tmp, s: ["add", str(_copy(s["run"], tmp / "run")), str(_images(tmp, 2)), "--batch", "0"],
+    "dedup-radius-negative": _cmd_on_run("dedup", "none", "--radius", "-1"),
+    "dedup-codes-truncated": _cmd_on_run("dedup", "database", "--radius", "1"),
+    "dedup-out-directory": lambda tmp, s: ["dedup", str(s["run"]), "--radius", "1", "--out", str(tmp)],
+    "dedup-html-under-file": lambda tmp, s: [
+        "dedup", str(s["run"]), "--radius", "1", "--html", str(_file(tmp) / "page.html")],
     # baseline
     "baseline-out-existing": _baseline_existing,
     "baseline-out-under-file": _baseline_under_file,
