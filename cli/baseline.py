@@ -1,4 +1,4 @@
-"""`lagnh baseline`: fit a shallow hashing baseline and write a run directory."""
+"""`lagnh baseline`: fit a hashing baseline (shallow or deep) and write a run directory."""
 
 from __future__ import annotations
 
@@ -25,39 +25,56 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
 
 @handle_errors
 def baseline(
-    name: Annotated[str, typer.Argument(help="Method: lsh, sklsh, sh, pcah, itq or sgh.", show_default=False)],
+    name: Annotated[str, typer.Argument(help="Method: one of those listed above.", show_default=False)],
     data_dir: Annotated[Path, typer.Argument(help="A dataset directory (the method is fitted on its train split).")],
     bits: Annotated[int, typer.Option(help="Code length: a positive multiple of 8.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory to create (must not exist).")],
     seed: Annotated[int, typer.Option(help="Seed of the method's random choices.")] = 0,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Method parameter key=value (repeatable; see above).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of parameters (default: configs/baselines/NAME.yaml).")] = None,
+    device: Annotated[str, typer.Option(help="Where a deep method trains: auto (a GPU when visible), cpu or cuda[:N].")] = "auto",
 ) -> None:
-    from lagnh_pyg.baselines import fit_run
+    from lagnh_pyg.baselines import BASELINES, DeepBaseline, baseline_class, fit_run
+    from lagnh_pyg.device import resolve_device
     from lagnh_pyg.run import Run
 
-    run_dir = fit_run(name, data_dir, bits, out_dir, seed=seed, **parse_sets(sets))
+    deep = issubclass(baseline_class(name), DeepBaseline) if name.lower() in BASELINES else False
+    dev = resolve_device(device) if deep else "cpu"
+    run_dir = fit_run(name, data_dir, bits, out_dir, seed=seed, device=dev, config=config, **parse_sets(sets))
     run = Run.open(run_dir)
     fit = run.meta.get("fit", {})
+    aug = fit.get("augmentation")
+    note = f"; views: {aug['variant']}" if aug else ""
     out.print(f"wrote {run.method} run {run_dir} ({run.bits} bits, fitted on {fit.get('train_items')} items "
-              f"in {fit.get('fit_seconds', 0):.2f} s); next: lagnh encode {run_dir}")
+              f"in {fit.get('fit_seconds', 0):.2f} s{note}); next: lagnh encode {run_dir}")
 
 
 def _help() -> str:
-    from lagnh_pyg.baselines import BASELINES
+    from lagnh_pyg.baselines import DEEP, SHALLOW
 
     lines = [
-        "Fit a shallow hashing baseline on DATA_DIR's train split; write RUN_DIR.",
+        "Fit a hashing baseline on DATA_DIR's train split; write RUN_DIR.",
         "",
         "encode, evaluate, index and search then work on RUN_DIR as on a LAGNH run.",
         "Example: lagnh baseline itq data/coco --bits 64 --out runs/itq64",
+        "Example: lagnh baseline cibhash data/coco --bits 64 --out runs/cib64 --device cuda",
         "",
-        "Methods, with their --set parameters and defaults:",
+        "Deep methods train a small network on the features (deterministic per seed and device) and",
+        "read their defaults from configs/baselines/NAME.yaml. Methods marked [views] learn from",
+        "augmented views: the dataset's stored views when it has them (lagnh data demo --views K),",
+        "else the feature-level fallback (feature dropout view_dropout + Gaussian noise",
+        "view_noise x each dimension's std); run.json's fit.augmentation.variant says which ran.",
+        "",
     ]
-    for cls in BASELINES.values():
-        lines.append(f"  {cls.name:<6} {cls.summary}")
-        for p in cls.params:
-            lines.append(f"           --set {p.describe()}")
-    return "\n".join(lines)
+    for title, group in (("Shallow methods", SHALLOW), ("Deep methods", DEEP)):
+        lines.append(f"{title}, with their --set parameters and defaults:")
+        for cls in group:
+            tag = " [views]" if getattr(cls, "uses_views", False) else ""
+            lines.append(f"  {cls.name:<8} {cls.summary}{tag}")
+            for p in cls.params:
+                lines.append(f"           --set {p.describe()}")
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 baseline.__doc__ = _help()

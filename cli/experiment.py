@@ -167,3 +167,37 @@ def scaling(
     path = run_scaling(parse_list(sizes, "--sizes", int), out_dir, data_root=data_root, bits=bits, full_max=full_max,
                        max_batches=max_batches, db_max=db_max, threads=threads, device=device, keep_data=keep_data)
     out.print(f"wrote {path / 'scaling.md'}")
+
+
+@app.command("tune")
+@handle_errors
+def tune(
+    data: Data, out_dir: Out,
+    method: Annotated[str, typer.Option("--method", help="A baseline (e.g. ssdh).")],
+    grid: Annotated[list[str], typer.Option("--grid", help="NAME=v1,v2,... (repeatable): the values to try; the rest from configs/baselines/METHOD.yaml.")],
+    bits: Annotated[int, typer.Option("--bits", help="Code length.")] = 32,
+    fraction: Annotated[float, typer.Option(help="Share of the training split held out for validation.")] = 0.2,
+    topk: TopK = "1000", protocol: Protocol = "lagnh",
+    seed: Annotated[int, typer.Option(help="Seed of the split and the fits.")] = 0,
+    device: Device = "cpu",
+) -> None:
+    """Choose a baseline's unstated hyper-parameters on a validation split of the training data (never the queries).
+
+    Example: lagnh experiment tune --data data/demo --out reports/tune --method ssdh --grid alpha=0.5,1,2 --grid lr=0.01,0.1
+    """
+    from lagnh_pyg.device import resolve_device
+    from lagnh_pyg.errors import InputError
+    from lagnh_pyg.experiments.common import parse_list
+    from lagnh_pyg.experiments.tuning import tune_baseline
+
+    from .retrieval import parse_topk
+
+    values: dict[str, list[str]] = {}
+    for g in grid:
+        name, sep, vals = g.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--grid expects NAME=v1,v2,..., got {g!r}")
+        values[name.strip()] = parse_list(vals, f"--grid {name.strip()}")
+    path = tune_baseline(method.lower(), data, bits, values, out_dir, seed=seed, fraction=fraction, topk=parse_topk(topk),
+                         protocol=protocol, device=resolve_device(device))
+    out.print(Path(path).read_text(), markup=False, highlight=False, soft_wrap=True)

@@ -138,6 +138,7 @@ def data_demo(
     batch_size: Annotated[int, typer.Option(help="Mosaics a forward pass.")] = 64,
     images: Annotated[bool, typer.Option(help="Write the mosaics as PNG files to DATA_DIR/images (thumbnails).")] = True,
     overwrite: Annotated[bool, typer.Option(help="Rebuild even if --out exists.")] = False,
+    views: Annotated[int, typer.Option(help="Also store features of this many augmented renderings of each training mosaic (for cibhash/deepbit; 0: none).")] = 0,
 ) -> None:
     """The offline demo dataset: real Fashion-MNIST images in 2x2 mosaics (multi-label), EfficientNet-Lite0 features.
 
@@ -155,7 +156,7 @@ def data_demo(
         task = bar.add_task("EfficientNet-Lite0 features", total=spec.n_mosaics)
         res = build_demo(spec, out_dir, fashion_mnist_dir=fashion_mnist_dir, cache_dir=cache_dir, device=dev,
                          batch_size=batch_size, write_images=images, overwrite=overwrite,
-                         progress=lambda k: bar.advance(task, k), log=lambda m: bar.console.print(m))
+                         progress=lambda k: bar.advance(task, k), log=lambda m: bar.console.print(m), views=views)
     if res["cached"]:
         out.print(f"demo dataset {out_dir} is already built with these options (cached); nothing to do")
         return

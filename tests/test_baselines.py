@@ -9,11 +9,11 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from lagnh_pyg.baselines import (
-    BASELINES,
     ITQ,
     PCAH,
     SGH,
     SH,
+    SHALLOW,
     SKLSH,
     fit_run,
     load_model,
@@ -27,7 +27,7 @@ from lagnh_pyg.data.store import Dataset
 from lagnh_pyg.errors import InputError
 from lagnh_pyg.run import Run, load_encoder
 
-METHODS = list(BASELINES)
+METHODS = [cls.name for cls in SHALLOW]  # the deep ones: test_deep_baselines.py
 RANDOMISED = ["lsh", "sklsh", "itq", "sgh"]  # the others ignore the seed
 
 
@@ -269,7 +269,7 @@ def nan_dataset(small_synthetic, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["nope", "{data}", "--bits", "16"], "unknown baseline 'nope'; choose one of lsh, sklsh, sh, pcah, itq, sgh"),
+        (["nope", "{data}", "--bits", "16"], "unknown baseline 'nope'; choose one of lsh, sklsh, sh, pcah, itq, sgh, uhbdnn"),
         (["lsh", "{data}", "--bits", "12"], "multiple of 8"),
         (["pcah", "{data}", "--bits", "128"], "cannot exceed the feature dimension 64"),
         (["itq", "{nan}", "--bits", "16"], "NaN or inf"),

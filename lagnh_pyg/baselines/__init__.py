@@ -1,6 +1,6 @@
-"""Shallow hashing baselines on deep features, behind one interface.
+"""Hashing baselines on deep features, behind one interface.
 
-Six methods of the paper's comparison (METHOD.md, last table)::
+Six shallow methods of the paper's comparison (METHOD.md, last table)::
 
     lsh    sign random projections of centred features          (Charikar 2002)
     sklsh  shift-invariant kernel LSH                            (Raginsky & Lazebnik 2009)
@@ -8,6 +8,21 @@ Six methods of the paper's comparison (METHOD.md, last table)::
     pcah   sign of centred PCA projections
     itq    PCA + iterative quantisation                          (Gong et al. 2013)
     sgh    scalable graph hashing with feature transformation    (Jiang & Li 2015)
+
+the paper's five deep ones and two modern ones, each a small torch network trained on the
+features (see :mod:`lagnh_pyg.baselines.deep`)::
+
+    uhbdnn   binary deep neural network                         (Do et al. 2016)
+    deepbit  quantisation + even bits + rotation invariance      (Lin et al. 2016)
+    ssdh     semantic structure from cosine distances            (Yang et al. 2018)
+    sadh     similarity-adaptive discrete optimisation           (Shen et al. 2018)
+    tbh      auto-encoding twin-bottleneck hashing               (Shen et al. 2020)
+    cibhash  contrastive information bottleneck, two views       (Qiu et al. 2021)
+    bihalf   bi-half layer, maximal bit entropy                  (Li & van Gemert 2021)
+
+Hyper-parameters: each class's ``params`` (defaults from the paper or its official code),
+mirrored in ``configs/baselines/<name>.yaml``, which :func:`fit_run` reads when present;
+``--set key=value`` overrides both.
 
 Each is a :class:`~lagnh_pyg.baselines.base.HashingBaseline`: ``fit(train_features)``,
 ``encode(features) -> (n, bits)`` codes in {-1, +1}, ``save(path)`` / :func:`load_model`.
@@ -30,17 +45,28 @@ import numpy as np
 from ..errors import InputError
 from ..run import register_method
 from .base import MODEL_FORMAT, HashingBaseline, Param
+from .bihalf import BiHalf
+from .cibhash import CIBHash
+from .deep import DeepBaseline, load_safetensors_model
+from .deepbit import DeepBit
 from .itq import ITQ
 from .lsh import LSH
 from .pcah import PCAH
+from .sadh import SADH
 from .sgh import SGH
 from .sh import SH
 from .sklsh import SKLSH
+from .ssdh import SSDH
+from .tbh import TBH
+from .uhbdnn import UHBDNN
 
 logger = logging.getLogger(__name__)
 
-BASELINES: dict[str, type[HashingBaseline]] = {cls.name: cls for cls in (LSH, SKLSH, SH, PCAH, ITQ, SGH)}
+SHALLOW = (LSH, SKLSH, SH, PCAH, ITQ, SGH)
+DEEP = (UHBDNN, DeepBit, SSDH, SADH, TBH, CIBHash, BiHalf)
+BASELINES: dict[str, type[HashingBaseline]] = {cls.name: cls for cls in (*SHALLOW, *DEEP)}
 MODEL_FILE = "model.npz"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "baselines"
 
 for _name in BASELINES:
     register_method(_name, "lagnh_pyg.baselines:load_run_encoder")
@@ -60,10 +86,13 @@ def make_baseline(name: str, bits: int, seed: int = 0, **params: Any) -> Hashing
 
 
 def load_model(path: str | os.PathLike) -> HashingBaseline:
-    """Read a fitted baseline saved by :meth:`HashingBaseline.save` (never unpickles)."""
+    """Read a fitted baseline saved by :meth:`HashingBaseline.save` (never unpickles):
+    ``.npz`` for the shallow methods, ``.safetensors`` for the deep ones."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"baseline model file {path} does not exist")
+    if path.suffix == ".safetensors":
+        return load_safetensors_model(path, BASELINES)
     try:
         with np.load(path, allow_pickle=False) as z:
             if "format" not in z.files or str(z["format"]) != MODEL_FORMAT:
@@ -78,12 +107,41 @@ def load_model(path: str | os.PathLike) -> HashingBaseline:
 def load_run_encoder(run, device: str = "cpu") -> HashingBaseline:
     """The encoder of a baseline run (the factory registered in :mod:`lagnh_pyg.run`).
 
-    Baselines run on the CPU with NumPy/BLAS; ``device`` is accepted and ignored.
+    Shallow baselines run on the CPU with NumPy/BLAS (``device`` is ignored); deep ones
+    encode on ``device``.
     """
     model = load_model(run.model_path)
     if model.name != run.method:
         raise InputError(f"{run.model_path} holds a {model.name} model but {run.root}/run.json says {run.method}")
+    if isinstance(model, DeepBaseline):
+        model.to(device)
     return model
+
+
+def config_file(name: str) -> Path:
+    """``configs/baselines/<name>.yaml``: the method's hyper-parameters (may be absent)."""
+    return CONFIG_DIR / f"{baseline_class(name).name}.yaml"
+
+
+def load_params(name: str, config: str | os.PathLike | None = None) -> tuple[dict[str, Any], str | None]:
+    """The parameters a config file gives method ``name`` (``config`` or its default file).
+
+    Returns ``(params, source)``; ``({}, None)`` when there is no default file.
+    """
+    import yaml
+
+    path = Path(config) if config is not None else config_file(name)
+    if not path.is_file():
+        if config is not None:
+            raise InputError(f"baseline config file {path} does not exist")
+        return {}, None
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(params, dict):
+        raise InputError(f"{path} must map parameter names to values")
+    return params, str(path)
 
 
 def fit_run(
@@ -92,21 +150,26 @@ def fit_run(
     bits: int,
     out_dir: str | os.PathLike,
     seed: int = 0,
+    device: str = "cpu",
+    config: str | os.PathLike | None = None,
     **params: Any,
 ) -> Path:
     """Fit baseline ``name`` on the training split of ``data_dir``; write run directory ``out_dir``.
 
-    The run directory (``model.npz`` + ``run.json``, see :mod:`lagnh_pyg.run`) is built in a
-    temporary sibling and renamed into place, so it exists only once complete. ``out_dir``
-    must not exist.
+    The run directory (``model.npz`` or ``model.safetensors`` + ``run.json``, see
+    :mod:`lagnh_pyg.run`) is built in a temporary sibling and renamed into place, so it exists
+    only once complete. ``out_dir`` must not exist.
 
     Args:
-        name: lsh, sklsh, sh, pcah, itq or sgh.
-        data_dir: a dataset directory (only its ``train`` split is read).
+        name: a key of :data:`BASELINES`.
+        data_dir: a dataset directory (only its ``train`` split is read, and its stored views
+            of training items when the method takes views).
         bits: code length, a positive multiple of 8.
         out_dir: the run directory to create.
         seed: seed of the method's random choices.
-        **params: the method's parameters (``BASELINES[name].params``).
+        device: where a deep method trains (``cpu`` or ``cuda[:N]``, resolved).
+        config: a YAML file of parameters (default: ``configs/baselines/<name>.yaml`` if present).
+        **params: the method's parameters (``BASELINES[name].params``); override the file.
 
     Returns:
         ``Path(out_dir)``.
@@ -116,29 +179,48 @@ def fit_run(
     from ..utils import atomic_dir
 
     out_dir = Path(out_dir)
-    model = make_baseline(name, bits, seed, **params)  # validates name, bits and parameters first
+    file_params, source = load_params(name, config)
+    model = make_baseline(name, bits, seed, **{**file_params, **params})  # validates name, bits and parameters first
     if out_dir.exists():
         raise InputError(f"output directory {out_dir} already exists; choose another --out or remove it")
     ds = Dataset.open(data_dir)
     train = ds.split("train")
     logger.debug("fitting %s (%d bits) on %d training items of %s", model.name, model.bits, len(train), ds.root)
-    model.fit(ds.feature_rows(train))
+    if isinstance(model, DeepBaseline):
+        model.device = device
+        views = ds.views_of(train) if model.uses_views and ds.has_views else None
+        model.fit(ds.feature_rows(train), views=views)
+    else:
+        model.fit(ds.feature_rows(train))
+    model_file = getattr(model, "model_file", MODEL_FILE)
     with atomic_dir(out_dir) as tmp:
-        model.save(tmp / MODEL_FILE)
+        model.save(tmp / model_file)
         write_run_meta(
             tmp,
             method=model.name,
             bits=model.bits,
             data=ds,
-            model_file=MODEL_FILE,
+            model_file=model_file,
             config={"seed": model.seed, **model.config},
-            extra={"fit": model.fit_info},
+            extra={"fit": model.fit_info, "config_file": source, "overrides": dict(params)},
         )
     return out_dir
 
 
 __all__ = [
     "BASELINES",
+    "DEEP",
+    "SADH",
+    "SHALLOW",
+    "SSDH",
+    "TBH",
+    "UHBDNN",
+    "BiHalf",
+    "CIBHash",
+    "DeepBaseline",
+    "DeepBit",
+    "config_file",
+    "load_params",
     "ITQ",
     "LSH",
     "PCAH",

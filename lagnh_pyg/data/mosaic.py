@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .views import RECIPE as VIEWS_RECIPE
 
 logger = logging.getLogger(__name__)
 
@@ -448,22 +449,27 @@ def build_demo(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
     log: Callable[[str], None] = logger.info,
+    views: int = 0,
 ) -> dict:
     """Build the demo dataset directory ``out``; return a summary (counts, timings, detector quality).
 
-    If ``out`` already holds a demo dataset built from the same spec, it is reused as is
-    (``summary["cached"] = True``).
+    If ``out`` already holds a demo dataset built from the same spec (and the same number of
+    views), it is reused as is (``summary["cached"] = True``). ``views`` > 0 also stores the
+    features of that many augmented renderings of each *training* mosaic
+    (:mod:`lagnh_pyg.data.views`), for the baselines that learn from views.
     """
     from ..extract.backbones import build_backbone
     from .store import DatasetWriter
 
     spec.validate()
+    if views < 0:
+        raise InputError(f"--views must be 0 (none) or positive, got {views}")
     out = Path(out)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     spec_dict = asdict(spec)
     if out.exists() and not overwrite:
         existing = _existing_spec(out)
-        if existing == spec_dict:
+        if existing == spec_dict and _existing_views(out) == views:
             return {"cached": True, "out": str(out)}
         raise InputError(
             f"{out} already exists and was not built as this demo dataset; choose another --out or pass --overwrite"
@@ -514,6 +520,11 @@ def build_demo(
         log(f"features: {features.shape[1]}-d {spec.backbone} at {spec.image_size}px, "
             f"{time.perf_counter() - t:.0f} s ({rate:.0f} mosaics/s)")
     timings["features_s"] = time.perf_counter() - t
+    view_feats = None
+    if views:
+        t = time.perf_counter()
+        view_feats = _demo_views(spec, images[mos.splits["train"]], views, feat_cache, device, batch_size, log)
+        timings["views_s"] = time.perf_counter() - t
 
     if spec.aux == "detector":
         aux, aux_names = det_hot, [f"det:{c}" for c in CLASSES]
@@ -548,6 +559,9 @@ def build_demo(
         w.set_ids(mos.ids)
         w.set_paths(paths)
         np.save(w.tmp / "aux_scores.npy", det_scores)
+        if view_feats is not None:
+            w.set_views(mos.splits["train"], view_feats, {**VIEWS_RECIPE, "views": views, "seed": spec.seed + 1,
+                                                          "network": f"{spec.backbone} at {spec.image_size}px"})
         if write_images:
             _write_pngs(w.tmp / "images", images, mos.ids)
     timings["write_s"] = time.perf_counter() - t
@@ -562,6 +576,37 @@ def _write_pngs(folder: Path, images: np.ndarray, ids: list[str]) -> None:
     folder.mkdir()
     for img, i in zip(images, ids):
         Image.fromarray(img).save(folder / f"{i}.png", optimize=False, compress_level=1)
+
+
+def _demo_views(spec: DemoSpec, train_images: np.ndarray, k: int, feat_cache: Path, device: str, batch_size: int,
+                log: Callable[[str], None]) -> np.ndarray:
+    """Features of ``k`` augmented renderings of each training mosaic, through the demo's own
+    feature network; cached next to the features."""
+    from ..extract.backbones import build_backbone
+    from .views import view_features
+
+    final = feat_cache / f"views-{k}-v1.npy"
+    if final.is_file():
+        log(f"views: reused cache {final}")
+        return np.load(final)
+    t = time.perf_counter()
+    backbone = build_backbone(spec.backbone, spec.weights, image_size=spec.image_size)
+    feats = view_features(train_images, k, lambda imgs: mosaic_features(imgs, backbone, device=device, batch_size=batch_size),
+                          seed=spec.seed + 1)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.stem + ".tmp.npy")
+    np.save(tmp, feats)
+    os.replace(tmp, final)
+    log(f"views: {k} augmented renderings of {len(train_images)} training mosaics in {time.perf_counter() - t:.0f} s")
+    return feats
+
+
+def _existing_views(out: Path) -> int:
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return -1
+    return int((manifest.get("views") or {}).get("k", 0))
 
 
 def _existing_spec(out: Path) -> dict | None:

@@ -1,6 +1,7 @@
 """The dataset directory: the one on-disk format every stage reads.
 
-Layout (format ``lagnh-dataset``, version 1)::
+Layout (format ``lagnh-dataset``, version 2; version 1 -- the same without views -- is
+still read)::
 
     DATA_DIR/
       manifest.json        format, version, n_items, dims, dtypes, aux/label names,
@@ -14,6 +15,10 @@ Layout (format ``lagnh-dataset``, version 1)::
                            by rule, `data info` reports overlaps)
       ids.txt              one item id a line, N lines
       paths.txt            optional: one image path a line, N lines
+      views.npy            optional (version 2): V x K x d float16, features of K augmented
+                           renderings of the items views_rows.npy names (opened memory-mapped)
+      views_rows.npy       V sorted int64 row indices: the items that have views (e.g. the
+                           training split; written by `lagnh data demo --views K`)
 
 Rows are items; every split is an index array into those rows. Writers build the directory
 in a temporary sibling and rename it into place, so an interrupted import never leaves a
@@ -39,7 +44,9 @@ from ..utils import atomic_dir, npy_header, sha256_file, software_versions
 logger = logging.getLogger(__name__)
 
 FORMAT = "lagnh-dataset"
-VERSION = 1
+VERSION = 2
+#: versions this code reads: 1 is version 2 without the optional views
+READ_VERSIONS = (1, 2)
 SPLITS = ("train", "query", "database")
 CHUNK_ROWS = 65536
 
@@ -153,6 +160,7 @@ class DatasetWriter:
         self._paths: list[str] | None = None
         self._written = np.zeros(0, dtype=bool)
         self._sparse_blocks: list[tuple[int, sp.csr_matrix]] = []
+        self._views: dict | None = None
 
     # -- context management -------------------------------------------------------------
     def __enter__(self) -> "DatasetWriter":
@@ -250,6 +258,28 @@ class DatasetWriter:
             raise InputError("item ids must be unique")
         self._ids = ids
 
+    def set_views(self, rows: Any, views: Any, recipe: Mapping[str, Any] | None = None) -> None:
+        """Store features of K augmented views of the items ``rows``: ``views`` (len(rows), K, d).
+
+        Kept as float16 (memory-mapped on reading); ``recipe`` (JSON-able) says how the views
+        were made and is recorded in the manifest.
+        """
+        rows = validate_split("views", rows, self.n)
+        views = np.asarray(views)
+        if views.ndim != 3 or views.shape[0] != len(rows) or views.shape[2] != self.feature_dim or views.shape[1] < 1:
+            raise InputError(
+                f"views must have shape (rows, K, {self.feature_dim}) with one entry per row, got {views.shape} for {len(rows)} rows"
+            )
+        order = np.argsort(rows, kind="stable")
+        v16 = views[order].astype(np.float16)
+        if not np.isfinite(v16).all():
+            raise InputError("views contain NaN or inf (or values beyond float16's range)")
+        np.save(self.tmp / "views.npy", v16)
+        np.save(self.tmp / "views_rows.npy", rows[order])
+        self._views = {"file": "views.npy", "rows_file": "views_rows.npy", "rows": int(len(rows)),
+                       "k": int(views.shape[1]), "dim": self.feature_dim, "dtype": "float16",
+                       "recipe": dict(recipe or {})}
+
     def set_paths(self, paths: Sequence[Any]) -> None:
         if len(paths) != self.n:
             raise InputError(f"{len(paths)} image paths given for {self.n} items")
@@ -297,6 +327,7 @@ class DatasetWriter:
             else {"file": "labels.npy", "dim": self.label_dim, "names": self.label_names},
             "splits": {s: int(len(self._splits[s])) for s in SPLITS},
             "has_paths": self._paths is not None,
+            **({"views": self._views} if self._views is not None else {}),
             "provenance": {**self.provenance, "software": software_versions()},
             "checksums": {f: sha256_file(tmp / f) for f in files},
         }
@@ -429,9 +460,10 @@ class Dataset:
             raise InputError(f"{mpath} is not valid JSON ({e.msg} at line {e.lineno})") from None
         if manifest.get("format") != FORMAT:
             raise InputError(f"{mpath} is not a {FORMAT} manifest (format={manifest.get('format')!r})")
-        if manifest.get("version") != VERSION:
+        if manifest.get("version") not in READ_VERSIONS:
             raise InputError(
-                f"{root} uses dataset format version {manifest.get('version')}; this lagnh-pyg reads version {VERSION}"
+                f"{root} uses dataset format version {manifest.get('version')}; this lagnh-pyg reads versions "
+                f"{', '.join(map(str, READ_VERSIONS))}"
             )
         for f in manifest.get("checksums", {}):
             if not (root / f).is_file():
@@ -570,6 +602,34 @@ class Dataset:
         for s in range(0, len(idx), chunk):
             part = idx[s : s + chunk]
             yield part, self.feature_rows(part), self.aux_rows(part)
+
+    # -- augmented views (format version 2) ---------------------------------------------------
+    @property
+    def has_views(self) -> bool:
+        return self.manifest.get("views") is not None
+
+    @property
+    def views(self) -> np.ndarray:
+        """V x K x d float16 views, memory-mapped read-only (rows: :meth:`views_index`)."""
+        if not self.has_views:
+            raise InputError(f"dataset {self.root} has no stored views (build it with `lagnh data demo --views K`)")
+        if not hasattr(self, "_views"):
+            self._views = np.load(self.root / self.manifest["views"]["file"], mmap_mode="r")
+        return self._views
+
+    def views_index(self) -> np.ndarray:
+        """The sorted dataset rows that have views (row i of :attr:`views` belongs to item ``views_index()[i]``)."""
+        return np.load(self.root / self.manifest["views"]["rows_file"]) if self.has_views else np.zeros(0, np.int64)
+
+    def views_of(self, idx: Any) -> np.ndarray:
+        """float32 ``(len(idx), K, d)`` views of the items ``idx`` (each must have views)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        rows = self.views_index()
+        pos = np.minimum(np.searchsorted(rows, idx), max(0, len(rows) - 1))
+        missing = idx[(len(rows) == 0) | (rows[pos] != idx)] if len(idx) else idx
+        if len(missing):
+            raise InputError(f"{len(missing)} requested item(s) have no stored views in {self.root} (first: row {missing[0]})")
+        return np.ascontiguousarray(self.views[pos], dtype=np.float32)
 
     @property
     def ids(self) -> list[str]:

@@ -74,9 +74,19 @@ def parse_list(value: str | Sequence[Any], what: str, kind: type = str) -> list:
     return out
 
 
+def all_methods() -> list[str]:
+    """``--methods all``: the paper's Table 3 (LAGNH, six shallow and five deep baselines) plus
+    the two modern rows (cibhash, bihalf)."""
+    from ..baselines import DEEP, SHALLOW
+
+    return [LAGNH, *(c.name for c in SHALLOW), *(c.name for c in DEEP)]
+
+
 def check_methods(methods: Sequence[str]) -> list[str]:
     known = known_methods()
     methods = [m.lower() for m in methods]
+    if "all" in methods:
+        methods = [x for m in methods for x in (all_methods() if m == "all" else [m])]
     bad = [m for m in methods if m not in known]
     if bad:
         raise InputError(f"unknown method(s) {', '.join(bad)}; known: {', '.join(known)}")
@@ -96,7 +106,7 @@ class ExperimentSpec:
         overrides: LAGNH ``key=value`` overrides applied to every LAGNH cell.
         topk / protocol: the MAP@K and its protocol.
         seeds: one run per seed; tables show the mean (and the spread when > 1 seed).
-        device: ``auto``, ``cpu`` or ``cuda``: LAGNH training and encoding.
+        device: ``auto``, ``cpu`` or ``cuda``: LAGNH training and encoding, deep baselines' training.
         reuse: reuse finished runs whose ``cell.json`` matches.
         progress: show LAGNH's progress bar.
     """
@@ -176,8 +186,12 @@ def _cell_spec(spec: ExperimentSpec, cell: Cell) -> dict[str, Any]:
     conf = spec.config
     if conf is not None and not isinstance(conf, Mapping):
         conf = {"file": str(Path(conf).resolve()), "sha256": sha256_file(conf)[:16]}
+    if not is_lagnh(cell.method):
+        from ..baselines import load_params
+
+        conf = load_params(cell.method)[0] or None  # configs/baselines/<method>.yaml: edits refit
     return {**cell.key(), "data_fingerprint": spec.dataset.fingerprint,
-            "config": conf if is_lagnh(cell.method) else None,
+            "config": conf,
             "base_overrides": list(spec.overrides) if is_lagnh(cell.method) else []}
 
 
@@ -193,8 +207,9 @@ def fit_method(method: str, spec: ExperimentSpec, bits: int, run_dir: Path, seed
     if overrides:
         raise InputError(f"config overrides apply to LAGNH only, not to {method}")
     from ..baselines import fit_run
+    from ..device import resolve_device
 
-    return fit_run(method, spec.data_dir, bits, run_dir, seed=seed)
+    return fit_run(method, spec.data_dir, bits, run_dir, seed=seed, device=resolve_device(spec.device))
 
 
 def encode_cell(spec: ExperimentSpec, run_dir: Path, cell: Cell) -> Cell:
