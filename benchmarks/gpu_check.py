@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (the CLI does the same)
 
-import lagnh_pyg  # noqa: F401  (OMP settings)
+import torch  # noqa: E402
+
 from lagnh_pyg.data.synthetic import SyntheticSpec, generate
 from lagnh_pyg.device import faiss_has_gpu, resolve_device
-from lagnh_pyg.train import train_run
+from lagnh_pyg.training import train_run
 
 
 def _peak_gpu() -> str:

@@ -27,7 +27,7 @@ def train(
 
     Example: lagnh train data/syn --config configs/demo.yaml --bits 32 --out runs/demo32
     """
-    from lagnh_pyg.train import train_run
+    from lagnh_pyg.training import train_run
     from lagnh_pyg.utils import check_writable_target
 
     check_writable_target(out_dir, "--out", directory=True)  # before the data loads

@@ -1,10 +1,7 @@
-"""lagnh-pyg: unsupervised hashing for scalable image retrieval (LAGNH on PyTorch Geometric)."""
+"""lagnh-pyg: unsupervised hashing for scalable image retrieval (LAGNH on PyTorch Geometric).
 
-import os as _os
-
-# OpenMP threads that spin while waiting waste the CPU whenever the machine is shared:
-# measured here, EfficientNet feature extraction ran 6x slower without this. Must be set
-# before torch loads its OpenMP runtime; a user's own setting wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+Importing the library changes no process-wide state (environment, warnings filters, thread
+counts); the ``lagnh`` command line sets what it needs (cli/main.py).
+"""
 
 __version__ = "0.1.0"

@@ -81,7 +81,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    mode: str = "full"  # full (all nodes every step) | faithful (the release's dense mini-batches) | sampled (neighbour-sampled seed batches, lagnh_pyg/sampled.py)
+    mode: str = "full"  # full (all nodes every step) | faithful (the release's dense mini-batches) | sampled (neighbour-sampled seed batches, lagnh_pyg/training/sources.py)
     epochs: int = 300
     lr: float = 1e-4  # Adam, generator
     lr_d: float = 1e-4  # Adam, discriminator

@@ -74,7 +74,7 @@ def example_queries_html(run_dir: Path, out_html: Path, n_queries: int = 8, k: i
     """An HTML page of ``n_queries`` query images (spread over the query split) and their top-k."""
     from .report import contact_sheets_html
     from .retrieval import build_index, codes_dataset, search_run
-    from .run import Run
+    from .rundir import Run
     from .utils import atomic_path
 
     run = Run.open(run_dir)

@@ -1,7 +1,8 @@
 """Distributed data-parallel helpers (PyTorch DDP under ``torchrun``).
 
-Each rank holds a replica of the graph and owns a shard of the seed nodes; gradients are
-averaged by DDP (gloo on CPU, NCCL on GPU). Rank 0 alone writes the run directory. This is
+Each rank holds a replica of the graph and owns a shard of the seed nodes; the generator's
+gradients are averaged by DDP, the discriminator's by hooks on its own updates (gloo on CPU,
+NCCL on GPU). Rank 0 alone writes the run directory; checkpoints hold every rank's RNG states. This is
 PyG's recommended path for multi-GPU training now that ``torch_geometric.distributed`` is
 deprecated.
 
@@ -53,6 +54,14 @@ class DistContext:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def all_gather_object(self, obj):
+        """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` alone)."""
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
 
     def all_reduce_mean(self, value: float) -> float:
         if not self.enabled:

@@ -11,7 +11,7 @@ Three encodings (``--encoding``, default: the run's ``encode.mode``):
 * ``faithful`` — the release: unshuffled batches of ``encode.batch_size`` (256), the dense
   graph and the attention built inside each batch; codes depend on batch-mates.
 
-Importing this module registers the method ``lagnh`` with :mod:`lagnh_pyg.run`.
+Importing this module registers the method ``lagnh`` with :mod:`lagnh_pyg.rundir`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InputError
-from .run import Run, register_method
+from .graph import dense_fused_weight
+from .nn import LAGNH
+from .rundir import (
+    Run,
+    config_of_checkpoint,
+    fingerprint,
+    load_checkpoint,
+    load_encoder_cache,
+    register_method,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,17 +108,8 @@ class LagnhEncoder:
             (ids (m, k) long, weights (m, k)) — the raw fused weights S_qj.
         """
         m = self.model
-        xt = self.cache["xhat"].double()
-        xq = xhat.double()
-        d2 = (xq.pow(2).sum(1)[:, None] + xt.pow(2).sum(1)[None, :] - 2 * xq @ xt.T).clamp_min(0)
-        s_v = torch.exp(-d2 / (2 * m.sigma2.double()))
-        s_a = (aux_unit.double() @ self.cache["aux_unit"].double().T).clamp_min(0)
-        if m.weights == "visual":
-            s = s_v
-        elif m.weights == "aux":
-            s = s_a
-        else:
-            s = s_v + m.eta * s_a
+        s = dense_fused_weight(xhat.double(), self.cache["xhat"].double(), aux_unit.double(),
+                               self.cache["aux_unit"].double(), m.eta, m.sigma2.double(), m.weights)
         order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, : self.k]
         return order, torch.gather(s, 1, order).to(xhat.dtype)
 
@@ -146,19 +146,18 @@ class LagnhEncoder:
 def load_lagnh_encoder(run: Run, device: str = "cpu", encoding: str | None = None) -> LagnhEncoder:
     """The registered loader of method ``lagnh``: rebuild the model from ``run``'s checkpoint.
 
+    Refuses (InputError) a checkpoint changed after run.json, an intermediate one, and one
+    whose parameters hold NaN or inf (a diverged training).
+
     Args:
         run: an opened run directory.
         device: torch device.
         encoding: ``neighbours``, ``self``, ``faithful``, or None for the run's ``encode.mode``.
     """
-    from .nn import LAGNH
-    from .train import ENCODER_FILE, config_of_checkpoint, load_checkpoint
-    from .utils import sha256_file
-
     path = run.model_path
     if not path.is_file():
         raise InputError(f"run {run.root} has no model file {path.name}; re-run `lagnh train`")
-    if sha256_file(path)[:16] != run.model_fingerprint:
+    if fingerprint(path) != run.model_fingerprint:
         raise InputError(f"{path} changed after {run.root}/run.json was written (an interrupted --resume?); "
                          "finish the training with `lagnh train ... --resume`")
     ck = load_checkpoint(path, map_location="cpu")
@@ -170,31 +169,11 @@ def load_lagnh_encoder(run: Run, device: str = "cpu", encoding: str | None = Non
         model.load_state_dict(ck["model"])
     except RuntimeError as e:
         raise InputError(f"{path} does not match its own config ({str(e).splitlines()[0][:120]})") from None
+    bad = next((k for k, t in ck["model"].items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if bad is not None:
+        raise InputError(f"{path} holds non-finite values in {bad} (a diverged training); re-train it")
     mode = encoding or cfg.encode.mode
     if mode not in ENCODINGS:
         raise InputError(f"--encoding must be one of {', '.join(ENCODINGS)}, got {mode!r}")
-    cache = None
-    if mode == "neighbours":
-        cache = _load_cache(run.root / ENCODER_FILE, run.model_fingerprint)
+    cache = load_encoder_cache(run, {"xhat", "z1", "degree", "aux_unit"}) if mode == "neighbours" else None
     return LagnhEncoder(model, mode, cfg.encode.k, cache, cfg.encode.batch_size, device)
-
-
-def _load_cache(path, model_fingerprint: str) -> dict[str, Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
-    if not path.is_file():
-        raise InputError(f"{path} is missing; neighbours encoding needs it (use --encoding self or faithful, "
-                         "or re-train)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise InputError(f"{path} is corrupt ({str(e).splitlines()[0][:120]})") from None
-    if meta.get("model_fingerprint") != model_fingerprint:
-        raise InputError(f"{path} belongs to another model than {path.parent}/run.json names; re-train")
-    missing = {"xhat", "z1", "degree", "aux_unit"} - set(tensors)
-    if missing:
-        raise InputError(f"{path} lacks {', '.join(sorted(missing))}; re-train")
-    return tensors

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import warnings
@@ -29,11 +30,6 @@ from torch_geometric.utils.sparse import index2ptr
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
-
-# torch warns once per process that CSR support is "beta" and that invariant checks are off;
-# the CSR tensors here are built from coalesced, sorted edge lists, so both are noise.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
 EXACT_MAX_NODES = 200_000  # IndexFlatIP up to here, IVF beyond (graph.index = auto)
 
@@ -199,6 +195,25 @@ def graph_stats(edge_index: Tensor, n: int, labels: np.ndarray | None = None) ->
     return stats
 
 
+@contextlib.contextmanager
+def _quiet_csr():
+    # torch warns once per process that CSR support is "beta" and that invariant checks are
+    # off; our CSR tensors come from sorted edge lists, so both are noise. Silenced here, not
+    # with a process-wide filter: importing the library must not change warnings state.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+        yield
+
+
+def csr_adjacency(edge_index: Tensor, weight: Tensor, num_nodes: int) -> Tensor:
+    """The transposed adjacency (row = target) as a sparse CSR tensor; ``edge_index`` sorted
+    by target, then source (:func:`sort_by_target`)."""
+    with _quiet_csr():
+        return torch.sparse_csr_tensor(index2ptr(edge_index[1], num_nodes), edge_index[0], weight,
+                                       size=(num_nodes, num_nodes))
+
+
 def sort_by_target(edge_index: Tensor, *edge_attrs: Tensor) -> tuple[Tensor, ...]:
     """Sort edges by target, then source (the order CSR adjacencies need); attrs follow."""
     n = int(edge_index.max()) + 1 if edge_index.numel() else 0
@@ -218,9 +233,7 @@ def edge_sq_dist(xhat: Tensor, edge_index: Tensor) -> Tensor:
     source (:func:`sort_by_target`).
     """
     src, dst = edge_index
-    n = xhat.shape[0]
-    pattern = torch.sparse_csr_tensor(index2ptr(dst, n), src, torch.zeros(src.numel(), dtype=xhat.dtype,
-                                       device=xhat.device), size=(n, n))
+    pattern = csr_adjacency(edge_index, torch.zeros(src.numel(), dtype=xhat.dtype, device=xhat.device), xhat.shape[0])
     ip = torch.sparse.sampled_addmm(pattern, xhat, xhat.T, beta=0.0).values()
     sq = xhat.pow(2).sum(1)
     d2 = (sq[src] + sq[dst] - 2 * ip).clamp_min(0)
@@ -270,6 +283,49 @@ def fused_edge_weight(
     return s_v + eta * s_a
 
 
+def dense_fused_weight(xhat_a: Tensor, xhat_b: Tensor, aux_unit_a: Tensor, aux_unit_b: Tensor, eta: float,
+                       sigma2: Tensor | float, weights: str = "fused", same: bool = False) -> Tensor:
+    """Eq. 3-5 between every node of one set and every node of another: the dense form of
+    :func:`fused_edge_weight` (same weights on the pairs both see).
+
+    Used by the faithful mode's in-batch graph, the reconstruction targets (Eq. 9) and the
+    ``neighbours`` encoding (new items against the training nodes).
+
+    Args:
+        xhat_a, xhat_b: (m, a), (n, a) attentive features. aux_unit_a, aux_unit_b: (m, c),
+            (n, c) unit aux rows.
+        eta, sigma2, weights: as :func:`fused_edge_weight`.
+        same: the two sets are one batch (all pairs of it): the diagonal is a node's
+            self-loop (S^v_ii = 1 exactly; with ``weights='aux'``, S_ii = 1).
+    Returns:
+        (m, n) non-negative weights, differentiable in ``xhat``.
+    """
+    s_a = aux_similarity(aux_unit_a, aux_unit_b)
+    off = None
+    if same:
+        n = xhat_a.shape[0]
+        off = 1.0 - torch.eye(n, dtype=xhat_a.dtype, device=xhat_a.device)
+    if weights == "aux":
+        return s_a if off is None else s_a * off + (1 - off)
+    d2 = (xhat_a.pow(2).sum(1)[:, None] + xhat_b.pow(2).sum(1)[None, :] - 2 * xhat_a @ xhat_b.T).clamp_min(0)
+    if off is not None:
+        d2 = d2 * off
+    s_v = torch.exp(-d2 / (2 * sigma2))
+    if weights == "visual":
+        return s_v
+    return s_v + eta * s_a
+
+
+def normalize_dense(s: Tensor, how: str = "gcn") -> Tensor:
+    """:func:`normalize_edge_weight` on a dense (n, n) graph with its self-loops on the
+    diagonal: D^-1/2 S D^-1/2 (``gcn``) or D^-1 S (``row``)."""
+    deg = s.sum(1)
+    if how == "row":
+        return s / deg.clamp_min(1e-12)[:, None]
+    inv = deg.clamp_min(1e-12).pow(-0.5)
+    return inv[:, None] * s * inv[None, :]
+
+
 def normalize_edge_weight(edge_index: Tensor, weight: Tensor, num_nodes: int, how: str = "gcn",
                           degree: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Normalised propagation weights for ``GCNConv(normalize=False)``.
@@ -291,6 +347,28 @@ def normalize_edge_weight(edge_index: Tensor, weight: Tensor, num_nodes: int, ho
     inv = deg.reciprocal()
     inv = inv.masked_fill(torch.isinf(inv), 0.0)
     return weight * inv[dst], deg
+
+
+def sampling_topology(edge_index: Tensor, s_a: Tensor, num_nodes: int) -> Data:
+    """The fixed kNN topology a neighbour sampler walks: no self-loops (each sampled batch adds
+    one per node itself, so a node never loses its own loop to sampling), plus each node's
+    full in-edge count (self-loop included) for the degree estimate of
+    :func:`lagnh_pyg.training.sampled.sampled_degree`.
+
+    Args:
+        edge_index: (2, E) symmetric kNN topology, self-loops allowed (they are dropped).
+        s_a: (E,) S^a per edge.
+    Returns:
+        ``Data(edge_index, s_a, count, num_nodes)``.
+    """
+    ei, s = remove_self_loops(edge_index, s_a)
+    count = torch.bincount(ei[1], minlength=num_nodes) + 1
+    return Data(edge_index=ei, s_a=s, count=count, num_nodes=num_nodes)
+
+
+def topology_of_graph(graph: Data) -> Data:
+    """:func:`sampling_topology` of a :func:`build_graph` graph."""
+    return sampling_topology(graph.edge_index, graph.s_a, graph.num_nodes)
 
 
 def self_mass(edge_index: Tensor, norm_weight: Tensor, num_nodes: int) -> float:

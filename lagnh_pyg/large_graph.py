@@ -14,7 +14,7 @@ chunks and never holds an N x d array:
 
 Same graph definition as :func:`~lagnh_pyg.graph.build_graph` (visual kNN by cosine, aux kNN
 by cosine with positive similarity, union, symmetric), approximate neighbours. It returns the
-*sampling topology* of :mod:`lagnh_pyg.sampled` (no self-loops; each batch adds them).
+*sampling topology* of :func:`~lagnh_pyg.graph.sampling_topology` (no self-loops; each batch adds them).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 from torch_geometric.data import Data
 
 from .errors import InputError
-from .sampled import sampling_topology
+from .graph import sampling_topology
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def ivf_knn(arr, k: int, rows: np.ndarray | None = None, *, pca_dim: int | None 
 def build_topology(features, aux, k: int = 10, sources: str = "both", rows: np.ndarray | None = None, *,
                    pca_dim: int | None = 64, nprobe: int = 8, chunk: int = CHUNK, seed: int = 0,
                    aux_by_node: bool = False) -> Data:
-    """The sampling topology (see :func:`~lagnh_pyg.sampled.sampling_topology`) of the nodes
+    """The sampling topology (see :func:`~lagnh_pyg.graph.sampling_topology`) of the nodes
     ``rows`` of ``features``/``aux`` (memory maps), with bounded memory. ``aux_by_node``:
     ``aux`` is already (N, c), one row per node (``rows`` then applies to ``features`` only).
 

@@ -22,7 +22,7 @@ from .errors import InputError
 from .index import HammingIndex
 from .metrics import DEFAULT_PK_CUTOFFS, RetrievalResult, check_protocol, evaluate_retrieval
 from .report import line_plot, provenance, write_csv
-from .run import Run
+from .rundir import Run
 from .utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def evaluate_run(
         **provenance(dataset=str(ds.root.resolve()), data_fingerprint=ds.fingerprint,
                      split_sizes={s: len(ds.split(s)) for s in ("train", "query", "database")}),
     }
-    out_dir = Path(out_dir) if out_dir is not None else run.root / "metrics"
+    out_dir = Path(out_dir) if out_dir is not None else run.metrics_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{protocol}-top{topk_label(topk)}"
     files = {"json": out_dir / f"{stem}.json"}
@@ -153,14 +153,14 @@ def build_index(run: Run | str | os.PathLike, kind: str = "flat", *, save: bool 
     )
     index.add(codes, [ids[i] for i in idx], model_fingerprint=run.model_fingerprint)
     if save:
-        index.save(run.root / "index")
+        index.save(run.index_dir())
     return index
 
 
 def open_index(run: Run, device: str = "cpu") -> tuple[HammingIndex, bool]:
     """The run's saved index (checked against its model and dataset), or an exact in-memory
     one built from the database codes when none was saved. Returns ``(index, was_saved)``."""
-    path = run.root / "index"
+    path = run.index_dir()
     if not (path / "meta.json").is_file():
         return build_index(run, save=False, device=device), False
     index = HammingIndex.load(path, expect_fingerprint=run.model_fingerprint, device=device)
@@ -208,7 +208,7 @@ def query_code_for_item(run: Run, ds: Dataset, row: int, device: str = "cpu") ->
             if len(codes) == len(idx):
                 return codes[hit[0] : hit[0] + 1]
     from .codes import pack_codes
-    from .run import load_encoder
+    from .rundir import load_encoder
 
     enc = load_encoder(run, device)
     rows = np.array([row])
@@ -225,7 +225,7 @@ def encode_image(
     """
     from .codes import pack_codes
     from .extract import featurize_like
-    from .run import load_encoder
+    from .rundir import load_encoder
 
     run = _open_run(run)
     image = Path(image)

@@ -289,6 +289,31 @@ def set_threads(n: int | None) -> None:
         pass
 
 
+@contextlib.contextmanager
+def threads_set(n: int | None) -> Iterator[None]:
+    """:func:`set_threads` for the duration of a block; torch's and FAISS's thread counts are
+    restored afterwards (a library call must not leave them changed)."""
+    if n is None or n <= 0:
+        yield
+        return
+    import torch
+
+    old_torch = torch.get_num_threads()
+    try:
+        import faiss
+
+        old_faiss = faiss.omp_get_max_threads()
+    except ImportError:  # pragma: no cover - faiss is a dependency
+        old_faiss = None
+    set_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_torch)
+        if old_faiss is not None:
+            faiss.omp_set_num_threads(old_faiss)
+
+
 def software_versions() -> dict[str, str]:
     """Versions of the packages that decide results, for reports and manifests."""
     import platform

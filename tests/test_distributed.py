@@ -20,16 +20,16 @@ CFG = {
 
 WORKER = textwrap.dedent("""
     import os, sys, torch
-    import lagnh_pyg.sampled as S
+    import lagnh_pyg.training.runner as R
     seen = {}
-    real = S.sampled_epoch
+    real = R.fit
     def spy(trainer, *a, **kw):
         seen["trainer"] = trainer
         return real(trainer, *a, **kw)
-    S.sampled_epoch = spy
+    R.fit = spy
     from lagnh_pyg.config import load_config
     cfg = load_config(sys.argv[3])
-    S.sampled_train_run(sys.argv[1], cfg, 16, sys.argv[2], device="cpu", progress=False, distributed=True)
+    R.train_run(sys.argv[1], cfg, 16, sys.argv[2], device="cpu", progress=False, distributed=True)
     t = seen["trainer"]
     torch.save({"model": t.model.state_dict(), "disc": t.disc.state_dict()},
                os.path.join(sys.argv[4], f"rank{os.environ['RANK']}.pt"))

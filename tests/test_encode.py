@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 from lagnh_pyg.data.store import Dataset, write_dataset
 from lagnh_pyg.encode import load_lagnh_encoder
 from lagnh_pyg.errors import InputError
-from lagnh_pyg.run import Run
-from lagnh_pyg.train import train_run
+from lagnh_pyg.rundir import Run
+from lagnh_pyg.training import train_run
 
 TINY = {
     "graph": {"k": 5},

@@ -47,9 +47,9 @@ def fake_lagnh(monkeypatch):
         make_run(data_dir, out_dir, bits=bits, seed=zlib.crc32(repr(overrides).encode()), encode=False)
         return out_dir
 
-    import lagnh_pyg.train
+    import lagnh_pyg.training
 
-    monkeypatch.setattr(lagnh_pyg.train, "train_run", train_run)
+    monkeypatch.setattr(lagnh_pyg.training, "train_run", train_run)
     return calls
 
 

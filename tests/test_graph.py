@@ -139,3 +139,20 @@ def test_label_diagnostic_and_ivf(rng):
     assert g.stats["degree_mean"] >= 5
     _sims, ids = knn_search(l2_normalize(x), 5, index="ivf")
     assert ids.shape == (400, 5) and not (ids == np.arange(400)[:, None]).any()
+
+
+@pytest.mark.parametrize("weights", ["fused", "visual", "aux"])
+def test_dense_fused_weight_equals_the_sparse_form_on_every_pair(weights):
+    """One Eq. 3-5, two forms: the dense all-pairs matrix holds the sparse per-edge weights."""
+    from lagnh_pyg.graph import dense_fused_weight, fused_edge_weight
+
+    g = torch.Generator().manual_seed(0)
+    n = 9
+    xhat = torch.randn(n, 5, generator=g)
+    aux_unit = torch.nn.functional.normalize((torch.rand(n, 4, generator=g) < 0.5).float(), dim=1)
+    src, dst = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    ei = torch.stack([src.reshape(-1), dst.reshape(-1)])
+    s_a = (aux_unit[ei[0]] * aux_unit[ei[1]]).sum(1).clamp_min(0)
+    sparse = fused_edge_weight(xhat, ei, s_a, eta=0.7, sigma2=1.3, weights=weights).reshape(n, n)
+    dense = dense_fused_weight(xhat, xhat, aux_unit, aux_unit, 0.7, 1.3, weights, same=True)
+    assert torch.allclose(dense, sparse, atol=1e-5)

@@ -1,9 +1,8 @@
 import numpy as np
 import torch
 
-from lagnh_pyg.graph import build_graph
+from lagnh_pyg.graph import build_graph, topology_of_graph
 from lagnh_pyg.large_graph import build_topology, ivf_knn
-from lagnh_pyg.sampled import topology_of_graph
 
 
 def _data(n=300, d=16, c=8, seed=0):

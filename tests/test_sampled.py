@@ -5,16 +5,12 @@ import pytest
 import torch
 
 from lagnh_pyg.config import load_config
-from lagnh_pyg.graph import build_graph, normalize_edge_weight
-from lagnh_pyg.sampled import (
-    BatchFetcher,
-    make_sampled_loader,
-    sampled_degree,
-    sampled_epoch,
-    sampled_step,
-    topology_of_graph,
-)
-from lagnh_pyg.train import Trainer
+from lagnh_pyg.graph import build_graph, normalize_edge_weight, topology_of_graph
+from lagnh_pyg.sampling import make_neighbor_loader
+from lagnh_pyg.training import SampledSource, Trainer
+from lagnh_pyg.training.loop import run_epoch
+from lagnh_pyg.training.sampled import BatchFetcher, SampledModule, sampled_degree, sampled_forward
+from lagnh_pyg.training.sources import sampled_step_of
 
 TINY = {
     "graph": {"k": 4},
@@ -49,7 +45,7 @@ def test_sampled_step_equals_full_graph_step(normalization):
     full.model.set_feature_stats(graph.x)
     samp.model.set_feature_stats(graph.x)
 
-    loader = make_sampled_loader(topology_of_graph(graph), [-1, -1], None, batch_size=graph.num_nodes, shuffle=False)
+    loader = make_neighbor_loader(topology_of_graph(graph), [-1, -1], None, batch_size=graph.num_nodes, shuffle=False)
     fetch = BatchFetcher(x, aux)
     (batch,) = list(loader)
     b = fetch(batch)
@@ -58,7 +54,7 @@ def test_sampled_step_equals_full_graph_step(normalization):
     torch.manual_seed(1)
     t_full = full.graph_step(graph)
     torch.manual_seed(1)
-    t_samp = sampled_step(samp, b)
+    t_samp = samp.step(sampled_step_of(SampledModule(samp.model), b))
     for k in t_full:
         assert t_samp[k] == pytest.approx(t_full[k], rel=1e-5, abs=1e-6), k
     for (name, p), q in zip(full.model.state_dict().items(), samp.model.state_dict().values()):
@@ -69,8 +65,6 @@ def test_sampled_step_equals_full_graph_step(normalization):
     full.model.eval()
     samp.model.eval()
     with torch.no_grad():
-        from lagnh_pyg.sampled import sampled_forward
-
         zf = full.model(graph.x, graph.aux, graph.edge_index, graph.s_a)["z"]
         zs = sampled_forward(samp.model, b.x, b.aux, b.edge_index, b.s_a, b.count)["z"]
     assert torch.allclose(zf, zs, rtol=1e-5, atol=1e-6)
@@ -95,10 +89,12 @@ def test_sampled_epoch_trains_with_small_fanout():
     graph = build_graph(x, aux, k=4)
     tr = _trainer(cfg, 12, 6)
     tr.model.set_feature_stats(graph.x)
-    loader = make_sampled_loader(topology_of_graph(graph), [3, 2], None, batch_size=32, seed=0)
     fetch = BatchFetcher(x, aux)
+    source = SampledSource(SampledModule(tr.model), topology_of_graph(graph), fetch, [3, 2], None, 32, seed=0,
+                           max_batches=4)
+    loader = source.loader
     before = copy.deepcopy(tr.model.state_dict())
-    terms = sampled_epoch(tr, loader, fetch, max_batches=4)
+    terms = run_epoch(tr, source)
     assert terms["batches"] == 4 and all(np.isfinite(v) for v in terms.values())
     assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
     # a batch holds its seeds first and only sampled neighbours beyond them

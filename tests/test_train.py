@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from lagnh_pyg.config import load_config
 from lagnh_pyg.errors import InputError
-from lagnh_pyg.run import Run, encode_splits
-from lagnh_pyg.train import Trainer, load_checkpoint, train_run
+from lagnh_pyg.rundir import Run, encode_splits, load_checkpoint
+from lagnh_pyg.training import Trainer, train_run
 
 TINY = {
     "graph": {"k": 5},
@@ -48,19 +48,19 @@ def test_run_directory(tiny_run):
 def test_resume_equals_uninterrupted(small_synthetic, tiny_run, tmp_path, monkeypatch):
     out = tmp_path / "interrupted"
     calls = {"n": 0}
-    real = Trainer.full_epoch
+    real = Trainer.step
 
-    def dying(self, graph):
+    def dying(self, step):  # full mode: one step per epoch
         calls["n"] += 1
         if calls["n"] == 3:  # after the epoch-2 checkpoint
             raise KeyboardInterrupt
-        return real(self, graph)
+        return real(self, step)
 
-    monkeypatch.setattr(Trainer, "full_epoch", dying)
+    monkeypatch.setattr(Trainer, "step", dying)
     with pytest.raises(KeyboardInterrupt):
         train_run(small_synthetic, TINY, 16, out, progress=False)
     assert not (out / "run.json").exists() and load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
-    monkeypatch.setattr(Trainer, "full_epoch", real)
+    monkeypatch.setattr(Trainer, "step", real)
     with pytest.raises(InputError, match="already exists"):
         train_run(small_synthetic, TINY, 16, out, progress=False)
     train_run(small_synthetic, TINY, 16, out, resume=True, progress=False)

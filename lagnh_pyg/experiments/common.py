@@ -2,8 +2,8 @@
 evaluating it, reusing finished runs, and writing a report that records its provenance.
 
 One *cell* = one (method, bits, seed, config overrides) run: fitted on the training split
-(LAGNH through :func:`lagnh_pyg.train.train_run`, baselines through
-:func:`lagnh_pyg.baselines.fit_run`), encoded with :func:`lagnh_pyg.run.encode_splits`,
+(LAGNH through :func:`lagnh_pyg.training.train_run`, baselines through
+:func:`lagnh_pyg.baselines.fit_run`), encoded with :func:`lagnh_pyg.rundir.encode_splits`,
 evaluated with :func:`lagnh_pyg.retrieval.evaluate_run`. Runs live under
 ``REPORT_DIR/runs/<name>``; a run whose ``cell.json`` matches the requested cell is reused, so
 an interrupted experiment continues where it stopped.
@@ -199,7 +199,7 @@ def fit_method(method: str, spec: ExperimentSpec, bits: int, run_dir: Path, seed
                overrides: Iterable[str] = (), resume: bool = False) -> Path:
     """Fit ``method`` on the training split into ``run_dir`` (LAGNH or a baseline)."""
     if is_lagnh(method):
-        from ..train import train_run
+        from ..training import train_run
 
         ov = [*spec.overrides, *LAGNH_MODES[method], f"train.seed={seed}", *overrides]
         return train_run(spec.data_dir, spec.config, bits, run_dir, overrides=ov, resume=resume,
@@ -215,7 +215,7 @@ def fit_method(method: str, spec: ExperimentSpec, bits: int, run_dir: Path, seed
 def encode_cell(spec: ExperimentSpec, run_dir: Path, cell: Cell) -> Cell:
     """Encode the query and database splits with the run's model; time it."""
     from ..device import resolve_device
-    from ..run import Run, encode_splits
+    from ..rundir import Run, encode_splits
 
     run = Run.open(run_dir)
     t0 = time.perf_counter()

@@ -7,8 +7,8 @@ measures:
 * graph build seconds — exact FAISS kNN (:func:`~lagnh_pyg.graph.build_graph`) up to
   ``full_max`` nodes, the chunked PCA+IVF builder
   (:func:`~lagnh_pyg.large_graph.build_topology`) beyond;
-* seconds per full-graph epoch (one :meth:`~lagnh_pyg.train.Trainer.graph_step`) where
-  N <= ``full_max``;
+* seconds per full-graph epoch (one step of :class:`~lagnh_pyg.training.FullGraphSource`,
+  timed after a warm-up epoch) where N <= ``full_max``;
 * seconds per sampled epoch: a true epoch (every node a seed once) when it has at most
   ``max_batches`` seed batches, else the first ``max_batches`` batches (the report says which)
   — features read from the memory map per batch;
@@ -52,24 +52,20 @@ def _peak_rss_gib() -> float:
 
 def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 20000, max_batches: int = 100,
             db_max: int = 20000, threads: int = 2, device: str = "auto", seed: int = 0) -> dict[str, Any]:
-    """One row of the table, in this process (run it in a fresh one: peak RSS is per process)."""
+    """One row of the table, in this process (run it in a fresh one: peak RSS is per process).
+
+    Training goes through the one loop (:func:`~lagnh_pyg.training.fit`) with the full-graph
+    and the sampled batch sources, writing no run directory.
+    """
     import torch
 
-    from ..codes import pack_codes
     from ..config import load_config
     from ..data.store import Dataset
     from ..device import resolve_device
-    from ..encode import LagnhEncoder
-    from ..graph import EXACT_MAX_NODES, build_graph  # noqa: F401
-    from ..metrics import mean_average_precision
-    from ..sampled import (
-        BatchFetcher,
-        _feature_stats,
-        make_sampled_loader,
-        sampled_epoch,
-        topology_of_graph,
-    )
-    from ..train import Trainer, _choose_anchors
+    from ..graph import EXACT_MAX_NODES, build_graph, topology_of_graph
+    from ..large_graph import build_topology
+    from ..training import FullGraphSource, SampledSource, fit
+    from ..training.sampled import BatchFetcher, SampledModule
     from ..utils import set_threads
 
     set_threads(threads)
@@ -89,8 +85,6 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
         topo = topology_of_graph(graph)
         feats, frows, row["index"] = X, None, "exact (IndexFlatIP)"
     else:
-        from ..large_graph import build_topology
-
         topo = build_topology(ds.features, A, cfg.graph.k, cfg.graph.sources, rows, seed=seed, aux_by_node=True)
         feats, frows, row["index"] = ds.features, rows, topo.stats["index"]
         del topo.stats
@@ -98,50 +92,58 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
     row["edges"] = int(topo.edge_index.shape[1]) // 2
     row["rss_after_graph_gib"] = _peak_rss_gib()
 
-    def fresh_trainer() -> Trainer:
-        torch.manual_seed(seed)
-        tr = Trainer(cfg, ds.feature_dim, ds.aux_dim, bits, dev)
-        tr.model.attention.set_anchors(torch.from_numpy(_choose_anchors(A, cfg.model.anchors, seed)).to(dev))
-        mean, std = _feature_stats(ds.features, rows)
-        tr.model.feature_mean.copy_(mean.to(dev))
-        tr.model.feature_std.copy_(std.clamp_min(1e-6).to(dev))
-        return tr
-
     row["full_epoch_s"] = None
     if graph is not None and n <= full_max:
-        tr = fresh_trainer()
+        tr = _fresh_trainer(cfg, ds, A, rows, bits, dev, seed)
         g = graph.to(dev)
-        tr.graph_step(g)  # warm-up
-        _sync(dev)
-        t0 = time.perf_counter()
-        tr.graph_step(g)
-        _sync(dev)
-        row["full_epoch_s"] = time.perf_counter() - t0
+        log = fit(tr, FullGraphSource(tr.model, g), 2, sync=lambda: _sync(dev))  # the first epoch warms up
+        row["full_epoch_s"] = log[1]["seconds"]
         del tr, g
 
-    tr = fresh_trainer()
-    loader = make_sampled_loader(topo, cfg.train.num_neighbors, None, cfg.train.seed_batch_size, shuffle=True,
-                                 seed=seed)
+    tr = _fresh_trainer(cfg, ds, A, rows, bits, dev, seed)
     fetch = BatchFetcher(feats, A, frows, dev)
-    batches_per_epoch = len(loader)
-    capped = batches_per_epoch > max_batches
-    t0 = time.perf_counter()
-    terms = sampled_epoch(tr, loader, fetch, max_batches=max_batches if capped else None)
-    _sync(dev)
-    row["sampled_s"] = time.perf_counter() - t0
-    row["sampled_batches"] = int(terms["batches"])
+    source = SampledSource(SampledModule(tr.model), topo, fetch, cfg.train.num_neighbors, None,
+                           cfg.train.seed_batch_size, seed, max_batches)
+    batches_per_epoch = len(source.loader)
+    (epoch,) = fit(tr, source, 1, sync=lambda: _sync(dev))
+    row["sampled_s"] = epoch["seconds"]
+    row["sampled_batches"] = int(epoch["batches"])
     row["batches_per_true_epoch"] = batches_per_epoch
-    row["sampled_capped"] = capped
+    row["sampled_capped"] = batches_per_epoch > max_batches
     row["s_per_batch"] = row["sampled_s"] / max(row["sampled_batches"], 1)
-    row["loss_g"] = terms["loss_g"]
+    row["loss_g"] = epoch["loss_g"]
+    row.update(_map_of_codes(tr.model.eval(), source, ds, dev, db_max, seed))
+    row["peak_rss_gib"] = _peak_rss_gib()
+    if dev.startswith("cuda"):
+        row["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return row
 
-    # MAP@1000 of the codes: queries vs a database subsample, 'self' encoding (no N-sized cache)
-    tr.model.eval()
-    with torch.no_grad():  # sigma^2 of the final model on a few sampled batches
-        from ..sampled import _sampled_sigma_inputs
 
-        tr.model.update_sigma2(*_sampled_sigma_inputs(tr.model, loader, fetch, batches=4))
-    enc = LagnhEncoder(tr.model, "self", device=dev)
+def _fresh_trainer(cfg, ds, aux: np.ndarray, rows: np.ndarray, bits: int, dev: str, seed: int):
+    import torch
+
+    from ..training import Trainer
+    from ..training.runner import choose_anchors
+    from ..training.sampled import feature_stats
+
+    torch.manual_seed(seed)
+    tr = Trainer(cfg, ds.feature_dim, ds.aux_dim, bits, dev)
+    tr.model.attention.set_anchors(torch.from_numpy(choose_anchors(aux, cfg.model.anchors, seed)).to(dev))
+    mean, std = feature_stats(ds.features, rows)
+    tr.model.feature_mean.copy_(mean.to(dev))
+    tr.model.feature_std.copy_(std.clamp_min(1e-6).to(dev))
+    return tr
+
+
+def _map_of_codes(model, source, ds, dev: str, db_max: int, seed: int) -> dict[str, Any]:
+    """MAP@1000 of the codes: queries vs a database subsample, 'self' encoding (no N-sized
+    cache), sigma^2 of the final model from a few sampled batches."""
+    from ..codes import pack_codes
+    from ..encode import LagnhEncoder
+    from ..metrics import mean_average_precision
+
+    model.update_sigma2(*source.sigma_inputs(model, batches=4))
+    enc = LagnhEncoder(model, "self", device=dev)
     q = ds.split("query")
     db = ds.split("database")
     rng = np.random.default_rng(seed)
@@ -150,13 +152,8 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
     t0 = time.perf_counter()
     qc = pack_codes(enc.encode(ds.feature_rows(q), ds.aux_rows(q)))
     dbc = np.concatenate([pack_codes(enc.encode(f, a)) for _, f, a in ds.iter_rows(db, 8192)])
-    row["encode_s"] = time.perf_counter() - t0
-    row["db_size"] = len(db)
-    row["map1000"] = mean_average_precision(qc, dbc, ds.label_rows(q), ds.label_rows(db), 1000, "lagnh")
-    row["peak_rss_gib"] = _peak_rss_gib()
-    if dev.startswith("cuda"):
-        row["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    return row
+    return {"encode_s": time.perf_counter() - t0, "db_size": len(db),
+            "map1000": mean_average_precision(qc, dbc, ds.label_rows(q), ds.label_rows(db), 1000, "lagnh")}
 
 
 def _sync(dev: str) -> None:
@@ -256,8 +253,6 @@ def write_scaling_report(rows: list[dict], out: Path, *, max_batches: int, db_ma
 
 
 if __name__ == "__main__":  # one row, in a fresh process: python -m lagnh_pyg.experiments.scaling DATA ...
-    import lagnh_pyg  # noqa: F401  (OMP settings)
-
     a = sys.argv[1:]
     result = measure(a[0], bits=int(a[1]), full_max=int(a[2]), max_batches=int(a[3]), db_max=int(a[4]),
                      threads=int(a[5]), device=a[6])

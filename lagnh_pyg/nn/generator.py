@@ -20,8 +20,10 @@ class GCNGenerator(nn.Module):
     forward pass, because the fused weights change with the attentive features. Xavier-normal
     init, no bias, as released.
 
-    ``adj`` is an ``edge_index`` (2, E) with ``edge_weight`` (E,), or a
-    ``torch.sparse_csr`` adjacency (the dense mini-batch graphs of the faithful mode).
+    ``adj`` is an ``edge_index`` (2, E) with ``edge_weight`` (E,), or a ``torch.sparse_csr``
+    transposed adjacency (row = target). :meth:`forward_dense` takes a dense (n, n) graph (the
+    faithful mode's mini-batches) and computes the same layers as dense matmuls with the
+    convolutions' own weights.
 
     Args:
         in_dim: width of :math:`\hat X` (512). hidden: h. bits: k. dropout: 0.5.
@@ -46,3 +48,9 @@ class GCNGenerator(nn.Module):
     def forward(self, x: Tensor, adj: Tensor, edge_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z1 = self.layer1(x, adj, edge_weight)
         return z1, self.layer2(z1, adj, edge_weight)
+
+    def forward_dense(self, x: Tensor, adj: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 6-7 on a dense normalised graph ``adj`` (n, n), row = target: ``adj @ (x W)``,
+        exactly what GCNConv computes with the same weights (``conv.lin``), as dense matmuls."""
+        z1 = torch.relu(adj @ self.conv1.lin(self.dropout(x)))
+        return z1, adj @ self.conv2.lin(self.dropout(z1))

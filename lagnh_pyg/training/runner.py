@@ -1,0 +1,256 @@
+"""``train_run``: a dataset directory in, a complete run directory out, in every mode.
+
+It opens the dataset, builds the trainer and the mode's batch source
+(:mod:`lagnh_pyg.training.sources`), resumes from a checkpoint if asked, runs the one loop
+(:func:`~lagnh_pyg.training.loop.fit`), calibrates the final model and commits the run
+directory through :class:`~lagnh_pyg.rundir.RunWriter`.
+
+Example::
+
+    from lagnh_pyg.training import train_run
+    run_dir = train_run("data/syn", "configs/demo.yaml", bits=32, out_dir="runs/demo32")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Data
+
+from ..codes import check_bits
+from ..config import Config, load_config
+from ..data.store import Dataset
+from ..device import resolve_device
+from ..distributed import DistContext, init_distributed, shutdown
+from ..errors import InputError
+from ..graph import EXACT_MAX_NODES, build_graph, self_mass, topology_of_graph
+from ..large_graph import build_topology
+from ..rundir import CHECKPOINT_FILE, RunWriter, check_resumable, load_checkpoint
+from ..utils import threads_set
+from .loop import Bar, fit, restore, training_state
+from .sampled import BatchFetcher, SampledModule, feature_stats
+from .sources import BatchSource, FaithfulSource, FullGraphSource, SampledSource
+from .trainer import Trainer
+
+logger = logging.getLogger(__name__)
+
+
+def train_run(
+    data_dir: str | os.PathLike,
+    config: str | os.PathLike | Mapping[str, Any] | Config | None,
+    bits: int,
+    out_dir: str | os.PathLike,
+    overrides: Iterable[str | tuple[str, Any]] = (),
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    distributed: bool = False,
+) -> Path:
+    """Train LAGNH on ``data_dir``'s training split; write a complete run directory.
+
+    Three modes (``train.mode``): ``full`` (the whole kNN graph each step), ``faithful`` (the
+    release's dense mini-batches) and ``sampled`` (neighbour-sampled seed batches; with
+    ``distributed``, data-parallel under ``torchrun``).
+
+    Args:
+        data_dir: a dataset directory.
+        config: a YAML path, a mapping, a Config, or None (defaults).
+        bits: code length k (a positive multiple of 8).
+        out_dir: the run directory (must not exist, or be empty, unless ``resume``).
+        overrides: ``"key=value"`` strings or ``(key, value)`` pairs.
+        resume: continue from ``out_dir/checkpoint.pt`` (same config except ``train.epochs``);
+            a run killed before its first checkpoint starts afresh.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        progress: show a progress bar with the loss terms.
+        distributed: data-parallel training under ``torchrun`` (``train.mode: sampled``).
+
+    Returns:
+        The run directory.
+    """
+    check_bits(bits)
+    cfg = load_config(config, overrides)
+    if distributed and cfg.train.mode != "sampled":
+        raise InputError("--distributed shards seed nodes across ranks: use it with --set train.mode=sampled")
+    dev = resolve_device(device)
+    ctx = init_distributed(dev) if distributed else DistContext()
+    writer, ok = None, False
+    try:
+        if ctx.enabled and dev.startswith("cuda"):
+            dev = f"cuda:{ctx.local_rank}"
+        ds = Dataset.open(data_dir)
+        writer = RunWriter(out_dir, resume) if ctx.is_main else None
+        ck = _checkpoint_to_resume(writer, Path(out_dir), resume, cfg, bits, ds, dev, ctx)
+        with threads_set(cfg.train.threads):
+            _train(cfg, ds, bits, dev, ctx, writer, ck, progress)
+        ok = True
+        return Path(out_dir)
+    finally:
+        if writer is not None:
+            writer.close(ok)
+        shutdown(ctx)
+
+
+def _checkpoint_to_resume(writer: RunWriter | None, out: Path, resume: bool, cfg: Config, bits: int, ds: Dataset,
+                          dev: str, ctx: DistContext) -> dict[str, Any] | None:
+    if writer is not None:  # rank 0 decides whether there is anything to resume
+        ck = writer.read_checkpoint(dev)
+        resume = ck is not None
+    if ctx.enabled:
+        resume = ctx.all_gather_object(resume)[0]
+    if writer is None:
+        ck = load_checkpoint(out / CHECKPOINT_FILE, dev) if resume else None
+    if ck is not None:
+        check_resumable(ck, out / CHECKPOINT_FILE, cfg.digest(), bits, ds)
+    return ck
+
+
+@dataclass
+class _Setup:
+    trainer: Trainer
+    source: BatchSource
+    graph: Data | None  # the whole training graph, where it is built (full; sampled up to EXACT_MAX_NODES)
+    stats: dict[str, Any]
+    n: int
+
+
+def _train(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext, writer: RunWriter | None,
+           ck: Mapping[str, Any] | None, progress: bool) -> None:
+    s = _setup(cfg, ds, bits, dev, ctx)
+    if ck is not None:
+        restore(s.trainer, s.source, ck, ctx)
+        logger.info(f"resuming {writer.out if writer else 'the run'} from epoch {s.trainer.epoch}")
+    meta = {"bits": bits, "feature_dim": ds.feature_dim, "aux_dim": ds.aux_dim, "data_fingerprint": ds.fingerprint,
+            "n_train": s.n, "config_yaml": cfg.to_yaml(), "config_digest": cfg.digest()}
+    if writer is not None:
+        writer.start_log(s.trainer.epoch)
+    bar = Bar(cfg.train.epochs, s.trainer.epoch) if progress and ctx.is_main else None
+    try:
+        fit(s.trainer, s.source, cfg.train.epochs, writer=writer, checkpoint_meta=meta,
+            checkpoint_every=cfg.train.checkpoint_every, ctx=ctx, bar=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    cache = _finalise(s)
+    state = training_state(s.trainer, s.source, ctx, meta, complete=True)  # collective under DDP
+    if writer is not None:
+        writer.finish(state, encoder_cache=cache, config_yaml=cfg.to_yaml(),
+                      run_meta={"method": "lagnh", "bits": bits, "data": ds, "config": cfg.to_dict(),
+                                "extra": {"n_train": s.n, "epochs_trained": s.trainer.epoch, "graph": s.stats,
+                                          "world_size": ctx.world_size}})
+    ctx.barrier()
+
+
+def _setup(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext) -> _Setup:
+    """The trainer (seeded, anchors and feature statistics set) and the mode's batch source."""
+    rows = ds.split("train")
+    n = len(rows)
+    if cfg.encode.mode == "neighbours" and cfg.encode.k > n:
+        raise InputError(f"encode.k={cfg.encode.k} exceeds the {n} training nodes; lower encode.k")
+    aux = ds.aux_rows(rows)  # N x c: small next to the features
+    in_memory = cfg.train.mode != "sampled" or n <= EXACT_MAX_NODES
+    x = ds.feature_rows(rows) if in_memory else None  # else the features stay memory-mapped
+    torch.manual_seed(cfg.train.seed)
+    trainer = Trainer(cfg, ds.feature_dim, ds.aux_dim, bits, dev)
+    model = trainer.model
+    if cfg.model.attention == "anchors":
+        model.attention.set_anchors(torch.from_numpy(choose_anchors(aux, cfg.model.anchors, cfg.train.seed)).to(dev))
+    if cfg.train.mode == "sampled":  # chunked float64 sums: the features may be a memory map
+        if cfg.model.feature_norm == "standard":
+            mean, std = feature_stats(ds.features, rows)
+            model.feature_mean.copy_(mean.to(dev))
+            model.feature_std.copy_(std.clamp_min(1e-6).to(dev))
+    else:
+        model.set_feature_stats(torch.from_numpy(x).to(dev))
+    if cfg.train.mode == "faithful":
+        xt, at = torch.from_numpy(x).to(dev), torch.from_numpy(aux).to(dev)
+        return _Setup(trainer, FaithfulSource(model, xt, at, cfg.train.batch_size, cfg.train.seed), None, {}, n)
+    t0 = time.perf_counter()
+    labels = ds.label_rows(rows) if ds.has_labels and x is not None else None
+    graph = build_graph(x, aux, cfg.graph.k, cfg.graph.sources, cfg.graph.index, labels) if x is not None else None
+    if cfg.train.mode == "full":
+        graph = graph.to(dev)
+        _log_graph(graph.stats, time.perf_counter() - t0)
+        return _Setup(trainer, FullGraphSource(model, graph), graph, graph.stats, n)
+    if graph is not None:
+        topo, stats, fetch = topology_of_graph(graph), graph.stats, BatchFetcher(x, aux, None, dev)
+    else:
+        topo = build_topology(ds.features, aux, cfg.graph.k, cfg.graph.sources, rows, seed=cfg.train.seed,
+                              aux_by_node=True)
+        stats, fetch = topo.stats, BatchFetcher(ds.features, aux, rows, dev)
+        del topo.stats
+    stats["seconds"] = time.perf_counter() - t0
+    _log_graph(stats, stats["seconds"])
+    source = SampledSource(_sampled_module(trainer, ctx, dev), topo, fetch, cfg.train.num_neighbors,
+                           ctx.shard(torch.arange(n)), cfg.train.seed_batch_size, cfg.train.seed + 7919 * ctx.rank,
+                           cfg.train.max_batches or None)
+    return _Setup(trainer, source, graph, stats, n)
+
+
+def _sampled_module(trainer: Trainer, ctx: DistContext, dev: str) -> nn.Module:
+    """The sampled forward; under DDP wrapped for the generator, with the discriminator's
+    gradients averaged by hooks (they run on its own updates only, see Trainer)."""
+    module: nn.Module = SampledModule(trainer.model)
+    if not ctx.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    module = DDP(module, device_ids=[ctx.local_rank] if dev.startswith("cuda") else None)
+    for p in trainer.disc.parameters():
+        torch.distributed.broadcast(p.data, 0)
+        p.register_post_accumulate_grad_hook(_average_gradients_hook(ctx))
+    return module
+
+
+def _average_gradients_hook(ctx: DistContext):
+    def hook(p: Tensor) -> None:
+        torch.distributed.all_reduce(p.grad)
+        p.grad.div_(ctx.world_size)
+
+    return hook
+
+
+def _log_graph(st: Mapping[str, Any], seconds: float) -> None:
+    msg = (f"graph: {st['nodes']} nodes, {st['edges']} edges, degree mean {st['degree_mean']:.1f} "
+           f"(min {st['degree_min']}, max {st['degree_max']}), built in {seconds:.1f}s")
+    if "edges_sharing_label" in st:
+        msg += f"; {100 * st['edges_sharing_label']:.1f}% of edges join items sharing a label (diagnostic only)"
+    logger.info(msg)
+
+
+def _finalise(s: _Setup) -> dict[str, Tensor] | None:
+    """The final model: sigma calibrated (Eq. 3, 'auto') on the final attentive features; on a
+    whole graph, also the encoder cache of the ``neighbours`` encoding (returned)."""
+    model = s.trainer.model.eval()
+    if s.graph is not None:
+        g = s.graph.to(s.trainer.device)
+        with torch.no_grad():
+            model.update_sigma2(model.attentive_features(g.x, g.aux), g.edge_index)
+            fwd = model(g.x, g.aux, g.edge_index, g.s_a)
+            sm = self_mass(fwd["edge_index"], fwd["edge_weight"], s.n)
+        logger.info(f"final graph: sigma^2 {float(model.sigma2):.4g}, mean self-loop share of the normalised "
+                    f"graph {sm:.3f} (1.0 would make the GCN a per-node MLP)")
+        return {"xhat": fwd["xhat"], "z1": fwd["z1"], "degree": fwd["degree"], "aux_unit": g.aux_unit}
+    if isinstance(s.source, SampledSource):
+        model.update_sigma2(*s.source.sigma_inputs(model))
+        logger.info(f"final sigma^2 {float(model.sigma2):.4g} (from sampled batches); {s.n} training nodes are "
+                    "too many for the neighbours encoding's cache: encode with --encoding self")
+    return None
+
+
+def choose_anchors(aux: np.ndarray, m: int, seed: int) -> np.ndarray:
+    """m training aux vectors (non-empty rows first), drawn with the run's seed; repeats
+    only when the training set has fewer than m items."""
+    rng = np.random.default_rng(seed)
+    nonzero = np.flatnonzero(aux.sum(1) > 0)
+    pool = nonzero if len(nonzero) else np.arange(len(aux))
+    pick = rng.choice(pool, size=m, replace=len(pool) < m)
+    return aux[np.sort(pick)]
