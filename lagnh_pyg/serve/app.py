@@ -8,20 +8,19 @@ malformed request 422. A bug is logged here and answered 500 with one line, neve
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..collection import Collection, ConflictError, NotFoundError
 from ..errors import InputError
+from .deps import PayloadTooLarge, Unauthorized, require_token, thumbnail_url  # noqa: F401  (routers use deps)
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +44,6 @@ class ServeSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     thumb_px: int = 160
     device: str = "cpu"
-
-
-class PayloadTooLarge(Exception):
-    """A request body or a picture over the limits (answered 413)."""
-
-
-class Unauthorized(Exception):
-    """A write without the right bearer token (answered 401)."""
 
 
 class BodyLimit:
@@ -83,21 +74,6 @@ class BodyLimit:
             return msg
 
         return await self.app(scope, limited, send)
-
-
-def thumbnail_url(item_id: str) -> str:
-    return f"/api/items/{quote(item_id, safe='')}/thumbnail"
-
-
-def require_token(request: Request) -> None:
-    """The write endpoints' guard: the bearer token, compared in constant time."""
-    token = request.app.state.settings.token
-    if not token:
-        return
-    got = request.headers.get("authorization", "")
-    scheme, _, value = got.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-        raise Unauthorized("this server needs a token for changes: send 'Authorization: Bearer <token>'")
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError
-from .app import PayloadTooLarge
+from .deps import PayloadTooLarge
 
 
 async def read_upload(upload, what: str = "image") -> tuple[bytes, str]:

@@ -19,7 +19,7 @@ from ...added import AddedItem, code_from_hex
 from ...collection import NotFoundError
 from ...data.folder import split_terms
 from ...errors import InputError
-from ..app import PayloadTooLarge, require_token, thumbnail_url
+from ..deps import PayloadTooLarge, require_token, thumbnail_url
 from ..models import (
     AddCodesRequest,
     Added,

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ...added import code_from_hex
 from ...errors import InputError
-from ..app import thumbnail_url
+from ..deps import thumbnail_url
 from ..models import MAX_K, CodeSearchRequest, ErrorResponse, Result, SearchResponse
 from ..models import Query as QueryModel
 from ..uploads import as_temp_file, check_picture, read_upload
