@@ -125,6 +125,7 @@ def data_demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Dataset directory to create (reused when already built with the same options).")],
     aux: Annotated[str, typer.Option(help="detector (tile-classifier detections, COCO-like) or tags (noisy tags, NUS-WIDE-like).")] = "detector",
     n_train: Annotated[int, typer.Option(help="Training mosaics.")] = 5000,
+    extra_train: Annotated[int, typer.Option(help="Training mosaics added without changing any other mosaic (same queries and database as without them): e.g. 45000 for 50,000 training mosaics.")] = 0,
     n_query: Annotated[int, typer.Option(help="Query mosaics (built from Fashion-MNIST test items only).")] = 1000,
     n_database: Annotated[int, typer.Option(help="Database mosaics.")] = 20000,
     train_in_database: Annotated[bool, typer.Option(help="Let the database hold the training mosaics too.")] = False,
@@ -142,12 +143,13 @@ def data_demo(
 ) -> None:
     """The offline demo dataset: real Fashion-MNIST images in 2x2 mosaics (multi-label), EfficientNet-Lite0 features.
 
-    Example: lagnh data demo --out data/demo
+    Example: lagnh data demo --out data/demo; with 50,000 training mosaics and the same queries and
+    database: lagnh data demo --extra-train 45000 --out data/demo50k
     """
     from lagnh_pyg.data.mosaic import DemoSpec, build_demo
     from lagnh_pyg.device import resolve_device
 
-    spec = DemoSpec(n_train=n_train, n_query=n_query, n_database=n_database, train_in_database=train_in_database,
+    spec = DemoSpec(n_train=n_train, extra_train=extra_train, n_query=n_query, n_database=n_database, train_in_database=train_in_database,
                     aux=aux, detector_threshold=detector_threshold, detector_pool=detector_pool, image_size=image_size,
                     seed=seed)
     spec.validate()

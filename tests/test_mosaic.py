@@ -173,3 +173,45 @@ def test_cli_data_demo(fake_fmnist, tmp_path):
     assert r.exit_code == 2 and "Fashion-MNIST" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["data", "demo", "--out", str(tmp_path / "e"), "--detector-threshold", "0"])
     assert r.exit_code == 2 and "threshold" in r.output
+
+
+def test_extra_train_keeps_every_other_mosaic(fake_fmnist):
+    train_x, train_y, test_x, test_y = load_fashion_mnist(fake_fmnist)
+    base = DemoSpec(n_train=40, n_query=10, n_database=60, detector_pool=200)
+    m0 = compose(base, train_y, test_y)
+    m1 = compose(DemoSpec(**{**base.__dict__, "extra_train": 25}), train_y, test_y)
+    m2 = compose(DemoSpec(**{**base.__dict__, "extra_train": 7}), train_y, test_y)
+    n0 = len(m0.tiles)
+    np.testing.assert_array_equal(m1.tiles[:n0], m0.tiles)
+    np.testing.assert_array_equal(m1.labels[:n0], m0.labels)
+    for split in ("query", "database"):
+        np.testing.assert_array_equal(m1.splits[split], m0.splits[split])
+    np.testing.assert_array_equal(m1.splits["train"], np.concatenate([m0.splits["train"], np.arange(n0, n0 + 25)]))
+    assert m1.ids[:n0] == m0.ids and m1.ids[n0] == "train-00040" and len(set(m1.ids)) == len(m1.ids)
+    np.testing.assert_array_equal(m2.tiles, m1.tiles[: n0 + 7])  # a smaller extra set is a prefix
+    extra = m1.tiles[n0:]
+    assert ((extra >= 0).sum(1) >= 1).all() and not m1.from_test[n0:].any()
+    assert not np.isin(extra[extra >= 0], m1.detector_items).any()  # never a detector item
+    img = render(m1, train_x, test_x, rows=np.arange(n0, n0 + 25))
+    assert img.shape == (25, 56, 56)
+
+
+def test_build_demo_extra_train_reuses_base(fake_fmnist, tmp_path):
+    spec = DemoSpec(n_train=30, n_query=10, n_database=40, detector_pool=200, image_size=32, aux="tags")
+    build_demo(spec, tmp_path / "a", fashion_mnist_dir=fake_fmnist, cache_dir=tmp_path / "c", write_images=False)
+    big = DemoSpec(**{**spec.__dict__, "extra_train": 12})
+    logs = []
+    build_demo(big, tmp_path / "b", fashion_mnist_dir=fake_fmnist, cache_dir=tmp_path / "c", write_images=False,
+               log=logs.append)
+    assert any("reused cache" in m for m in logs)  # the base mosaics' features were not recomputed
+    a, b = Dataset.open(tmp_path / "a"), Dataset.open(tmp_path / "b")
+    assert len(b.split("train")) == 42 and b.n == a.n + 12
+    for split in ("query", "database"):
+        np.testing.assert_array_equal(b.split(split), a.split(split))
+        rows = a.split(split)
+        np.testing.assert_array_equal(b.feature_rows(rows), a.feature_rows(rows))
+        np.testing.assert_array_equal(b.aux_rows(rows), a.aux_rows(rows))
+        np.testing.assert_array_equal(b.label_rows(rows), a.label_rows(rows))
+    np.testing.assert_array_equal(b.feature_rows(a.split("train")), a.feature_rows(a.split("train")))
+    # an older manifest without the field still counts as the same (default) spec
+    assert build_demo(spec, tmp_path / "a", fashion_mnist_dir=fake_fmnist, cache_dir=tmp_path / "c")["cached"]

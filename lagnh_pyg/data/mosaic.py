@@ -25,6 +25,12 @@ appears in any training or database mosaic. Splits follow the paper: ``n_train``
 mosaics, ``n_query`` queries, ``n_database`` database mosaics (training and database
 disjoint unless ``train_in_database``).
 
+More training data, same benchmark: ``extra_train`` adds training mosaics drawn from their own
+random streams (blocks of ``EXTRA_BLOCK``, one seed each), after all the others. The query,
+database and first ``n_train`` training mosaics (and their features, aux and labels) are then
+exactly those of the dataset without them, and 20k extra mosaics are the first 20k of 45k:
+training on 5k / 25k / 50k mosaics changes the training set only.
+
 Building caches the expensive part (the features) under ``cache_dir``, keyed by everything
 that decides it, and writes the mosaics as PNG files to ``DATA_DIR/images/`` (thumbnails for
 ``search --html``).
@@ -62,6 +68,8 @@ FILES = {
 }
 #: bump when the construction changes, so stale caches are never reused
 BUILD_VERSION = 1
+#: extra training mosaics are drawn (and their features cached) in blocks of this many
+EXTRA_BLOCK = 5000
 
 
 # -- Fashion-MNIST ---------------------------------------------------------------------------
@@ -162,6 +170,8 @@ class DemoSpec:
 
     Args:
         n_train / n_query / n_database: mosaics in each split.
+        extra_train: training mosaics added on top of ``n_train`` without changing any other
+            mosaic (see the module docstring).
         train_in_database: let the database hold the training mosaics as well.
         detector_pool: Fashion-MNIST training items reserved for the detector (never in a mosaic).
         aux: ``detector`` or ``tags`` (see the module docstring).
@@ -189,6 +199,7 @@ class DemoSpec:
     backbone: str = "efficientnet_lite0"
     weights: str = "imagenet"
     seed: int = 0
+    extra_train: int = 0
 
     def validate(self) -> None:
         for name in ("n_train", "n_query", "n_database"):
@@ -202,6 +213,8 @@ class DemoSpec:
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise InputError(f"--{name.replace('_', '-')} is a probability in [0, 1], got {v}")
+        if self.extra_train < 0:
+            raise InputError(f"--extra-train must be non-negative, got {self.extra_train}")
         if self.junk_tags < 0:
             raise InputError(f"--junk-tags must be non-negative, got {self.junk_tags}")
         if not 100 <= self.detector_pool <= 30000:
@@ -211,12 +224,15 @@ class DemoSpec:
 
     @property
     def n_mosaics(self) -> int:
-        return self.n_train + self.n_query + self.n_database - (self.n_train if self.train_in_database else 0)
+        base = self.n_train + self.n_query + self.n_database - (self.n_train if self.train_in_database else 0)
+        return base + self.extra_train
 
     def mosaic_key(self) -> str:
         """Hash of what decides the mosaics and their features (not the aux variant)."""
+        # extra_train is not part of it: the base mosaics do not depend on it (the extra
+        # blocks are cached under this key too, block by block)
         keep = {k: v for k, v in asdict(self).items()
-                if k not in ("aux", "detector_threshold", "tag_drop", "tag_add", "junk_tags", "junk_rate")}
+                if k not in ("aux", "detector_threshold", "tag_drop", "tag_add", "junk_tags", "junk_rate", "extra_train")}
         keep["build_version"] = BUILD_VERSION
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -241,7 +257,8 @@ class Mosaics:
 def compose(spec: DemoSpec, train_y: np.ndarray, test_y: np.ndarray) -> Mosaics:
     """Draw the mosaics' layouts (which item goes in which quadrant) and their labels.
 
-    Row order: training mosaics, then queries, then the remaining database mosaics.
+    Row order: training mosaics, then queries, then the remaining database mosaics, then the
+    ``extra_train`` training mosaics.
     """
     rng = np.random.default_rng(spec.seed)
     n_file = len(train_y)
@@ -279,20 +296,55 @@ def compose(spec: DemoSpec, train_y: np.ndarray, test_y: np.ndarray) -> Mosaics:
     fill(pool_rows, mosaic_pool, reuse=True)
     fill(np.arange(q_lo, q_hi), np.arange(len(test_y)), reuse=False)
 
-    labels = np.zeros((n, len(CLASSES)), dtype=np.uint8)
+    extra = extra_tiles(spec, mosaic_pool)
+    tiles = np.concatenate([tiles, extra])
+    from_test = np.concatenate([from_test, np.zeros(len(extra), dtype=bool)])
+    labels = _labels(tiles, from_test, train_y, test_y)
+
+    train = np.concatenate([np.arange(0, spec.n_train), np.arange(n, n + len(extra))])
+    query = np.arange(q_lo, q_hi)
+    db_only = np.arange(q_hi, n)
+    database = np.concatenate([train[: spec.n_train], db_only]) if spec.train_in_database else db_only
+    ids = ([f"train-{i:05d}" for i in range(spec.n_train)] + [f"query-{i:05d}" for i in range(spec.n_query)]
+           + [f"db-{i:05d}" for i in range(n_db_only)]
+           + [f"train-{i:05d}" for i in range(spec.n_train, spec.n_train + len(extra))])
+    return Mosaics(tiles, from_test, labels, {"train": train, "query": query, "database": database}, ids, detector_items)
+
+
+def extra_tiles(spec: DemoSpec, mosaic_pool: np.ndarray) -> np.ndarray:
+    """The layouts ``(extra_train, 4)`` of the extra training mosaics, from the mosaic pool.
+
+    Block ``b`` of ``EXTRA_BLOCK`` mosaics has its own generator (seeded by ``spec.seed`` and
+    ``b``) and is always drawn whole, then cut: a smaller ``extra_train`` gives a prefix of a
+    larger one.
+    """
+    blocks = []
+    for b in range(-(-spec.extra_train // EXTRA_BLOCK)):
+        rng = np.random.default_rng([spec.seed, 1, b])
+        counts = rng.integers(1, 5, size=EXTRA_BLOCK)
+        need = int(counts.sum())
+        reps = -(-need // len(mosaic_pool))
+        order = np.concatenate([rng.permutation(mosaic_pool) for _ in range(reps)])[:need]
+        block = np.full((EXTRA_BLOCK, 4), -1, dtype=np.int32)
+        ends = np.cumsum(counts)
+        for i in range(EXTRA_BLOCK):
+            quads = rng.choice(4, size=int(counts[i]), replace=False)
+            block[i, quads] = order[ends[i] - counts[i] : ends[i]]
+        blocks.append(block)
+    if not blocks:
+        return np.empty((0, 4), dtype=np.int32)
+    return np.concatenate(blocks)[: spec.extra_train]
+
+
+def _labels(tiles: np.ndarray, from_test: np.ndarray, train_y: np.ndarray, test_y: np.ndarray) -> np.ndarray:
+    """Multi-hot ground truth ``(n, 10)``: the set of the classes of a mosaic's items."""
+    labels = np.zeros((len(tiles), len(CLASSES)), dtype=np.uint8)
     for q in range(4):
         has = tiles[:, q] >= 0
         idx = np.maximum(tiles[:, q], 0)
         cls = np.where(from_test, test_y[np.minimum(idx, len(test_y) - 1)], train_y[idx])
         labels[np.flatnonzero(has), cls[has]] = 1
-
-    train = np.arange(0, spec.n_train)
-    query = np.arange(q_lo, q_hi)
-    db_only = np.arange(q_hi, n)
-    database = np.concatenate([train, db_only]) if spec.train_in_database else db_only
-    ids = ([f"train-{i:05d}" for i in range(spec.n_train)] + [f"query-{i:05d}" for i in range(spec.n_query)]
-           + [f"db-{i:05d}" for i in range(n_db_only)])
-    return Mosaics(tiles, from_test, labels, {"train": train, "query": query, "database": database}, ids, detector_items)
+    return labels
 
 
 def render(m: Mosaics, train_x: np.ndarray, test_x: np.ndarray, rows: slice | np.ndarray | None = None) -> np.ndarray:
@@ -458,7 +510,6 @@ def build_demo(
     features of that many augmented renderings of each *training* mosaic
     (:mod:`lagnh_pyg.data.views`), for the baselines that learn from views.
     """
-    from ..extract.backbones import build_backbone
     from .store import DatasetWriter
 
     spec.validate()
@@ -480,7 +531,8 @@ def build_demo(
     mos = compose(spec, train_y, test_y)
     images = render(mos, train_x, test_x)
     timings["compose_s"] = time.perf_counter() - t_start
-    log(f"composed {len(images)} mosaics ({spec.n_train} train, {spec.n_query} query, {spec.n_database} database)")
+    extra = f" + {spec.extra_train} extra" if spec.extra_train else ""
+    log(f"composed {len(images)} mosaics ({spec.n_train}{extra} train, {spec.n_query} query, {spec.n_database} database)")
 
     # the detector: trained on its own pool, checked on held-out pool items
     t = time.perf_counter()
@@ -498,27 +550,18 @@ def build_demo(
     timings["detector_s"] = time.perf_counter() - t
     log(f"detector: tile accuracy {val_acc:.3f} on held-out pool items; on the mosaics precision {precision:.3f}, recall {recall:.3f}")
 
-    # the features (cached by everything that decides them)
+    # the features (cached by everything that decides them): the base mosaics in one file, the
+    # extra training mosaics block by block
     t = time.perf_counter()
-    key = spec.mosaic_key()
-    feat_cache = cache_root / key
-    final = feat_cache / "features.npy"
-    if final.is_file():
-        features = np.load(final)
-        if progress:
-            progress(len(images))
-        log(f"features: reused cache {final}")
-    else:
-        backbone = build_backbone(spec.backbone, spec.weights, image_size=spec.image_size)
-        features = mosaic_features(images, backbone, device=device, batch_size=batch_size,
-                                   cache=feat_cache / "partial", progress=progress)
-        tmp = final.with_name("features.tmp.npy")
-        np.save(tmp, features)
-        os.replace(tmp, final)
-        shutil.rmtree(feat_cache / "partial", ignore_errors=True)
-        rate = len(images) / (time.perf_counter() - t)
-        log(f"features: {features.shape[1]}-d {spec.backbone} at {spec.image_size}px, "
-            f"{time.perf_counter() - t:.0f} s ({rate:.0f} mosaics/s)")
+    feat_cache = cache_root / spec.mosaic_key()
+    n_base = len(images) - spec.extra_train
+    backbone = _LazyBackbone(spec)
+    parts = [_cached_features(images[:n_base], feat_cache / "features.npy", backbone, device, batch_size, progress, log)]
+    for b, lo in enumerate(range(n_base, len(images), EXTRA_BLOCK)):
+        hi = min(len(images), lo + EXTRA_BLOCK)
+        block_file = feat_cache / f"extra-{b:03d}-{hi - lo}.npy"
+        parts.append(_cached_features(images[lo:hi], block_file, backbone, device, batch_size, progress, log))
+    features = np.concatenate(parts) if len(parts) > 1 else parts[0]
     timings["features_s"] = time.perf_counter() - t
     view_feats = None
     if views:
@@ -528,8 +571,9 @@ def build_demo(
 
     if spec.aux == "detector":
         aux, aux_names = det_hot, [f"det:{c}" for c in CLASSES]
-    else:
-        aux = noisy_tags(mos.labels, spec, np.random.default_rng(spec.seed + 1))
+    else:  # the base rows' tags first, so that extra rows never change them
+        aux = np.concatenate([noisy_tags(mos.labels[:n_base], spec, np.random.default_rng(spec.seed + 1)),
+                              noisy_tags(mos.labels[n_base:], spec, np.random.default_rng([spec.seed, 2]))])
         aux_names = [f"tag:{c}" for c in CLASSES] + [f"tag:junk{j}" for j in range(spec.junk_tags)]
 
     t = time.perf_counter()
@@ -548,7 +592,7 @@ def build_demo(
         "real": "Fashion-MNIST images (Xiao et al. 2017); EfficientNet-Lite0 ImageNet weights",
         "constructed": "2x2 mosaics of 1-4 items (labels = set of item classes); aux from a tile-classifier "
                        "'detector' trained on disjoint items, or noisy tags",
-        "feature_cache": str(final),
+        "feature_cache": str(feat_cache),
         **summary,
     }
     with DatasetWriter(out, n=len(images), feature_dim=features.shape[1], aux_dim=aux.shape[1],
@@ -568,6 +612,43 @@ def build_demo(
     timings["total_s"] = time.perf_counter() - t_start
     return {"cached": False, "out": str(out), "n_items": len(images), "feature_dim": int(features.shape[1]),
             "aux_dim": int(aux.shape[1]), "timings": {k: round(v, 2) for k, v in timings.items()}, **summary}
+
+
+class _LazyBackbone:
+    """The feature network, built on first use (not at all when every feature is cached)."""
+
+    def __init__(self, spec: DemoSpec) -> None:
+        self.spec, self.net = spec, None
+
+    def get(self):
+        if self.net is None:
+            from ..extract.backbones import build_backbone
+
+            self.net = build_backbone(self.spec.backbone, self.spec.weights, image_size=self.spec.image_size)
+        return self.net
+
+
+def _cached_features(images: np.ndarray, final: Path, backbone: _LazyBackbone, device: str, batch_size: int,
+                     progress: Callable[[int], None] | None, log: Callable[[str], None]) -> np.ndarray:
+    """Features of ``images`` from the cache file ``final``, or computed (resumably) and saved there."""
+    if final.is_file():
+        features = np.load(final)
+        if progress:
+            progress(len(images))
+        log(f"features: reused cache {final}")
+        return features
+    t = time.perf_counter()
+    partial = final.with_name(final.stem + ".partial")
+    features = mosaic_features(images, backbone.get(), device=device, batch_size=batch_size, cache=partial,
+                               progress=progress)
+    tmp = final.with_name(final.stem + ".tmp.npy")
+    np.save(tmp, features)
+    os.replace(tmp, final)
+    shutil.rmtree(partial, ignore_errors=True)
+    secs = time.perf_counter() - t
+    log(f"features: {features.shape[1]}-d {backbone.spec.backbone} at {backbone.spec.image_size}px for "
+        f"{len(images)} mosaics, {secs:.0f} s ({len(images) / max(secs, 1e-9):.0f} mosaics/s)")
+    return features
 
 
 def _write_pngs(folder: Path, images: np.ndarray, ids: list[str]) -> None:
@@ -615,4 +696,7 @@ def _existing_spec(out: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     prov = manifest.get("provenance") or {}
-    return prov.get("demo_spec") if prov.get("source") == "demo" else None
+    if prov.get("source") != "demo" or not isinstance(prov.get("demo_spec"), dict):
+        return None
+    # fields added since the dataset was built take their defaults (which rebuild nothing)
+    return {**asdict(DemoSpec()), **prov["demo_spec"]}
