@@ -666,7 +666,9 @@ def _demo_views(spec: DemoSpec, train_images: np.ndarray, k: int, feat_cache: Pa
     from ..extract.backbones import build_backbone
     from .views import view_features
 
-    final = feat_cache / f"views-{k}-v1.npy"
+    # the key of the mosaic cache leaves out extra_train: the file name must say it
+    extra = f"-extra{spec.extra_train}" if spec.extra_train else ""
+    final = feat_cache / f"views-{k}-v1{extra}.npy"
     if final.is_file():
         log(f"views: reused cache {final}")
         return np.load(final)
