@@ -48,3 +48,6 @@ def demo(
     if res.html is not None:
         out.print(f"example queries (open in a browser): {res.html}")
     out.print(f"runs: {res.report_dir / 'runs'}   total {res.seconds:.0f} s")
+    if res.serve_run is not None:
+        out.print(f"search it in a browser (then open http://127.0.0.1:8000/): lagnh serve {res.serve_run}",
+                  markup=False, soft_wrap=True)

@@ -17,6 +17,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from lagnh_pyg.errors import InputError
+
 from .common import console, handle_errors, out
 
 app = typer.Typer(no_args_is_help=True, help="Deep features and auxiliary semantics from images.")
@@ -88,14 +90,19 @@ def objects(
     min_size: Annotated[int, typer.Option(help="Shorter image side the detector works at.")] = 800,
     tags: Annotated[Path | None, typer.Option(help="Build aux from a tag CSV (path,tags) instead of detecting objects.")] = None,
     min_tag_count: Annotated[int, typer.Option(help="With --tags: keep tags used by at least this many images.")] = 1,
+    classifier: Annotated[str | None, typer.Option(help="Build aux from an offline ImageNet classifier's top-k classes instead (efficientnet_lite0: no tags, no download).")] = None,
+    topk: Annotated[int, typer.Option(help="With --classifier: classes kept per image (sparse aux, their probabilities).")] = 5,
+    image_size: Annotated[int | None, typer.Option(help="With --classifier: input side in pixels (default 224).")] = None,
     device: DeviceOpt = "auto",
     batch_size: Annotated[int, typer.Option(help="Images a forward pass.")] = 4,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
-    """Auxiliary semantics: multi-hot of the 80 COCO categories detected (scores kept), or of user tags.
+    """Auxiliary semantics: multi-hot of the 80 COCO categories detected (scores kept), of user tags,
+    or the top-k classes of an offline ImageNet classifier.
 
     Example: lagnh extract objects photos/ --detector fasterrcnn --threshold 0.5 --out objs/
+    Example: lagnh extract objects photos/ --classifier efficientnet_lite0 --topk 5 --out objs/
     """
     from lagnh_pyg.device import resolve_device
     from lagnh_pyg.extract.images import list_image_source
@@ -103,6 +110,23 @@ def objects(
 
     check_threshold(threshold)
     imgs = list_image_source(images)
+    if classifier is not None:
+        from lagnh_pyg.extract.classifier import check_topk, classify_images
+
+        if tags is not None:
+            raise InputError("give --tags or --classifier, not both")
+        check_topk(topk)
+        dev = resolve_device(device)
+        with _progress() as bar:
+            task = bar.add_task(f"{classifier} top-{topk}", total=len(imgs))
+            res = classify_images(imgs, out_dir, classifier=classifier, topk=topk, image_size=image_size, device=dev,
+                                  batch_size=max(batch_size, 16), workers=workers, overwrite=overwrite,
+                                  progress=lambda k: bar.advance(task, k))
+        out.print(f"wrote the top-{topk} ImageNet classes of {res['n_items']} images to {out_dir} "
+                  f"({res['images_per_s']} images/s on {dev})")
+        if res["n_skipped"]:
+            out.print(f"skipped {res['n_skipped']} unreadable image(s); listed in {out_dir / 'skipped.tsv'}")
+        return
     if tags is not None:
         res = tags_aux(imgs, tags, out_dir, min_count=min_tag_count, overwrite=overwrite)
         out.print(f"wrote tags of {res['n_items']} images to {out_dir}: {res['vocabulary']} tags used by >= "

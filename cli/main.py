@@ -27,6 +27,7 @@ from .demo import demo
 from .encode import encode
 from .extract import app as extract_app
 from .extract import data_demo
+from .index_folder import index_folder
 from .serve import serve
 from .train import train
 
@@ -50,6 +51,7 @@ app.command()(demo)
 app.command()(serve)
 app.command()(add)
 app.command()(dedup)
+app.command(name="index-folder")(index_folder)
 
 
 @app.callback()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,8 @@ import typer
 from lagnh_pyg.errors import InputError
 
 from .common import handle_errors, out
+
+logger = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:
@@ -60,6 +63,11 @@ def serve(
                              device=resolve_device(device))
     app = create_app(run_dir, settings)
     info = app.state.collection.info()
+    if info["upload_search"]:
+        try:
+            app.state.collection.warm_up()
+        except Exception as e:  # noqa: BLE001 - uploads will then answer the reason, one by one
+            logger.warning("search by picture will not work: %s", str(e).splitlines()[0][:200] if str(e) else e)
     shown = f"[{host}]" if ":" in host else host
     out.print(f"serving {run_dir} ({info['method']}, {info['bits']} bits, {info['items']} items) at "
               f"http://{shown}:{port}/  (API: /api/search, /api/items, /api/info; Ctrl-C stops)", markup=False, soft_wrap=True)

@@ -197,6 +197,17 @@ class Collection:
             features, aux = featurize_like(self.dataset, list(paths), self.device, tags=tags)
             return pack_codes(np.asarray(self._encoder.encode(features, aux)))
 
+    def warm_up(self) -> None:
+        """Build the featurizing networks and the encoder now, so that the first upload is not
+        the one that waits for them (seconds)."""
+        import tempfile
+
+        from PIL import Image
+
+        with tempfile.NamedTemporaryFile(suffix=".png") as f:
+            Image.new("RGB", (64, 64), (128, 128, 128)).save(f.name)
+            self.encode_pictures([f.name])
+
     # -- changes ------------------------------------------------------------------------------
     def add(self, items: Sequence[AddedItem]) -> list[str]:
         """Commit ``items`` to the side store, then make them searchable. All or none: an id

@@ -36,6 +36,7 @@ class DemoResult:
     html: Path | None
     files: dict = field(default_factory=dict)
     seconds: float = 0.0
+    serve_run: Path | None = None  # the run `lagnh serve` is pointed at (indexed by example_queries_html)
 
 
 def demo_config() -> Path:
@@ -151,8 +152,8 @@ def run_demo(
         cell = run_cell(spec, "lagnh-faithful", int(faithful_bits), 0, f"lagnh-faithful-{faithful_bits}bits-seed0")
         extra.append(asdict(cell))
     table = map_table(files["json"], extra)
-    html = None
+    html = run_dir = None
     if "lagnh" in methods:
         run_dir = out_dir / "report" / "runs" / f"lagnh-{max(bits)}bits-seed0"
         html = example_queries_html(run_dir, out_dir / "examples.html")
-    return DemoResult(data, real, out_dir / "report", table, html, files, time.perf_counter() - t0)
+    return DemoResult(data, real, out_dir / "report", table, html, files, time.perf_counter() - t0, run_dir)

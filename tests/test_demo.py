@@ -15,3 +15,11 @@ def test_demo_pipeline_on_small_data(small_synthetic, tmp_path):
     assert page.count('class="grid"') == 8 and "lagnh" in page
     assert (res.report_dir / "pk-16bits.png").is_file()
     assert np.isfinite(res.seconds)
+    # the run the demo's closing line tells the user to serve: indexed, and the service opens it
+    assert res.serve_run == res.report_dir / "runs" / "lagnh-16bits-seed0"
+    assert (res.serve_run / "index" / "meta.json").is_file()
+    try:
+        from lagnh_pyg.serve import create_app
+    except ImportError:  # the serve extra is not installed
+        return
+    assert create_app(res.serve_run).state.collection.info()["method"] == "lagnh"

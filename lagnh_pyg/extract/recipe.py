@@ -16,6 +16,8 @@ where the dataset's aux cannot be made for a new picture, aux is zeros (with a w
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,17 +74,24 @@ def _load_images(paths: Sequence[str], transform) -> list:
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _backbone(name: str, weights: str):
+    """Networks are rebuilt once per process, not once per picture (a server featurizes many)."""
+    from .backbones import build_backbone
+
+    return build_backbone(name, weights)
+
+
 def features_like(dataset: Any, paths: Sequence[str], device: str = "cpu") -> np.ndarray:
     """Features of ``paths`` from the backbone, weights and preprocessing the dataset's were made with."""
     import torch
 
-    from .backbones import build_backbone
     from .features import embed
 
     rec = _feature_recipe(dataset)
     ex = rec["extractor"]
     weights = _check_reproducible("feature backbone", ex, dataset)
-    bb = build_backbone(str(ex["backbone"]), weights)
+    bb = dataclasses.replace(_backbone(str(ex["backbone"]), weights))  # a copy: its preprocessing is set below
     # the recorded preprocessing is authoritative (it includes any --image-size override)
     bb.image_size = int(ex.get("image_size", bb.image_size))
     bb.resize = int(ex.get("resize", bb.resize))
@@ -186,6 +195,13 @@ def featurize_like(
             raise InputError(f"--tags does not apply: the aux of dataset {dataset.root} comes from the detector "
                              f"{rec.get('detector')}, which is run on the image instead")
         aux = detections_like(dataset, rec, paths, device)
+    elif kind == "classifier":
+        from .classifier import classifications_like
+
+        if tags:
+            raise InputError(f"--tags does not apply: the aux of dataset {dataset.root} comes from the classifier "
+                             f"{rec.get('classifier')}, which is run on the image instead")
+        aux = classifications_like(dataset, rec, paths, device)
     elif tags and (kind == "tags" or dataset.aux_names):
         aux = np.repeat(tags_like(dataset, tags), n, axis=0)
     elif tags:

@@ -1,0 +1,81 @@
+"""`lagnh extract objects --classifier` (offline ImageNet top-k aux) and `lagnh index-folder`
+(an untagged folder to a served index, resumable)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from serve_fixtures import write_photos
+from typer.testing import CliRunner
+
+from cli.main import app
+
+pytest.importorskip("timm")
+pytest.importorskip("torchvision")
+runner = CliRunner()
+
+
+def test_topk_probabilities():
+    from lagnh_pyg.extract.classifier import topk_probabilities
+
+    logits = np.array([[0.0, 3.0, 1.0, 2.0], [5.0, 5.0, 0.0, -1.0]], np.float32)
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    got = topk_probabilities(logits, 2)
+    want = np.zeros_like(p)
+    want[0, [1, 3]] = p[0, [1, 3]]
+    want[1, [0, 1]] = p[1, [0, 1]]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_classifier_aux_is_sparse_topk_and_named(tmp_path):
+    import scipy.sparse as sp
+
+    write_photos(tmp_path / "p", 4)
+    (tmp_path / "p" / "bad.png").write_bytes(b"not a png")
+    r = runner.invoke(app, ["extract", "objects", str(tmp_path / "p"), "--classifier", "efficientnet_lite0", "--topk", "3",
+                            "--image-size", "64", "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.stderr
+    aux = sp.load_npz(tmp_path / "o" / "aux.npz")
+    names = (tmp_path / "o" / "names.txt").read_text().splitlines()
+    assert aux.shape == (4, 1000) and np.all(np.diff(aux.indptr) == 3)
+    assert np.all(aux.data > 0) and np.all(aux.sum(1) <= 1 + 1e-5)
+    assert len(names) == 1000 and names[0] == "tench" and names[999] == "toilet tissue"
+    assert "bad.png" in (tmp_path / "o" / "skipped.tsv").read_text()
+    bad = runner.invoke(app, ["extract", "objects", str(tmp_path / "p"), "--classifier", "efficientnet_lite0",
+                              "--topk", "0", "--out", str(tmp_path / "o2")])
+    assert bad.exit_code == 2 and "--topk" in bad.stderr
+
+
+def test_index_folder_to_a_served_index_and_resume(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from lagnh_pyg.serve import create_app
+
+    rels = write_photos(tmp_path / "photos", 24)
+    cmd = ["index-folder", str(tmp_path / "photos"), "--out", str(tmp_path / "run"), "--method", "itq", "--bits", "16",
+           "--image-size", "32", "--device", "cpu", "--workers", "0", "--topk", "3"]
+    r = runner.invoke(app, cmd)
+    assert r.exit_code == 0, (r.stdout, r.stderr)
+    assert "24 pictures searchable" in r.stdout and f"next: lagnh serve {tmp_path / 'run'}" in r.stdout
+    c = TestClient(create_app(tmp_path / "run"))
+    info = c.get("/api/info").json()
+    assert info["items"] == 24 and info["upload_search"] is True
+    # every picture of the folder is found at distance 0 by its own bytes (query split included)
+    for rel in rels[:6]:
+        res = c.post("/api/search", files={"image": ("x.png", (tmp_path / "photos" / rel).read_bytes())},
+                     data={"k": "3"}).json()
+        assert res["results"][0]["distance"] == 0 and rel in [x["id"] for x in res["results"] if x["distance"] == 0]
+    # interrupted after training: the next run redoes only what is missing
+    shutil.rmtree(tmp_path / "run" / "index")
+    (tmp_path / "run" / "codes" / "query.npy").unlink()
+    again = runner.invoke(app, cmd)
+    assert again.exit_code == 0, again.stderr
+    for stage in ("features", "aux", "import", "train"):
+        assert f"[{stage}] done before; skipped" in again.stdout
+    assert "[encode] ..." in again.stdout and "[index] ..." in again.stdout and "24 pictures searchable" in again.stdout
+    small = tmp_path / "few"
+    write_photos(small, 5)
+    r = runner.invoke(app, ["index-folder", str(small), "--out", str(tmp_path / "r2")])
+    assert r.exit_code == 2 and "too small" in r.stderr
