@@ -76,6 +76,20 @@ def _add_queries(run_dir: Path) -> None:
     say(f"{len(coll)} pictures searchable")
 
 
+def _check_args(method: str, bits: int, topk: int, tags: Path | None, config: Path | None) -> None:
+    from lagnh_pyg.baselines import BASELINES
+    from lagnh_pyg.codes import check_bits
+    from lagnh_pyg.extract.classifier import check_topk
+
+    if method != "lagnh" and method not in BASELINES:
+        raise InputError(f"--method must be lagnh or a baseline ({', '.join(sorted(BASELINES))}), got {method!r}")
+    check_bits(bits)
+    check_topk(topk)
+    for what, p in (("--tags", tags), ("--config", config)):
+        if p is not None and not p.is_file():
+            raise InputError(f"{what} file {p} does not exist")
+
+
 @handle_errors
 def index_folder(
     photos: Annotated[Path, typer.Argument(help="A folder of pictures (searched recursively).")],
@@ -110,8 +124,9 @@ def index_folder(
 
     t_all = time.perf_counter()
     work = work or out_dir.with_name(out_dir.name + ".work")
+    _check_args(method, bits, topk, tags, config)  # everything refused before any work is done
     dev = resolve_device(device)
-    folder_split(len(list_images(photos)))  # refuse a too-small folder before any work
+    folder_split(len(list_images(photos)))
     feats, aux, data = work / "features", work / "aux", work / "data"
     timings: dict[str, float] = {}
     _stage("features", (feats / "manifest.json").is_file(), timings, x.features, photos, feats, backbone=backbone,

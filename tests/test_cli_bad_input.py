@@ -475,6 +475,15 @@ CASES = {
     "dedup-out-directory": lambda tmp, s: ["dedup", str(s["run"]), "--radius", "1", "--out", str(tmp)],
     "dedup-html-under-file": lambda tmp, s: [
         "dedup", str(s["run"]), "--radius", "1", "--html", str(_file(tmp) / "page.html")],
+    # index-folder (refused before any stage runs)
+    "index-folder-photos-missing": lambda tmp, s: ["index-folder", str(tmp / "nope"), "--out", str(tmp / "r")],
+    "index-folder-too-small": lambda tmp, s: ["index-folder", str(_images(tmp, 3)), "--out", str(tmp / "r")],
+    "index-folder-topk-zero": lambda tmp, s: ["index-folder", str(_images(tmp)), "--out", str(tmp / "r"), "--topk", "0"],
+    "index-folder-method-unknown": lambda tmp, s: ["index-folder", str(_images(tmp)), "--out", str(tmp / "r"),
+                                                   "--method", "nope"],
+    "index-folder-bits-bad": lambda tmp, s: ["index-folder", str(_images(tmp)), "--out", str(tmp / "r"), "--bits", "12"],
+    "index-folder-tags-missing": lambda tmp, s: ["index-folder", str(_images(tmp)), "--out", str(tmp / "r"),
+                                                 "--tags", str(tmp / "no.csv")],
     # baseline
     "baseline-out-existing": _baseline_existing,
     "baseline-out-under-file": _baseline_under_file,
@@ -482,6 +491,9 @@ CASES = {
 
 # what the one error line must say, where the wording is part of the fix
 EXPECT = {
+    "index-folder-too-small": "too small",
+    "index-folder-topk-zero": "--topk must lie in 1..1000",
+    "index-folder-method-unknown": "--method must be lagnh or a baseline",
     "import-features-overflow-float32": "NaN or inf (first at row 3, column 2)",
     "import-ids-utf16": "UTF-16",
     "import-folder-csv-utf16": "UTF-16",
