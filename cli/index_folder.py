@@ -46,7 +46,7 @@ def folder_split(n: int) -> tuple[int, int]:
 
 def _train(method: str, data: Path, bits: int, run_dir: Path, config: Path, overrides: list[str], device: str) -> None:
     from lagnh_pyg.data.store import Dataset
-    from lagnh_pyg.train import CHECKPOINT_FILE
+    from lagnh_pyg.rundir import CHECKPOINT_FILE
 
     from .baseline import baseline
     from .train import train

@@ -33,7 +33,7 @@ import numpy as np
 
 from .added import AddedItem, AddedLog, check_item_id
 from .errors import InputError
-from .run import Run
+from .rundir import Run
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class Collection:
         encoded by the run's model, one code each (the encoders are batch-independent)."""
         from .codes import pack_codes
         from .extract import featurize_like
-        from .run import load_encoder
+        from .rundir import load_encoder
 
         with self._encode_lock:
             if self._encoder is None:
