@@ -16,7 +16,6 @@ that featurizes a new picture alike).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
@@ -135,24 +134,6 @@ def classify_images(
 
 
 @functools.lru_cache(maxsize=2)
-def _classifier(name: str) -> Backbone:
-    return build_classifier(name)  # once per process: a server classifies many pictures
-
-
-def classifications_like(dataset, rec: dict, paths, device: str = "cpu") -> np.ndarray:
-    """Top-k class probabilities of new pictures, with the dataset's recorded classifier recipe."""
-    import torch
-
-    from .features import embed
-    from .recipe import _load_images
-
-    ex = rec.get("extractor") or {}
-    if dataset.aux_dim != 1000:
-        raise InputError(f"dataset {dataset.root} has {dataset.aux_dim} aux columns, not the 1000 ImageNet classes "
-                         "its recorded classifier gives")
-    bb = dataclasses.replace(_classifier(str(rec.get("classifier", "efficientnet_lite0"))))
-    bb.image_size = int(ex.get("image_size", bb.image_size))
-    bb.resize = int(ex.get("resize", bb.resize))
-    x = torch.stack(_load_images(paths, bb.transform()))
-    logits = np.concatenate([f for _, f in embed(bb, [(0, x)], device)])
-    return topk_probabilities(logits, check_topk(int(rec.get("topk", 5))))
+def cached_classifier(name: str) -> Backbone:
+    """:func:`build_classifier` once per process: a server classifies many pictures."""
+    return build_classifier(name)

@@ -166,6 +166,25 @@ def tags_like(dataset: Any, tags: Sequence[str]) -> np.ndarray:
     return row
 
 
+def classifications_like(dataset: Any, rec: dict, paths: Sequence[str], device: str = "cpu") -> np.ndarray:
+    """Top-k ImageNet class probabilities of new pictures, with the dataset's recorded classifier."""
+    import torch
+
+    from .classifier import cached_classifier, check_topk, topk_probabilities
+    from .features import embed
+
+    ex = rec.get("extractor") or {}
+    if dataset.aux_dim != 1000:
+        raise InputError(f"dataset {dataset.root} has {dataset.aux_dim} aux columns, not the 1000 ImageNet classes "
+                         "its recorded classifier gives")
+    bb = dataclasses.replace(cached_classifier(str(rec.get("classifier", "efficientnet_lite0"))))
+    bb.image_size = int(ex.get("image_size", bb.image_size))
+    bb.resize = int(ex.get("resize", bb.resize))
+    x = torch.stack(_load_images(paths, bb.transform()))
+    logits = np.concatenate([f for _, f in embed(bb, [(0, x)], device)])
+    return topk_probabilities(logits, check_topk(int(rec.get("topk", 5))))
+
+
 def featurize_like(
     dataset: Any, paths: Sequence[str], device: str = "cpu", tags: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -196,8 +215,6 @@ def featurize_like(
                              f"{rec.get('detector')}, which is run on the image instead")
         aux = detections_like(dataset, rec, paths, device)
     elif kind == "classifier":
-        from .classifier import classifications_like
-
         if tags:
             raise InputError(f"--tags does not apply: the aux of dataset {dataset.root} comes from the classifier "
                              f"{rec.get('classifier')}, which is run on the image instead")
