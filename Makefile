@@ -9,7 +9,7 @@ export MKL_NUM_THREADS ?= 2
 # Busy-waiting OpenMP threads waste the CPU under load (measured: 6x slower extraction).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-all lint install clean browser
+.PHONY: demo test test-all test-min lint install clean browser
 
 install: $(STAMP)
 
@@ -44,6 +44,21 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The same suite in a second venv holding the lowest numpy, scipy and torch-geometric that
+# pyproject.toml declares (constraints-min.txt): CI runs it after `make test` to prove the bounds.
+VENV_MIN  := .venv-min
+STAMP_MIN := $(VENV_MIN)/.installed
+$(STAMP_MIN): pyproject.toml constraints.txt constraints-min.txt
+	test -x $(VENV_MIN)/bin/python || $(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_MIN)/bin/python -m pip install --quiet -c constraints.txt -c constraints-min.txt -e '.[vision,serve,dev]'
+	touch $@
+
+test-min: $(STAMP_MIN) browser
+	$(VENV_MIN)/bin/python -c "from importlib.metadata import version as v; \
+		print('test-min:', *(f'{p} {v(p)}' for p in ('numpy', 'scipy', 'torch-geometric', 'torch')))"
+	$(VENV_MIN)/bin/python -m pytest -q -m "not slow"
+
 test-all: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
@@ -51,4 +66,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check lagnh_pyg cli tests
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_MIN) build *.egg-info .pytest_cache
