@@ -22,6 +22,9 @@ import torch  # noqa: E402
 from lagnh_pyg.data.synthetic import SyntheticSpec, generate
 from lagnh_pyg.device import faiss_has_gpu, resolve_device
 from lagnh_pyg.training import train_run
+from lagnh_pyg.utils import remove_owned
+
+MARKER = ".lagnh-gpu-check"  # marks --work as this script's own scratch folder
 
 
 def _peak_gpu() -> str:
@@ -39,8 +42,9 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     work = Path(a.work)
-    shutil.rmtree(work, ignore_errors=True)
+    remove_owned(work, (), markers=(MARKER,))  # never a --work folder this script did not make
     work.mkdir(parents=True)
+    (work / MARKER).touch()
     dev = resolve_device("auto")
     print(f"device {dev}" + (f" ({torch.cuda.get_device_name()})" if dev == "cuda" else "")
           + f", GPU FAISS: {faiss_has_gpu()}", flush=True)

@@ -102,7 +102,8 @@ def check_replaceable(
     if not out.is_dir() or out.is_symlink():
         raise InputError(f"refusing to replace {out}: it is not a directory written by lagnh; choose another --out")
     fmt = project_format(out)
-    if fmt not in formats and not any((out / m).exists() for m in markers):
+    empty = not any(out.iterdir())  # nothing in it to lose
+    if not empty and fmt not in formats and not any((out / m).exists() for m in markers):
         raise InputError(
             f"refusing to replace {out}: it is not a {' or '.join(formats)} directory written by lagnh "
             f"(found {'format ' + repr(fmt) if fmt else 'no lagnh manifest'}); choose another --out"

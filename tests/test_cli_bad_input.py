@@ -86,12 +86,16 @@ def _import_args(inputs: Path, out: Path, **replace: Path) -> list[str]:
     return args + ["--out", str(out)]
 
 
-def _immutable(path: Path) -> bool:
-    """Make ``path`` immutable (chattr +i): the one read-only directory that root cannot
-    write into either. False where chattr is unavailable or not permitted."""
-    if shutil.which("chattr") is None:
-        return False
-    return subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+def _read_only_dir(tmp: Path) -> Path:
+    """A directory nobody can write into, root included: chmod 555 is no obstacle to root,
+    so it is made immutable (chattr +i; the test undoes it). Skips where that is impossible."""
+    ro = tmp / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o555)
+    if os.geteuid() == 0 and (shutil.which("chattr") is None
+                              or subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode):
+        pytest.skip("chattr +i is not available: no read-only directory for root")
+    return ro
 
 
 # -- the cases: name -> build(tmp, shared) -> argv ---------------------------------------------
@@ -148,10 +152,7 @@ def _import_out(kind):
         if kind == "under-file":
             (tmp / "file").write_text("x\n")
             return _import_args(s["inputs"], tmp / "file" / "out")
-        (tmp / "ro").mkdir()
-        if not _immutable(tmp / "ro"):
-            pytest.skip("chattr +i is not available: no read-only directory for root")
-        return _import_args(s["inputs"], tmp / "ro" / "out")
+        return _import_args(s["inputs"], _read_only_dir(tmp) / "out")
     return build
 
 
@@ -268,6 +269,8 @@ def _train(kind):
             bits = "12"
         elif kind == "config":
             cfg = tmp / "missing.yaml"
+        elif kind == "read-only":
+            out = _read_only_dir(tmp) / "run"
         else:
             (tmp / "file").write_text("x\n")
             out = tmp / "file" / "run"
@@ -313,10 +316,7 @@ def _target(cmd, kind):
             (tmp / "file").write_text("x\n")
             target = tmp / "file" / "page"
         else:
-            (tmp / "ro").mkdir()
-            if not _immutable(tmp / "ro"):
-                pytest.skip("chattr +i is not available: no read-only directory for root")
-            target = tmp / "ro" / "page"
+            target = _read_only_dir(tmp) / "page"
         if cmd == "search":
             return ["search", str(s["run"]), "--id", "item25", "-k", "3", "--html", str(target)]
         run = _copy(s["run"], tmp / "run")  # evaluate writes RUN/metrics before --json
@@ -334,6 +334,8 @@ def _encode_out(kind):
         if kind == "under-file":
             (tmp / "file").write_text("x\n")
             out = tmp / "file" / "codes"
+        elif kind == "read-only":
+            out = _read_only_dir(tmp) / "codes"
         else:  # a user's folder with .npy files of their own
             out = tmp / "mine"
             out.mkdir()
@@ -436,10 +438,12 @@ CASES = {
     "train-bits-not-multiple-of-8": _train("bits"),
     "train-config-missing": _train("config"),
     "train-out-under-file": _train("under-file"),
+    "train-out-read-only": _train("read-only"),
     # encode
     "encode-other-data-over-own-codes": _encode_other_data,
     "encode-out-under-file": _encode_out("under-file"),
     "encode-out-user-folder": _encode_out("user-folder"),
+    "encode-out-read-only": _encode_out("read-only"),
     "encode-malicious-checkpoint": _malicious_checkpoint("torch"),
     "encode-malicious-pickle": _malicious_checkpoint("pickle"),
     # index
@@ -532,7 +536,9 @@ def test_bad_input_exits_2_with_one_error_line_and_no_trace_on_disk(case, shared
             warnings.simplefilter("always")
             result = runner.invoke(app, argv)
     finally:
-        subprocess.run(["chattr", "-R", "-i", str(tmp_path)], capture_output=True)
+        if (tmp_path / "ro").exists():
+            subprocess.run(["chattr", "-i", str(tmp_path / "ro")], capture_output=True)
+            os.chmod(tmp_path / "ro", 0o755)
     shown = [f"{w.category.__name__}: {w.message}" for w in caught
              if not issubclass(w.category, DeprecationWarning) and "torch.jit.script" not in str(w.message)]
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()] + shown

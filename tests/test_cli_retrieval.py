@@ -209,3 +209,33 @@ def test_search_encodes_items_outside_the_stored_splits(image_dataset, tmp_path)
     # img0 is a training item: not in the query or database codes, encoded now with the model
     got = json.loads(ok(runner.invoke(app, ["search", str(run.root), "--id", "img0", "-k", "3", "--json"])))
     assert len(got["results"]) == 3
+
+
+def test_encode_other_dataset_goes_to_out_and_keeps_the_runs_codes(fresh_run, small_synthetic, tmp_path):
+    own = {p.name: p.read_bytes() for p in (fresh_run / "codes").iterdir()}
+    other = tmp_path / "other"
+    shutil.copytree(small_synthetic, other)
+    r = runner.invoke(app, ["encode", str(fresh_run), "--data", str(other), "--device", "cpu"])
+    one_error_line(r, "pass --out DIR")
+    ok(runner.invoke(app, ["encode", str(fresh_run), "--data", str(other), "--device", "cpu", "--out",
+                           str(tmp_path / "codes-other")]))
+    meta = json.loads((tmp_path / "codes-other" / "meta.json").read_text())
+    assert meta["format"] == "lagnh-codes" and meta["data_dir"] == str(other.resolve())
+    np.testing.assert_array_equal(np.load(tmp_path / "codes-other" / "query.npy"), np.load(fresh_run / "codes" / "query.npy"))
+    assert {p.name: p.read_bytes() for p in (fresh_run / "codes").iterdir()} == own
+
+
+def test_encode_warns_when_the_training_dataset_changed(small_synthetic, tmp_path):
+    from lagnh_pyg.data.store import Dataset
+
+    data = tmp_path / "data"
+    shutil.copytree(small_synthetic, data)
+    run = make_run(data, tmp_path / "run", bits=16, encode=False).root
+    ok(runner.invoke(app, ["encode", str(run), "--device", "cpu"]))
+    ds = Dataset.open(data)
+    X = ds.feature_rows() + 1.0  # the same dataset directory, re-imported with other features
+    write_dataset(data, X, ds.aux_rows(), labels=ds.label_rows(), splits={s: ds.split(s) for s in ("train", "query", "database")},
+                  overwrite=True)
+    r = runner.invoke(app, ["encode", str(run), "--device", "cpu"])
+    assert r.exit_code == 0, r.stderr
+    assert "changed since" in r.stderr and "fingerprint" in r.stderr

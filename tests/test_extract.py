@@ -220,3 +220,25 @@ def test_cli_features(image_folder, tmp_path):
     assert "skipped 2 unreadable" in r.output
     man = json.loads((out / "manifest.json").read_text())
     assert man["n_items"] == 5 and man["extractor"]["backbone"] == "efficientnet_lite0"
+
+
+def test_overwrite_replaces_only_its_own_extraction(image_folder, tmp_path):
+    """--overwrite replaces an earlier extraction, never the images or a user's folder."""
+    imgs = list_image_source(image_folder)
+    csv = tmp_path / "tags.csv"
+    csv.write_text("path,tags\ngood0.jpg,dog\ngood1.png,dog\n")
+    out = tmp_path / "tags"
+    tags_aux(imgs, csv, out)
+    (out / "stale.txt").write_text("from the first run\n")
+    tags_aux(imgs, csv, out, overwrite=True)  # our own output: replaced whole
+    assert load_extraction(out)["kind"] == "tags" and not (out / "stale.txt").exists()
+    before = sorted(p.name for p in image_folder.rglob("*"))
+    for target in (image_folder, tmp_path, image_folder / "sub"):  # the input, its parent, a folder inside it
+        with pytest.raises(InputError, match="refusing to replace"):
+            tags_aux(imgs, csv, target, overwrite=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep\n")
+    with pytest.raises(InputError, match="not a lagnh-extract directory"):
+        tags_aux(imgs, csv, mine, overwrite=True)
+    assert sorted(p.name for p in image_folder.rglob("*")) == before and (mine / "notes.txt").is_file()

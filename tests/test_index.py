@@ -1,5 +1,6 @@
 """HammingIndex against brute force, with ties; persistence and refusals."""
 
+import json
 import logging
 
 import numpy as np
@@ -122,3 +123,49 @@ def test_bad_input(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="lagnh_pyg.index"):
         r = ix.search(np.zeros((1, 2), np.uint8), 10)
     assert "clamped" in caplog.text and r.ids == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize("kind, params, match", [
+    ("hash", {"nflip": -1}, r"--nflip must lie in \[0, 24\]"),
+    ("hash", {"nflip": 100}, r"--nflip must lie in \[0, 24\]"),
+    ("multihash", {"nflip": -2}, r"--nflip must lie in \[0, 8\]"),
+    ("hash", {"hash_bits": 0}, "do not fit"),
+    ("hash", {"hash_bits": 65}, "do not fit"),
+    ("multihash", {"nhash": 0}, "--nhash must be at least 1"),
+    ("multihash", {"nhash": 4, "hash_bits": 9}, "do not fit 32-bit codes"),
+    ("hash", {"nhash": 2}, "--nhash applies to multihash"),
+    ("flat", {"nflip": 1}, "apply to hash and multihash"),
+])
+def test_index_parameters_are_checked_against_the_code_length(kind, params, match):
+    """A negative or too large nflip made FAISS's probe loop spin forever; 0 meant 'default'."""
+    with pytest.raises(InputError, match=match):
+        HammingIndex(32, kind, **params)
+
+
+def test_every_valid_nflip_search_terminates(tmp_path):
+    codes = np.random.default_rng(0).integers(0, 256, (480, 2), dtype=np.uint8)
+    for nflip in (0, 8, 16):  # nflip = hash_bits probes every bucket: bounded, finds everything
+        idx = HammingIndex(16, "hash", hash_bits=16, nflip=nflip)
+        idx.add(codes, [str(i) for i in range(480)])
+        r = idx.search(codes[:2], k=3)
+        assert (r.positions >= 0).all() if nflip == 16 else r.positions.shape == (2, 3)
+    idx.save(tmp_path / "ix")
+    meta = json.loads((tmp_path / "ix" / "meta.json").read_text())
+    meta["params"]["nflip"] = -1  # a hand-edited index must not hang the search either
+    (tmp_path / "ix" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="--nflip must lie"):
+        HammingIndex.load(tmp_path / "ix")
+
+
+def test_truncated_faiss_file_says_rerun_index(tmp_path):
+    idx = HammingIndex(16)
+    idx.add(np.zeros((5, 2), np.uint8), list("abcde"))
+    idx.save(tmp_path / "ix")
+    f = tmp_path / "ix" / "codes.faiss"
+    f.write_bytes(f.read_bytes()[:20])
+    with pytest.raises(InputError, match="rerun `lagnh index`"):
+        HammingIndex.load(tmp_path / "ix")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(InputError, match="refusing to replace"):  # save replaces only an index of ours
+        idx.save(tmp_path / "mine")

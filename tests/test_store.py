@@ -190,3 +190,60 @@ def test_empty_rows_allowed_and_reported_by_info(tmp_path):
     sinfo = Dataset.open(write_dataset(tmp_path / "sp", X, sp.csr_matrix(A), splits=splits)).info()
     assert sinfo["aux"]["empty_rows"] == info["aux"]["empty_rows"]
     assert sinfo["aux"]["unused_columns"] == 1 and sinfo["labels"] is None
+
+
+def test_finiteness_is_checked_in_the_stored_dtype(tmp_path):
+    """1e39 is finite in float64 but inf in float32: refused, with no numpy RuntimeWarning."""
+    import warnings
+
+    X, A, _, splits = _arrays()
+    X64 = X.astype(np.float64)
+    X64[3, 2] = 1e39
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow warning would be a second stderr line
+        with pytest.raises(InputError, match=r"NaN or inf \(first at row 3, column 2\) when stored as float32"):
+            write_dataset(tmp_path / "ds", X64, A, splits=splits)
+    assert not (tmp_path / "ds").exists() and not _leftovers(tmp_path, "ds")
+
+
+def test_check_values_finds_what_an_older_writer_let_through(tmp_path):
+    X, A, _, splits = _arrays()
+    out = write_dataset(tmp_path / "ds", X, A, splits=splits)
+    assert Dataset.open(out).check_values() == []
+    X[4, 1], A[2, 0] = np.inf, 3.0
+    np.save(out / "features.npy", X)
+    np.save(out / "aux.npy", A)
+    assert Dataset.open(out).check_values() == ["1 non-finite features values", "1 out-of-range (not in [0, 1]) aux values"]
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("ids", "ids.txt has 17 lines for 20 items"),
+    ("paths", "paths.txt has 21 lines for 20 items"),
+    ("features", "features.npy is truncated"),
+    ("labels", r"labels.npy has shape \(20, 2\)"),
+    ("aux", r"aux.npz has shape \(19, 5\)"),
+])
+def test_open_checks_every_files_rows_against_the_manifest(tmp_path, damage, match):
+    X, A, L, splits = _arrays()
+    out = write_dataset(tmp_path / "ds", X, sp.csr_matrix(A), labels=L, splits=splits,
+                        paths=[f"p{i}.png" for i in range(20)])
+    if damage == "ids":
+        (out / "ids.txt").write_text("".join(f"{i}\n" for i in range(17)))
+    elif damage == "paths":
+        (out / "paths.txt").write_text("".join(f"p{i}.png\n" for i in range(21)))
+    elif damage == "features":
+        (out / "features.npy").write_bytes((out / "features.npy").read_bytes()[:-8])
+    elif damage == "labels":
+        np.save(out / "labels.npy", L[:, :2])
+    else:
+        sp.save_npz(out / "aux.npz", sp.csr_matrix(A[:19]))
+    with pytest.raises(InputError, match=match):
+        Dataset.open(out)
+
+
+def test_query_split_equal_to_train_is_warned(tmp_path, caplog):
+    X, A, _, _ = _arrays()
+    same = np.arange(0, 8)
+    with caplog.at_level("WARNING"):
+        write_dataset(tmp_path / "ds", X, A, splits={"train": same, "query": same, "database": np.arange(8, 20)})
+    assert any("query split is identical to the train split" in r.getMessage() for r in caplog.records)

@@ -36,3 +36,17 @@ def test_bad_spec(tmp_path):
     with pytest.raises(InputError, match="probability"):
         generate(SyntheticSpec(n=100, aux_drop=1.5), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_given_split_sizes_are_honoured_or_refused(tmp_path):
+    """--n 800 --n-train 300 --n-query 100 used to give 240/80 silently."""
+    out = generate(SyntheticSpec(n=800, dim=8, n_train=300, n_query=100, seed=0), tmp_path / "a")
+    ds = Dataset.open(out)
+    assert (len(ds.split("train")), len(ds.split("query")), len(ds.split("database"))) == (300, 100, 400)
+    with pytest.raises(InputError, match="cannot hold 500 training and 400 query"):
+        generate(SyntheticSpec(n=800, dim=8, n_train=500, n_query=400), tmp_path / "b")
+    with pytest.raises(InputError, match="at least 1"):
+        generate(SyntheticSpec(n=800, dim=8, n_query=0), tmp_path / "c")
+    ds = Dataset.open(generate(SyntheticSpec(n=800, dim=8), tmp_path / "d"))  # defaults still fit small N
+    assert (len(ds.split("train")), len(ds.split("query"))) == (240, 80)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..utils import check_replaceable
 from .views import RECIPE as VIEWS_RECIPE
 
 logger = logging.getLogger(__name__)
@@ -525,6 +526,9 @@ def build_demo(
         raise InputError(
             f"{out} already exists and was not built as this demo dataset; choose another --out or pass --overwrite"
         )
+    inputs = [p for p in (fashion_mnist_dir, cache_root) if p is not None]
+    if out.exists():  # checked before hours of work: only a dataset of ours that holds no input
+        check_replaceable(out, ("lagnh-dataset",), inputs)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     train_x, train_y, test_x, test_y = load_fashion_mnist(fashion_mnist_dir, download_root=cache_root / "fashion-mnist")
@@ -597,7 +601,7 @@ def build_demo(
     }
     with DatasetWriter(out, n=len(images), feature_dim=features.shape[1], aux_dim=aux.shape[1],
                        label_dim=len(CLASSES), aux_names=aux_names, label_names=list(CLASSES),
-                       provenance=provenance, overwrite=overwrite) as w:
+                       provenance=provenance, overwrite=overwrite, inputs=inputs) as w:
         w.write_rows(0, features, aux, mos.labels)
         w.set_splits(**mos.splits)
         w.set_ids(mos.ids)

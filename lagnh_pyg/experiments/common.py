@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,12 +28,14 @@ from ..data.store import Dataset
 from ..errors import InputError
 from ..metrics import PROTOCOL_DESCRIPTIONS, check_protocol
 from ..report import markdown_table, provenance, provenance_markdown, write_csv, write_text
-from ..utils import write_json_atomic
+from ..utils import remove_owned, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 LAGNH = "lagnh"
 CELL_FILE = "cell.json"
+# what marks a directory as an experiment's own (possibly unfinished) run, safe to start over
+RUN_MARKERS = (CELL_FILE, "checkpoint.pt", "log.jsonl")
 #: LAGNH under other settings, usable as method names (e.g. --methods lagnh,lagnh-faithful,itq):
 #: ``lagnh-faithful`` trains and encodes as the authors' release does.
 LAGNH_MODES: dict[str, tuple[str, ...]] = {LAGNH: (), "lagnh-faithful": ("train.mode=faithful",)}
@@ -273,8 +274,8 @@ def run_cell(spec: ExperimentSpec, method: str, bits: int, seed: int, name: str,
             else:
                 logger.info("[%s] reusing finished run %s", name, run_dir)
             return done
-    if run_dir.exists():  # an unfinished or different run in our own report directory
-        shutil.rmtree(run_dir)
+    # an unfinished or different run in our own report directory (nothing else is deleted)
+    remove_owned(run_dir, ("lagnh-run",), markers=RUN_MARKERS)
     t0 = time.perf_counter()
     fit_method(method, spec, bits, run_dir, seed, overrides)
     cell.train_seconds = time.perf_counter() - t0

@@ -7,7 +7,6 @@ uninterrupted run) to the next count, and so on. Training seconds are cumulative
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,8 +14,10 @@ from pathlib import Path
 from ..codes import check_bits
 from ..errors import InputError
 from ..report import line_plot
+from ..utils import remove_owned
 from .common import (
     LAGNH,
+    RUN_MARKERS,
     Cell,
     ExperimentSpec,
     encode_and_evaluate,
@@ -38,8 +39,8 @@ def run_epochs(spec: ExperimentSpec, epochs: Sequence[int], bits: Sequence[int] 
         for s in spec.seeds:
             name = f"lagnh-{b}bits-seed{s}-epochs"
             run_dir = spec.out_dir / "runs" / name
-            if run_dir.exists():  # a curve is one continuous training: start it over
-                shutil.rmtree(run_dir)
+            # a curve is one continuous training: start it over (only a run of ours is deleted)
+            remove_owned(run_dir, ("lagnh-run",), markers=RUN_MARKERS)
             total = 0.0
             for i, e in enumerate(epochs):
                 t0 = time.perf_counter()

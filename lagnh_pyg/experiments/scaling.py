@@ -183,6 +183,7 @@ def run_scaling(sizes: list[int], out_dir: str | os.PathLike, *, data_root: str 
     root = Path(data_root) if data_root else out / "data"
     rows = []
     for n in sizes:
+        made = not (root / f"syn{n}" / "manifest.json").is_file()  # a dataset found there is not ours to delete
         data = generate_data(n, root / f"syn{n}")
         cmd = [sys.executable, "-m", "lagnh_pyg.experiments.scaling", str(data), str(bits), str(full_max),
                str(max_batches), str(db_max), str(threads), device]
@@ -193,7 +194,7 @@ def run_scaling(sizes: list[int], out_dir: str | os.PathLike, *, data_root: str 
         rows.append(row)
         logger.info(f"N={n}: {row}")
         (out / "scaling.json").write_text(json.dumps(rows, indent=1))
-        if not keep_data:
+        if made and not keep_data:
             shutil.rmtree(data, ignore_errors=True)
     write_scaling_report(rows, out, max_batches=max_batches, db_max=db_max)
     return out
