@@ -50,6 +50,7 @@ INDEX_VERSION = 1
 BIT_ORDER = "packbits-msb-first"
 KINDS = ("flat", "hash", "multihash")
 _MISSING = np.iinfo(np.int32).max
+TIE_MARGIN = 32  # extra neighbours asked of a flat index, to settle ties at the k-th distance in one scan
 
 
 @dataclass
@@ -266,7 +267,9 @@ class HammingIndex:
             k = len(self)
         k = int(k)
         searcher = self._gpu if self._gpu is not None else self._index
-        D, I = searcher.search(q, k)
+        # flat: a few more than k, so that the k-th distance's ties are usually all in the answer
+        kq = min(len(self), k + TIE_MARGIN) if self.kind == "flat" else k
+        D, I = searcher.search(q, kq)
         D = np.asarray(D, np.int64)
         I = np.asarray(I, np.int64)
         if self.kind == "flat":
@@ -280,12 +283,23 @@ class HammingIndex:
         return SearchResult(D, I, ids)
 
     def _resolve_ties(self, q: np.ndarray, D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k with ties by position: everything strictly closer than the k-th
-        distance is already in FAISS's answer; the items at the k-th distance are re-listed
-        by a range search and taken in database order. (One range search a query: meant for
-        interactive search; bulk evaluation uses :func:`lagnh_pyg.metrics.hamming_rank`.)"""
+        """Exact top-k with ties by position from FAISS's top-``kq`` (``kq >= k``).
+
+        Everything strictly closer than the k-th distance is in FAISS's answer. When that
+        answer also holds an item farther than the k-th distance, or the whole index, it holds
+        every item at the k-th distance too: sorting it by (distance, position) is exact.
+        Otherwise the items at the k-th distance are re-listed by a range search and taken in
+        database order. (Meant for interactive search; bulk evaluation uses
+        :func:`lagnh_pyg.metrics.hamming_rank`.)"""
+        kq = D.shape[1]
+        complete = kq == len(self)
+        D_out, I_out = np.empty((len(q), k), np.int64), np.empty((len(q), k), np.int64)
         for r in range(len(q)):
-            kth = int(D[r, -1])
+            o = np.lexsort((I[r], D[r]))
+            if complete or D[r, o[-1]] > D[r, o[k - 1]]:
+                D_out[r], I_out[r] = D[r, o[:k]], I[r, o[:k]]
+                continue
+            kth = int(D[r, o[k - 1]])
             _lims, rd, ri = self._index.range_search(q[r : r + 1], kth + 1)
             rd = np.asarray(rd, np.int64)
             ri = np.asarray(ri, np.int64)
@@ -294,9 +308,9 @@ class HammingIndex:
             cd, ci = D[r][closer], I[r][closer]
             o = np.lexsort((ci, cd))
             take = k - len(ci)
-            D[r] = np.concatenate([cd[o], np.full(take, kth)])
-            I[r] = np.concatenate([ci[o], tied[:take]])
-        return D, I
+            D_out[r] = np.concatenate([cd[o], np.full(take, kth)])
+            I_out[r] = np.concatenate([ci[o], tied[:take]])
+        return D_out, I_out
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, out_dir: str | os.PathLike) -> Path:

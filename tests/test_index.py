@@ -169,3 +169,18 @@ def test_truncated_faiss_file_says_rerun_index(tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     with pytest.raises(InputError, match="refusing to replace"):  # save replaces only an index of ours
         idx.save(tmp_path / "mine")
+
+
+@pytest.mark.parametrize("bits,n", [(16, 2000), (32, 3000), (64, 1500)])
+def test_flat_one_scan_and_range_fallback_agree_with_brute_force(bits, n):
+    """Uniform codes: the k-th distance's ties mostly fit in FAISS's top-(k + TIE_MARGIN) (one
+    scan), sometimes not (the range-search fallback); both must give the exact order."""
+    rng = np.random.default_rng(bits)
+    db = rng.integers(0, 256, (n, bits // 8), dtype=np.uint8)
+    q = rng.integers(0, 256, (25, bits // 8), dtype=np.uint8)
+    ix = HammingIndex(bits)
+    ix.add(db, [str(i) for i in range(n)])
+    for k in (1, 10, 40):
+        r = ix.search(q, k)
+        ref, _ = brute_force(q, db, k)
+        assert [p.tolist() for p in r.positions] == [pos for _, pos in ref]

@@ -300,3 +300,14 @@ def test_serve_binds_loopback_by_default():
     from cli.serve import serve
 
     assert inspect.signature(serve.__wrapped__).parameters["host"].default == "127.0.0.1"
+
+
+def test_search_answers_follow_the_documented_schema(syn_run):
+    """The search routes build their JSON by hand (speed): check it against the models."""
+    from lagnh_pyg.serve.models import SearchResponse
+
+    c = client(syn_run)
+    for r in (c.get("/api/search", params={"id": dataset_of(syn_run).ids[0], "k": 7}),
+              c.post("/api/search", json={"code": "abcd", "k": 3})):
+        body = r.json()
+        assert SearchResponse.model_validate(body).model_dump() == body
