@@ -174,7 +174,7 @@ def scaling(
 def tune(
     data: Data, out_dir: Out,
     method: Annotated[str, typer.Option("--method", help="A baseline (e.g. ssdh).")],
-    grid: Annotated[list[str], typer.Option("--grid", help="NAME=v1,v2,... (repeatable): the values to try; the rest from configs/baselines/METHOD.yaml.")],
+    grid: Annotated[list[str] | None, typer.Option("--grid", help="NAME=v1,v2,... (repeatable): the values to try; the rest from configs/baselines/METHOD.yaml (none: the defaults alone, e.g. a reference method).")] = None,
     bits: Annotated[int, typer.Option("--bits", help="Code length.")] = 32,
     fraction: Annotated[float, typer.Option(help="Share of the training split held out for validation.")] = 0.2,
     topk: TopK = "1000", protocol: Protocol = "lagnh",
@@ -193,7 +193,7 @@ def tune(
     from .retrieval import parse_topk
 
     values: dict[str, list[str]] = {}
-    for g in grid:
+    for g in grid or []:
         name, sep, vals = g.partition("=")
         if not sep or not name.strip():
             raise InputError(f"--grid expects NAME=v1,v2,..., got {g!r}")

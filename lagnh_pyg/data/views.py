@@ -38,9 +38,24 @@ RECIPE = {
 def augment(images: np.ndarray, gen) -> np.ndarray:
     """One random augmentation of each uint8 image of ``images`` (n, H, W); uint8 out."""
     import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)[:, None]
+    x = augment_tensor(x, gen)
+    return (x.clamp_(0, 1) * 255).round_().to(torch.uint8)[:, 0].numpy()
+
+
+def augment_tensor(x, gen, photometric: bool = True):
+    """One random augmentation of each image of the float batch ``x`` (n, C, H, W).
+
+    The geometric part (crop, rotation, flip) is one affine warp; the photometric part
+    (contrast about each image's mean, then brightness) assumes pixel values in [0, 1] --
+    pass ``photometric=False`` for normalised inputs, where only contrast is applied (it
+    commutes with a per-channel affine normalisation; brightness does not).
+    """
+    import torch
     import torch.nn.functional as F
 
-    n = len(images)
+    n = len(x)
 
     def uniform(lo, hi):
         return lo + (hi - lo) * torch.rand(n, generator=gen)
@@ -55,15 +70,17 @@ def augment(images: np.ndarray, gen) -> np.ndarray:
     flip = torch.where(torch.rand(n, generator=gen) < RECIPE["hflip"], -1.0, 1.0)
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack([torch.stack([sx * cos * flip, -sy * sin, tx], 1),
-                         torch.stack([sx * sin * flip, sy * cos, ty], 1)], 1)
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)[:, None]
+                         torch.stack([sx * sin * flip, sy * cos, ty], 1)], 1).to(x)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    pad = x.mean(dim=(2, 3), keepdim=True) if not photometric else None
+    x = F.grid_sample(x if pad is None else x - pad, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if pad is not None:
+        x = x + pad  # pad with each image's mean colour, not with the normalised zero
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    contrast = uniform(*RECIPE["contrast"]).view(n, 1, 1, 1)
-    brightness = uniform(*RECIPE["brightness"]).view(n, 1, 1, 1)
-    x = ((x - mean) * contrast + mean) * brightness
-    return (x.clamp_(0, 1) * 255).round_().to(torch.uint8)[:, 0].numpy()
+    contrast = uniform(*RECIPE["contrast"]).view(n, 1, 1, 1).to(x)
+    brightness = uniform(*RECIPE["brightness"]).view(n, 1, 1, 1).to(x)
+    x = (x - mean) * contrast + mean
+    return x * brightness if photometric else x
 
 
 def view_features(
