@@ -55,6 +55,7 @@ def features(
     shard_size: Annotated[int, typer.Option(help="Images a resumable shard.")] = 2048,
     dtype: Annotated[str, typer.Option(help="Storage dtype: float32 or float16.")] = "float32",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    views: Annotated[int, typer.Option(help="Also extract K augmented views of each image (views.npy, float16; add them to a dataset with `lagnh data add-views`).")] = 0,
 ) -> None:
     """Extract one feature vector an image; resumable (rerun the same command after an interruption).
 
@@ -72,9 +73,11 @@ def features(
     with _progress() as bar:
         task = bar.add_task(f"{bb.name} {bb.dim}-d", total=len(imgs))
         res = extract_features(imgs, bb, out_dir, device=dev, batch_size=batch_size, workers=workers,
-                               shard_size=shard_size, dtype=dtype, overwrite=overwrite,
+                               shard_size=shard_size, dtype=dtype, overwrite=overwrite, views=views,
                                progress=lambda k: bar.advance(task, k))
     out.print(f"wrote {res.n_ok} x {bb.dim} features to {out_dir} ({res.images_per_s:.1f} images/s on {dev})")
+    if views:
+        out.print(f"wrote {views} augmented views an image to {out_dir / 'views.npy'}; next: lagnh data add-views DATA {out_dir} --out NEW_DATA")
     if res.n_skipped:
         out.print(f"skipped {res.n_skipped} unreadable image(s); listed in {out_dir / 'skipped.tsv'}")
 

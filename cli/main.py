@@ -30,6 +30,7 @@ from .extract import data_demo
 from .index_folder import index_folder
 from .serve import serve
 from .train import train
+from .views import add_views
 
 app = typer.Typer(
     name="lagnh",
@@ -39,6 +40,7 @@ app = typer.Typer(
 )
 app.add_typer(data_cli.app, name="data")
 data_cli.app.command("demo")(data_demo)
+data_cli.app.command("add-views")(add_views)
 app.add_typer(extract_app, name="extract")
 app.command()(train)
 app.command()(baseline)

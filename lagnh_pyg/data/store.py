@@ -623,13 +623,14 @@ class Dataset:
 
     def views_of(self, idx: Any) -> np.ndarray:
         """float32 ``(len(idx), K, d)`` views of the items ``idx`` (each must have views)."""
+        views = self.views  # refuses a dataset without views
         idx = np.asarray(idx, dtype=np.int64)
         rows = self.views_index()
         pos = np.minimum(np.searchsorted(rows, idx), max(0, len(rows) - 1))
-        missing = idx[(len(rows) == 0) | (rows[pos] != idx)] if len(idx) else idx
+        missing = idx[rows[pos] != idx] if len(idx) and len(rows) else idx
         if len(missing):
             raise InputError(f"{len(missing)} requested item(s) have no stored views in {self.root} (first: row {missing[0]})")
-        return np.ascontiguousarray(self.views[pos], dtype=np.float32)
+        return np.ascontiguousarray(views[pos], dtype=np.float32)
 
     @property
     def ids(self) -> list[str]:

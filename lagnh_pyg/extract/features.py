@@ -9,6 +9,9 @@ Layout of the output (format ``lagnh-extract``, kind ``features``)::
                        lagnh data import folder|coco|nuswide ... --features OUT/features.npy --ids OUT/ids.txt)
       paths.txt        image path of each row
       skipped.tsv      id <TAB> path <TAB> reason, for every image that could not be decoded
+      views.npy        with --views K: N_ok x K x d float16, features of K augmented versions
+                       of each image (lagnh_pyg.data.views: random crop, rotation, flip,
+                       contrast), for `lagnh data add-views`
 
 Work is done in shards of ``shard_size`` images saved in ``.OUT.partial/``; an interrupted run
 started again with the same arguments skips the finished shards. The final directory appears
@@ -38,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "lagnh-extract"
 VERSION = 1
+#: seed of the augmented views (one generator a shard, seeded with it and the shard's number)
+VIEWS_SEED = 0
 
 
 @dataclass
@@ -71,10 +76,12 @@ def embed(backbone: Backbone, batches: Iterable, device: str = "cpu") -> Iterabl
         torch.set_flush_denormal(False)
 
 
-def _plan_key(images: ImageList, backbone: Backbone, shard_size: int, dtype: str) -> str:
+def _plan_key(images: ImageList, backbone: Backbone, shard_size: int, dtype: str, views: int = 0) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(backbone.describe(), sort_keys=True).encode())
     h.update(f"{shard_size}|{dtype}|{len(images)}".encode())
+    if views:
+        h.update(f"|views={views}|{VIEWS_SEED}".encode())
     for i, p in zip(images.ids, images.paths):
         h.update(f"{i}\t{p}\n".encode())
     return h.hexdigest()[:20]
@@ -107,6 +114,7 @@ def extract_features(
     dtype: str = "float32",
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    views: int = 0,
 ) -> ExtractionResult:
     """Extract ``backbone`` features of every image in ``images`` into ``out``.
 
@@ -118,6 +126,9 @@ def extract_features(
         shard_size: images per resumable shard.
         dtype: ``float32`` or ``float16`` storage.
         progress: called with the number of images finished (decoded or skipped).
+        views: also extract the features of this many augmented versions of each image
+            (``views.npy``; :func:`lagnh_pyg.data.views.augment_tensor` on the network's
+            input, seeded per shard so a resumed run gives the same views).
 
     Returns:
         counts, wall time and throughput. Undecodable images are skipped and listed.
@@ -127,9 +138,11 @@ def extract_features(
         raise InputError("--batch-size and --shard-size must be at least 1 and --workers at least 0")
     if dtype not in ("float32", "float16"):
         raise InputError(f"feature dtype must be float32 or float16, got {dtype}")
+    if views < 0:
+        raise InputError(f"--views must be 0 (none) or positive, got {views}")
     check_out(out, overwrite, images)
     work = out.parent / f".{out.name}.partial"
-    key = _plan_key(images, backbone, shard_size, dtype)
+    key = _plan_key(images, backbone, shard_size, dtype, views)
     plan_file = work / "plan.json"
     if work.exists():
         try:
@@ -159,8 +172,10 @@ def extract_features(
                 progress(hi - lo)
             continue
         rows, feats, failed, reasons = [], [], [], []
+        view_feats: list[list[np.ndarray]] = [[] for _ in range(views)]
+        gen = _views_generator(s) if views else None
 
-        def batches(lo=lo, hi=hi, failed=failed, reasons=reasons):
+        def batches(lo=lo, hi=hi, failed=failed, reasons=reasons, gen=gen):
             for idx, x, bad in iterate_batches(images.paths, range(lo, hi), transform, batch_size, workers):
                 for i, r in bad:
                     failed.append(i)
@@ -170,10 +185,15 @@ def extract_features(
                     if progress and bad:
                         progress(len(bad))
                     continue
-                yield (idx, len(bad)), x
+                yield (idx, len(bad), -1), x
+                for j in range(views):  # the same batch, augmented: view j of each image
+                    yield (idx, 0, j), _augment_views(x, gen)
 
         try:
-            for (idx, nbad), f in embed(backbone, batches(), device):
+            for (idx, nbad, j), f in embed(backbone, batches(), device):
+                if j >= 0:
+                    view_feats[j].append(f)
+                    continue
                 rows.extend(idx)
                 feats.append(f)
                 if progress:
@@ -187,8 +207,9 @@ def extract_features(
         if not np.isfinite(f_all).all():
             raise LagnhError(f"the backbone produced NaN/inf features in shard {s}; try --dtype float32 or another backbone")
         tmp = shard.with_name(shard.name + ".tmp.npz")
+        extra = {"views": _stack_views(view_feats, len(f_all), backbone.dim)} if views else {}
         np.savez(tmp, rows=np.asarray(rows, dtype=np.int64), features=f_all,
-                 failed=np.asarray(failed, dtype=np.int64), reasons=np.asarray(reasons, dtype=str))
+                 failed=np.asarray(failed, dtype=np.int64), reasons=np.asarray(reasons, dtype=str), **extra)
         os.replace(tmp, shard)
     seconds = time.perf_counter() - t0
 
@@ -206,6 +227,8 @@ def extract_features(
     rate = computed / seconds if seconds > 0 and computed else 0.0
     with atomic_dir(out, overwrite=overwrite, formats=(FORMAT,), inputs=lambda: input_paths(images)) as tmp:
         feats = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=dtype, shape=(n_ok, backbone.dim))
+        vfile = (np.lib.format.open_memmap(tmp / "views.npy", mode="w+", dtype=np.float16,
+                                           shape=(n_ok, views, backbone.dim)) if views else None)
         ok_rows = []
         at = 0
         for s in range(n_shards):
@@ -213,10 +236,15 @@ def extract_features(
                 order = np.argsort(z["rows"], kind="stable")
                 block = z["features"][order]
                 feats[at : at + len(block)] = block
+                if vfile is not None:
+                    vfile[at : at + len(block)] = z["views"][order]
                 at += len(block)
                 ok_rows.extend(z["rows"][order].tolist())
         feats.flush()
         del feats
+        if vfile is not None:
+            vfile.flush()
+            del vfile
         (tmp / "ids.txt").write_text("".join(f"{images.ids[i]}\n" for i in ok_rows))
         (tmp / "paths.txt").write_text("".join(f"{images.paths[i]}\n" for i in ok_rows))
         (tmp / "skipped.tsv").write_text("".join(f"{images.ids[i]}\t{images.paths[i]}\t{r}\n" for i, r in skipped))
@@ -237,10 +265,44 @@ def extract_features(
             "seconds": round(seconds, 3),
             "images_per_s": round(rate, 2),
             "resumed_images": resumed,
+            **({"views": _views_manifest(views)} if views else {}),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     return ExtractionResult(out, n_ok, len(skipped), seconds, rate)
+
+
+def _views_generator(shard: int):
+    import torch
+
+    return torch.Generator().manual_seed(VIEWS_SEED * 1_000_003 + shard)
+
+
+def _augment_views(x, gen):
+    """A random augmentation of the normalised batch ``x`` (geometric + contrast: see
+    :func:`lagnh_pyg.data.views.augment_tensor`)."""
+    from ..data.views import augment_tensor
+
+    return augment_tensor(x, gen, photometric=False)
+
+
+def _stack_views(parts: list[list[np.ndarray]], n: int, dim: int) -> np.ndarray:
+    """Per-view lists of feature blocks -> (n, K, d) float16."""
+    out = np.zeros((n, len(parts), dim), dtype=np.float16)
+    for j, blocks in enumerate(parts):
+        if blocks:
+            out[:, j] = np.concatenate(blocks).astype(np.float16)
+    if not np.isfinite(out).all():
+        raise LagnhError("the backbone produced NaN/inf (or float16-overflowing) view features")
+    return out
+
+
+def _views_manifest(views: int) -> dict:
+    from ..data.views import RECIPE
+
+    recipe = {k: v for k, v in RECIPE.items() if k != "brightness"}
+    return {"file": "views.npy", "k": views, "dtype": "float16", "seed": VIEWS_SEED,
+            "recipe": {**recipe, "applied_to": "the network's normalised input (no brightness change)"}}
 
 
 def load_extraction(path: str | os.PathLike) -> dict:
