@@ -398,6 +398,23 @@ def _baseline_under_file(tmp, s):
     return ["baseline", "lsh", str(s["data"]), "--bits", "16", "--out", str(tmp / "file" / "run")]
 
 
+def _add_views(kind):
+    def case(tmp, s):
+        ext = tmp / "ext"
+        ext.mkdir()
+        man = {"format": "lagnh-extract", "version": 1, "kind": "features"}
+        if kind != "no-views":
+            man["views"] = {"file": "views.npy", "k": 1, "dtype": "float16"}
+            np.save(ext / "views.npy", np.zeros((N, 1, D if kind != "wrong-dim" else D + 1), np.float16))
+            (ext / "ids.txt").write_text("".join(f"item{i}\n" for i in range(N)))
+        (ext / "manifest.json").write_text(json.dumps(man))
+        if kind == "out-existing":
+            (tmp / "out").mkdir()
+        return ["data", "add-views", str(s["data"]), str(ext), "--out", str(tmp / "out")]
+
+    return case
+
+
 CASES = {
     # data import (the .npy contract form)
     "import-features-missing": _npy_bad("missing"),
@@ -423,6 +440,10 @@ CASES = {
     "info-manifest-garbage": _dataset_broken("manifest-garbage"),
     "info-verify-checksum": _verify_checksum,
     "info-verify-non-finite": _verify_non_finite,
+    # data add-views
+    "add-views-extraction-without-views": _add_views("no-views"),
+    "add-views-wrong-dim": _add_views("wrong-dim"),
+    "add-views-out-existing": _add_views("out-existing"),
     # data synthetic
     "synthetic-split-too-large": _synthetic("--n-train", "700", "--n-query", "200"),
     "synthetic-zero-queries": _synthetic("--n-query", "0"),

@@ -63,8 +63,9 @@ class SSDH(DeepBaseline):
     minimises :func:`ssdh_loss`; codes ``sign(f(x))``. SGD with momentum 0.9 and weight decay
     1e-5 as in the reference PyTorch code.
 
-    Defaults: alpha = beta = 2 (reference run script), a linear hash layer on the features
-    (hidden 0, the paper's fc7 -> hash layer); lr and epochs in configs/baselines/ssdh.yaml.
+    Defaults: a linear hash layer on the features (hidden 0, the paper's fc7 -> hash layer);
+    alpha 1, beta 2 and lr 0.01 chosen on a validation split of the training data
+    (docs/results/baselines-validation.md; configs/baselines/ssdh.yaml).
 
     Shapes: fit (n, d) -> encode (m, d) -> (m, bits) int8.
     """
@@ -72,7 +73,7 @@ class SSDH(DeepBaseline):
     name = "ssdh"
     summary = "semantic structure from the cosine-distance distribution (Yang et al. 2018)"
     params = (
-        Param("alpha", 2.0, "float", "similar when closer than mean_l - alpha std_l", minimum=0),
+        Param("alpha", 1.0, "float", "similar when closer than mean_l - alpha std_l", minimum=0),
         Param("beta", 2.0, "float", "dissimilar when farther than mean_r + beta std_r", minimum=0),
         hidden_param(0),
         CENTRE,

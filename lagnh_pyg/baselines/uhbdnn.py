@@ -64,7 +64,7 @@ class UHBDNN(DeepBaseline):
 
     Defaults: lam1 = 1e-5, lam2 = 5e-2, lam3 = 1e-2, lam4 = 1e-6 (the paper's unsupervised
     setting as we read it; the official MATLAB release could not be checked offline); the
-    hidden width, outer iterations and L-BFGS steps are ours (configs/baselines/uhbdnn.yaml).
+    hidden width and L-BFGS steps are ours, the outer iterations (3) chosen on a validation split (configs/baselines/uhbdnn.yaml).
 
     Shapes: fit (n, d) -> encode (m, d) -> (m, bits) int8.
     """
@@ -77,7 +77,7 @@ class UHBDNN(DeepBaseline):
         Param("lam3", 1e-2, "float", "independence term ||H^T H/m - I||", minimum=0),
         Param("lam4", 1e-6, "float", "balance term ||H^T 1||", minimum=0),
         hidden_param(256, "sigmoid hidden units of the encoder"),
-        Param("iterations", 10, "int", "outer alternations (B, decoder, encoder)", minimum=1),
+        Param("iterations", 3, "int", "outer alternations (B, decoder, encoder)", minimum=1),
         Param("lbfgs_steps", 10, "int", "L-BFGS iterations of the encoder per alternation", minimum=1),
     )
 
