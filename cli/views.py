@@ -21,8 +21,8 @@ def add_views(
 
     Example: lagnh extract features data/coco --views 4 --out feats-views/ && lagnh data add-views data/coco feats-views/ --out data/coco-views
     """
+    from lagnh_pyg.data.add_views import add_views as _add_views
     from lagnh_pyg.data.store import Dataset
-    from lagnh_pyg.data.views import add_views as _add_views
 
     path = _add_views(data_dir, extraction, out_dir, split)
     v = Dataset.open(path).manifest["views"]
