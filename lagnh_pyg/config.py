@@ -91,7 +91,12 @@ class TrainConfig:
     checkpoint_every: int = 10  # epochs between checkpoints (0: only at the end)
     threads: int = 0  # torch/FAISS threads (0: leave as is)
     num_neighbors: list = field(default_factory=lambda: [10, 5])  # sampled mode: neighbours per node at each GCN hop (-1: all)
-    seed_batch_size: int = 512  # sampled mode: seed nodes per mini-batch (the losses' nodes)
+    # sampled mode: seed nodes per mini-batch (the losses' nodes) and generator updates per
+    # seed batch (one discriminator update each). A fresh subgraph per update already varies
+    # what the generator sees; with 5 updates per batch a sampled epoch cost 4.5x a full-graph
+    # epoch on 5,000 demo nodes, with 1 it costs 0.6x at equal MAP (docs/results/sampled.md).
+    seed_batch_size: int = 1024
+    sampled_g_steps: int = 1
     max_batches: int = 0  # sampled mode: cap an epoch at this many seed batches (0: a true epoch)
 
 
@@ -164,7 +169,7 @@ FAITHFUL: dict[str, Any] = {
 }
 
 _POSITIVE_INT = {"train.seed_batch_size", "graph.k", "model.anchors", "model.att_dim", "model.hidden", "loss.recon_nodes",
-                 "train.g_steps", "train.batch_size", "encode.k", "encode.batch_size"}
+                 "train.g_steps", "train.sampled_g_steps", "train.batch_size", "encode.k", "encode.batch_size"}
 _NONNEG = {"train.max_batches", "graph.eta", "loss.lam", "loss.beta", "loss.alpha", "loss.mu", "loss.adv", "train.epochs",
            "train.checkpoint_every", "train.threads"}
 

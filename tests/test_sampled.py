@@ -117,3 +117,23 @@ def test_batch_fetcher_reads_rows_through_a_map(tmp_path):
     assert np.array_equal(b.x.numpy(), x[rows[[5, 1, 7]]])
     assert np.array_equal(b.aux.numpy(), aux[[5, 1, 7]])
     assert b.edge_index.shape[1] == 4 and b.s_a.shape == (4,)
+
+
+@pytest.mark.parametrize("g_steps", [None, 1, 3])
+def test_sampled_source_runs_its_generator_steps_per_batch(g_steps):
+    x, aux = _problem(n=120, seed=3)
+    cfg = load_config(TINY)  # train.g_steps = 2: what a step takes when the source sets none
+    graph = build_graph(x, aux, k=4)
+    tr = _trainer(cfg, 12, 6)
+    tr.model.set_feature_stats(graph.x)
+    source = SampledSource(SampledModule(tr.model), topology_of_graph(graph), BatchFetcher(x, aux), [3, 2], None, 40,
+                           seed=0, g_steps=g_steps)
+    run_epoch(tr, source)
+    adam_steps = int(tr.opt_g.state[next(tr.model.parameters())]["step"])
+    assert adam_steps == 3 * (cfg.train.g_steps if g_steps is None else g_steps)  # 120 seeds / 40 = 3 batches
+    assert int(tr.opt_d.state[next(tr.disc.parameters())]["step"]) == 3
+
+
+def test_sampled_defaults_take_one_generator_step_per_batch():
+    cfg = load_config(None)
+    assert cfg.train.sampled_g_steps == 1 and cfg.train.g_steps == 5  # the full graph keeps the release's 5

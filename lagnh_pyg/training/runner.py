@@ -191,7 +191,7 @@ def _setup(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext) -> _
     _log_graph(stats, stats["seconds"])
     source = SampledSource(_sampled_module(trainer, ctx, dev), topo, fetch, cfg.train.num_neighbors,
                            ctx.shard(torch.arange(n)), cfg.train.seed_batch_size, cfg.train.seed + 7919 * ctx.rank,
-                           cfg.train.max_batches or None)
+                           cfg.train.max_batches or None, g_steps=cfg.train.sampled_g_steps)
     return _Setup(trainer, source, graph, stats, n)
 
 

@@ -5,7 +5,7 @@ Each step takes a mini-batch of seed nodes, samples ``train.num_neighbors[h]`` i
 per node at hop ``h`` (:func:`~lagnh_pyg.sampling.make_neighbor_loader`), gathers the features
 of the sampled nodes (from the memory map when the training set is too large to load), and
 runs the same update as a full-graph step (:meth:`~lagnh_pyg.training.trainer.Trainer.step`:
-one discriminator update, then ``g_steps`` generator updates) with every loss term (Eq. 8-12,
+one discriminator update, then ``train.sampled_g_steps`` generator updates) with every loss term (Eq. 8-12,
 the S^a reconstruction included) over the *seed* nodes only. The other sampled nodes only
 carry messages. :class:`~lagnh_pyg.training.sources.SampledSource` drives it.
 

@@ -90,12 +90,14 @@ class SampledSource:
         num_neighbors: fan-out per hop. seeds: this process's seed nodes (None: all).
         batch_size: seeds per batch. seed: seeds the shuffling and the sampler.
         max_batches: cap an epoch at this many batches (None: a true epoch).
+        g_steps: generator updates per seed batch (None: ``train.g_steps``, as a full-graph
+            step); the runner passes ``train.sampled_g_steps``.
     """
 
     def __init__(self, module: nn.Module, topology: Data, fetch: BatchFetcher, num_neighbors: Sequence[int],
                  seeds: Tensor | None, batch_size: int, seed: int, max_batches: int | None = None, *,
-                 shuffle: bool = True) -> None:
-        self.module, self.fetch, self.max_batches = module, fetch, max_batches
+                 shuffle: bool = True, g_steps: int | None = None) -> None:
+        self.module, self.fetch, self.max_batches, self.g_steps = module, fetch, max_batches, g_steps
         self.loader = make_neighbor_loader(topology, num_neighbors, seeds, batch_size=batch_size, shuffle=shuffle,
                                            seed=seed)
 
@@ -105,7 +107,7 @@ class SampledSource:
 
     def __iter__(self) -> Iterator[Step]:
         for i, batch in enumerate(self.loader):
-            yield sampled_step_of(self.module, self.fetch(batch))
+            yield sampled_step_of(self.module, self.fetch(batch), self.g_steps)
             if self.max_batches is not None and i + 1 >= self.max_batches:
                 break  # before the next batch is sampled: the generators stop where the epoch did
 
@@ -135,7 +137,7 @@ class SampledSource:
 
 
 
-def sampled_step_of(module: nn.Module, b: Data) -> Step:
+def sampled_step_of(module: nn.Module, b: Data, g_steps: int | None = None) -> Step:
     """The step of one fetched sampled batch (:class:`BatchFetcher`): the forward of
     ``module`` (a :class:`~lagnh_pyg.training.sampled.SampledModule`) over the subgraph, every
     loss over its first ``b.batch_size`` nodes (the seeds)."""
@@ -144,4 +146,4 @@ def sampled_step_of(module: nn.Module, b: Data) -> Step:
     def forward() -> dict[str, Tensor]:
         return seeds_only(module(b.x, b.aux, b.edge_index, b.s_a, b.count), size)
 
-    return Step(forward, b.x[:size], b.aux[:size], b.aux_unit[:size])
+    return Step(forward, b.x[:size], b.aux[:size], b.aux_unit[:size], g_steps=g_steps)

@@ -33,6 +33,7 @@ class Step:
         x, aux, aux_unit: (n, d), (n, c), (n, c) of the loss nodes (the rows of ``z``).
         subsample_recon: the n x n reconstruction term (Eq. 9) uses ``loss.recon_nodes``
             random nodes when there are more (the release's batches use all of them).
+        g_steps: generator updates of this step (None: ``train.g_steps``).
     """
 
     forward: Callable[[], dict[str, Tensor]]
@@ -40,6 +41,7 @@ class Step:
     aux: Tensor
     aux_unit: Tensor
     subsample_recon: bool = True
+    g_steps: int | None = None
 
 
 class Trainer:
@@ -122,7 +124,7 @@ class Trainer:
         loss_d = self.discriminator_update(z)
         n = step.x.shape[0]
         terms: dict[str, float] = {}
-        for _ in range(self.cfg.train.g_steps):
+        for _ in range(self.cfg.train.g_steps if step.g_steps is None else step.g_steps):
             rec_idx = None
             if step.subsample_recon and n > self.cfg.loss.recon_nodes:
                 rec_idx = torch.randperm(n, device=step.x.device)[: self.cfg.loss.recon_nodes]
