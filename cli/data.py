@@ -132,12 +132,12 @@ def _write_catalog(catalog, out_dir: Path, features: Optional[Path], ids: Option
                   sparse_aux=sparse_aux,
                   provenance={"features": str(features), "aux": str(aux) if aux else None,
                               "extraction": extraction})
-    _print_written(out_dir)
-    for warning in catalog.warnings:
-        logging.getLogger("lagnh_pyg.data").warning("warning: %s", warning)
+    _print_written(out_dir, catalog)
 
 
-def _print_written(out_dir: Path) -> None:
+def _print_written(out_dir: Path, catalog=None) -> None:
+    """The written dataset's summary on stdout, then the catalog's warnings on stderr (held
+    until now: before an error line they would break the one-line contract)."""
     from lagnh_pyg.data.store import Dataset
 
     m = Dataset.open(out_dir).manifest
@@ -146,6 +146,8 @@ def _print_written(out_dir: Path) -> None:
               f"{m['aux']['dim']} aux columns ({m['aux']['storage']}), "
               f"{'no labels' if lab is None else str(lab['dim']) + ' label classes'}; "
               + ", ".join(f"{k} {v}" for k, v in m["splits"].items()) + ")", markup=False, highlight=False)
+    for warning in catalog.warnings if catalog is not None else ():
+        logging.getLogger("lagnh_pyg.data").warning("warning: %s", warning)
 
 
 @import_app.command("coco")
@@ -256,7 +258,7 @@ def import_mat(
         write_catalog(catalog, out_dir, feats, sparse_aux=sparse_aux)
     finally:
         handle.close()
-    _print_written(out_dir)
+    _print_written(out_dir, catalog)
 
 
 @import_app.command("folder")

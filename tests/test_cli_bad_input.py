@@ -180,6 +180,18 @@ def _folder_dropped_then_error(tmp, s):
             "--n-train", "2", "--n-query", "9", "--out", str(tmp / "out")]
 
 
+def _folder_unmatched_then_nan(tmp, s):
+    """A feature row naming no image (once an INFO line) and then a NaN feature."""
+    root = _images(tmp, 4)
+    x = np.ones((5, 4), np.float32)
+    x[1, 1] = np.nan
+    np.save(tmp / "f.npy", x)
+    (tmp / "ids.txt").write_text("".join(f"p{i:02d}.png\n" for i in range(4)) + "ghost.png\n")
+    (tmp / "tags.csv").write_text("path,tags\np00.png,dog\np01.png,cat\n")
+    return ["data", "import", "folder", str(root), "--features", str(tmp / "f.npy"), "--ids", str(tmp / "ids.txt"),
+            "--csv", str(tmp / "tags.csv"), "--n-train", "1", "--n-query", "1", "--out", str(tmp / "out")]
+
+
 def _folder_csv_utf16(tmp, s):
     root = _images(tmp, 4)
     (tmp / "tags.csv").write_bytes("path,tags\n".encode("utf-16") + "".join(
@@ -433,6 +445,7 @@ CASES = {
     "import-out-read-only": _import_out("read-only"),
     "import-folder-dropped-then-error": _folder_dropped_then_error,
     "import-folder-csv-utf16": _folder_csv_utf16,
+    "import-folder-unmatched-then-nan": _folder_unmatched_then_nan,
     # data info
     "info-ids-short": _dataset_broken("ids-short"),
     "info-features-truncated": _dataset_broken("features-truncated"),

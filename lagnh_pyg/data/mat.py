@@ -318,8 +318,6 @@ def build(
             if len(widths) != 1:
                 raise InputError(f"labels {','.join(lk)} have different numbers of classes: {sorted(widths)}")
             labels = np.concatenate(lab_parts)
-        else:
-            logger.info("no labels in %s: the dataset can be trained on but not evaluated", mat.path)
         n = sum(n_parts)
         if len(fk) == 3:
             o = np.cumsum([0] + n_parts)
@@ -347,7 +345,7 @@ def build(
                 **({"seed": seed, "train_in_database": train_in_database} if len(fk) == 1 else {}),
             },
             notes=[(f"{mat.path.name} ({mat.kind}{', read transposed' if mat.transposed else ''}): "
-                   f"keys {', '.join(fk)} / {', '.join(ak)} / {', '.join(lk) if lk else 'no labels'}"), split_note],
+                   f"keys {', '.join(fk)} / {', '.join(ak)} / {', '.join(lk) if lk else 'no labels (trainable, not evaluable)'}"), split_note],
         )
         return catalog, features, mat
     except BaseException:

@@ -272,7 +272,7 @@ class Catalog:
                 f"{option} must cover every item"
             )
         if unmatched:
-            logger.info("%d %s rows name no imported item and are left out", unmatched, what)
+            self.warnings.append(f"{unmatched} {what} rows name no imported item and are left out")
         return src
 
 
