@@ -247,3 +247,16 @@ def test_query_split_equal_to_train_is_warned(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         write_dataset(tmp_path / "ds", X, A, splits={"train": same, "query": same, "database": np.arange(8, 20)})
     assert any("query split is identical to the train split" in r.getMessage() for r in caplog.records)
+
+
+def test_open_checks_the_views_too(tmp_path):
+    X, A, _, splits = _arrays()
+    rows = np.arange(0, 8)
+    with DatasetWriter(tmp_path / "ds", n=20, feature_dim=6, aux_dim=5) as w:
+        w.write_rows(0, X, A)
+        w.set_splits(**splits)
+        w.set_views(rows, np.ones((8, 2, 6), np.float32))
+    assert Dataset.open(tmp_path / "ds").has_views
+    np.save(tmp_path / "ds" / "views_rows.npy", rows[:5])
+    with pytest.raises(InputError, match=r"views_rows.npy has shape \(5,\)"):
+        Dataset.open(tmp_path / "ds")

@@ -498,6 +498,10 @@ class Dataset:
             npy("labels.npy", (n, self.label_dim))
         for split, size in m["splits"].items():
             npy(f"splits/{split}.npy", (int(size),))
+        if m.get("views"):
+            v = m["views"]
+            npy(v["file"], (int(v["rows"]), int(v["k"]), int(v["dim"])), v.get("dtype"))
+            npy(v["rows_file"], (int(v["rows"]),))
         for name in ("ids.txt",) + (("paths.txt",) if m.get("has_paths") else ()):
             lines = _count_lines(self.root / name)
             if lines != n:
