@@ -1,6 +1,8 @@
-"""The augmented semantic graph: FAISS kNN topology and fused edge weights (Eq. 3-5).
+"""The augmented semantic graph: the one builder of the kNN topology, and the fused edge
+weights (Eq. 3-5) in their sparse (per edge) and dense (all pairs) forms.
 
-The topology is fixed once per training set: the union of the visual kNN graph (cosine on
+The topology is fixed once per training set (:func:`build_graph`, with a pluggable kNN
+backend from :mod:`lagnh_pyg.knn`): the union of the visual kNN graph (cosine on
 L2-normalised features) and the auxiliary kNN graph (cosine on L2-normalised aux vectors),
 symmetrised, without duplicate edges, plus exactly one self-loop per node. The edge weights
 are not fixed: :func:`fused_edge_weight` recomputes ``S = S^v + eta S^a`` on those edges from
@@ -17,79 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import warnings
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
-from torch_geometric.utils import coalesce, remove_self_loops, scatter
+from torch_geometric.utils import remove_self_loops, scatter
 from torch_geometric.utils.sparse import index2ptr
 
 from .errors import InputError
+from .knn import CHUNK, EXACT_MAX_NODES, ivf_knn, knn_search, l2_normalize  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
-
-EXACT_MAX_NODES = 200_000  # IndexFlatIP up to here, IVF beyond (graph.index = auto)
-
-
-def l2_normalize(a: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm; all-zero rows stay zero (never NaN)."""
-    a = np.asarray(a, dtype=np.float32)
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
-    return np.divide(a, norms, out=np.zeros_like(a), where=norms > 0)
-
-
-def knn_search(base: np.ndarray, k: int, index: str = "auto", queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """k nearest neighbours by inner product with FAISS (rows of ``base`` should be unit).
-
-    With ``queries=None`` the base searches itself and each node's own row is removed.
-
-    Args:
-        base: (n, d) float32.
-        k: neighbours per row.
-        index: ``flat`` (exact IndexFlatIP), ``ivf`` (IndexIVFFlat, nprobe 16) or ``auto``
-            (exact up to ``EXACT_MAX_NODES`` nodes). A GPU copy is used when FAISS has one.
-
-    Returns:
-        (sims, ids), both (m, k); ids of -1 mark missing neighbours (IVF only).
-    """
-    import faiss
-
-    from .device import faiss_has_gpu
-
-    base = np.ascontiguousarray(base, dtype=np.float32)
-    n, d = base.shape
-    self_search = queries is None
-    kk = k + 1 if self_search else k
-    if kk > n:
-        raise InputError(f"graph.k={k} needs more than {n} training nodes; lower graph.k below {n if self_search else n + 1}")
-    if index == "auto":
-        index = "flat" if n <= EXACT_MAX_NODES else "ivf"
-    if index == "flat":
-        idx = faiss.IndexFlatIP(d)
-    else:
-        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
-        quantizer = faiss.IndexFlatIP(d)
-        idx = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        idx.train(base)
-        idx.nprobe = min(16, nlist)
-    if faiss_has_gpu():  # pragma: no cover - no GPU FAISS on CI
-        res = faiss.StandardGpuResources()
-        idx = faiss.index_cpu_to_gpu(res, 0, idx)
-    idx.add(base)
-    q = base if self_search else np.ascontiguousarray(queries, dtype=np.float32)
-    sims, ids = idx.search(q, kk)
-    if self_search:
-        # drop each row's own id (or, for duplicates ranked ahead of it, the last column)
-        own = ids == np.arange(n)[:, None]
-        drop = np.where(own.any(1), own.argmax(1), kk - 1)
-        keep = np.ones_like(ids, dtype=bool)
-        keep[np.arange(n), drop] = False
-        ids = ids[keep].reshape(n, k)
-        sims = sims[keep].reshape(n, k)
-    return sims, ids
 
 
 def aux_similarity(aux_unit_a: Tensor, aux_unit_b: Tensor) -> Tensor:
@@ -98,76 +40,111 @@ def aux_similarity(aux_unit_a: Tensor, aux_unit_b: Tensor) -> Tensor:
 
 
 def build_graph(
-    features: np.ndarray,
+    features,
     aux: np.ndarray,
     k: int = 10,
     sources: str = "both",
     index: str = "auto",
     labels: np.ndarray | None = None,
+    *,
+    rows: np.ndarray | None = None,
+    pca_dim: int | None = 64,
+    nprobe: int = 8,
+    chunk: int = CHUNK,
+    seed: int = 0,
 ) -> Data:
     """The training graph: kNN topology (visual ∪ aux, symmetrised, one self-loop each).
 
     Args:
-        features: (n, d) float32 deep features (the model's input ``x``, stored as given).
-        aux: (n, c) auxiliary semantics in [0, 1]; all-zero rows are allowed.
+        features: (n, d) deep features, or (M, d) with ``rows`` selecting the n nodes; an
+            array or a memory map (the ``chunked`` backend reads it in chunks).
+        aux: (n, c) auxiliary semantics of the nodes in [0, 1]; all-zero rows are allowed.
         k: neighbours per node in each kNN graph before the union.
         sources: ``visual``, ``aux`` or ``both``.
-        index: FAISS index kind (:func:`knn_search`).
+        index: the kNN backend (:mod:`lagnh_pyg.knn`): ``flat`` (exact), ``ivf`` (in memory),
+            ``chunked`` (PCA + IVF over a memory map, bounded memory) or ``auto`` (flat up to
+            ``EXACT_MAX_NODES`` nodes, ivf beyond).
         labels: optional (n, m) ground truth, only for the logged diagnostic.
+        rows: sorted rows of ``features`` that are the nodes (None: all rows).
+        pca_dim, nprobe, chunk, seed: the ``chunked`` backend's projection, lists searched,
+            rows per chunk and sampling seed.
 
     Returns:
-        ``Data`` with ``x`` (n, d), ``aux`` (n, c), ``aux_unit`` (n, c), ``edge_index``
-        (2, E) sorted by target then source, with self-loops, and ``s_a`` (E,) = S^a per edge
-        (Eq. 4; 1 on the self-loop of a node with aux, 0 without). ``stats`` holds the
-        diagnostics of :func:`graph_stats`.
+        ``Data`` with ``aux_unit`` (n, c), ``edge_index`` (2, E) sorted by target then source,
+        with self-loops, ``s_a`` (E,) = S^a per edge (Eq. 4; 1 on the self-loop of a node
+        with aux, 0 without) and ``stats`` (:func:`graph_stats`); except with ``chunked``,
+        also ``x`` (n, d, as given) and ``aux`` (n, c): the model's inputs.
     """
-    n = features.shape[0]
+    n = len(rows) if rows is not None else features.shape[0]
     if aux.shape[0] != n:
         raise InputError(f"features have {n} rows but aux has {aux.shape[0]}")
     if k >= n:
         raise InputError(f"graph.k={k} is not smaller than the {n} training nodes; lower graph.k")
+    if index == "auto":
+        index = "flat" if n <= EXACT_MAX_NODES else "ivf"
+    chunked = dict(pca_dim=pca_dim, nprobe=nprobe, chunk=chunk, seed=seed)
+    x = None if index == "chunked" else np.ascontiguousarray(features if rows is None else features[rows],
+                                                             dtype=np.float32)
     aux_unit = l2_normalize(aux)
     parts = []
     if sources in ("visual", "both"):
-        _, ids = knn_search(l2_normalize(features), k, index)
+        if x is None:
+            _, ids = ivf_knn(features, k, rows, **chunked)
+        else:
+            _, ids = knn_search(l2_normalize(x), k, index)
         parts.append(_edges_from_knn(ids))
     if sources in ("aux", "both"):
         has_aux = np.linalg.norm(aux_unit, axis=1) > 0
         if has_aux.sum() > k:
-            sims, ids = knn_search(aux_unit, k, index)
+            if x is None:  # nodes without aux stay out of the index
+                sims, ids = ivf_knn(aux_unit, k, **{**chunked, "pca_dim": None, "seed": seed + 1}, mask=has_aux)
+            else:
+                sims, ids = knn_search(aux_unit, k, index)
             ok = (sims > 0) & has_aux[:, None]  # an aux neighbour must share something
             parts.append(_edges_from_knn(ids, ok))
         elif sources == "aux":
             raise InputError(f"only {int(has_aux.sum())} training items have aux semantics; need more than graph.k={k}")
-    edge_index = torch.cat(parts, dim=1) if parts else torch.zeros((2, 0), dtype=torch.long)
-    edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)  # symmetrise
-    edge_index, _ = remove_self_loops(edge_index)
-    loops = torch.arange(n).repeat(2, 1)
-    edge_index = torch.cat([edge_index, loops], dim=1)
-    # sorted by target (col) then source: coalesce sorts by its first row, so sort flipped
-    edge_index = coalesce(edge_index.flip(0), num_nodes=n).flip(0)
+    edge_index = _symmetric_with_self_loops(parts, n)
     au = torch.from_numpy(aux_unit)
-    s_a = (au[edge_index[0]] * au[edge_index[1]]).sum(1).clamp_min(0)
-    data = Data(
-        x=torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)),
-        aux=torch.from_numpy(np.ascontiguousarray(aux, dtype=np.float32)),
-        aux_unit=au,
-        edge_index=edge_index,
-        s_a=s_a,
-        num_nodes=n,
-    )
+    data = Data(aux_unit=au, edge_index=edge_index, s_a=edge_aux_similarity(au, edge_index), num_nodes=n)
+    if x is not None:
+        data.x = torch.from_numpy(x)
+        data.aux = torch.from_numpy(np.ascontiguousarray(aux, dtype=np.float32))
     data.stats = graph_stats(edge_index, n, labels)
+    data.stats["index"] = f"chunked IVF{'+PCA' + str(pca_dim) if pca_dim else ''} nprobe {nprobe}" if x is None else index
     return data
 
 
 def _edges_from_knn(ids: np.ndarray, keep: np.ndarray | None = None) -> Tensor:
+    """(2, E) edges node -> each of its kNN ids (missing ids, -1, and ``~keep`` dropped)."""
     n, k = ids.shape
-    src = np.repeat(np.arange(n), k)
-    dst = ids.reshape(-1)
+    src = np.repeat(np.arange(n, dtype=np.int64), k)
+    dst = ids.reshape(-1).astype(np.int64)
     mask = dst >= 0
     if keep is not None:
         mask &= keep.reshape(-1)
-    return torch.from_numpy(np.stack([src[mask], dst[mask]]).astype(np.int64))
+    return torch.from_numpy(np.stack([src[mask], dst[mask]]))
+
+
+def _symmetric_with_self_loops(parts: list[Tensor], n: int) -> Tensor:
+    """The union of the kNN edge lists, symmetrised, without duplicates, with exactly one
+    self-loop per node, sorted by target then source: one int64 key ``dst * n + src`` per
+    edge (a quarter of the memory of sorting the (2, E) pairs)."""
+    keys = [torch.arange(n, dtype=torch.long) * (n + 1)]  # the self-loops
+    for src, dst in parts:
+        keys += [dst * n + src, src * n + dst]
+    key = torch.unique(torch.cat(keys))  # sorted
+    return torch.stack([key % n, key // n])
+
+
+def edge_aux_similarity(aux_unit: Tensor, edge_index: Tensor, chunk: int = 1 << 20) -> Tensor:
+    """S^a (Eq. 4) on every edge, ``chunk`` edges at a time: (E,)."""
+    src, dst = edge_index
+    out = torch.empty(src.numel(), dtype=aux_unit.dtype)
+    for s in range(0, src.numel(), chunk):
+        e = slice(s, s + chunk)
+        out[e] = (aux_unit[src[e]] * aux_unit[dst[e]]).sum(1).clamp_min(0)
+    return out
 
 
 def graph_stats(edge_index: Tensor, n: int, labels: np.ndarray | None = None) -> dict:

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from lagnh_pyg.graph import build_graph, topology_of_graph
-from lagnh_pyg.large_graph import build_topology, ivf_knn
+from lagnh_pyg.knn import ivf_knn
 
 
 def _data(n=300, d=16, c=8, seed=0):
@@ -27,11 +27,13 @@ def test_exhaustive_ivf_matches_exact_knn():
 def test_topology_matches_build_graph_and_reads_rows(tmp_path):
     x, aux = _data()
     full = np.concatenate([np.zeros((10, 16), np.float32), x])  # nodes are rows 10.. of the arrays
-    full_aux = np.concatenate([np.zeros((10, 8), np.float32), aux])
     np.save(tmp_path / "x.npy", full)
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")
     rows = np.arange(10, 310)
-    topo = build_topology(mm, full_aux, k=5, rows=rows, pca_dim=None, nprobe=1000, chunk=64)
+    graph = build_graph(mm, aux, k=5, index="chunked", rows=rows, pca_dim=None, nprobe=1000, chunk=64)
+    assert "x" not in graph  # the features stay on disk
+    topo = topology_of_graph(graph)
+    topo.stats = graph.stats
     ref = topology_of_graph(build_graph(x, aux, k=5, index="flat"))
     assert topo.num_nodes == 300 and topo.stats["degree_min"] >= 5
     key = lambda ei: set((ei[1] * 300 + ei[0]).tolist())  # noqa: E731

@@ -5,8 +5,8 @@ training items) is generated, then a *fresh subprocess* (so peak memories do not
 measures:
 
 * graph build seconds — exact FAISS kNN (:func:`~lagnh_pyg.graph.build_graph`) up to
-  ``full_max`` nodes, the chunked PCA+IVF builder
-  (:func:`~lagnh_pyg.large_graph.build_topology`) beyond;
+  ``full_max`` nodes, its chunked PCA+IVF backend over the memory map
+  (:func:`~lagnh_pyg.knn.ivf_knn`) beyond;
 * seconds per full-graph epoch (one step of :class:`~lagnh_pyg.training.FullGraphSource`,
   timed after a warm-up epoch) where N <= ``full_max``;
 * seconds per sampled epoch: a true epoch (every node a seed once) when it has at most
@@ -63,7 +63,6 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
     from ..data.store import Dataset
     from ..device import resolve_device
     from ..graph import EXACT_MAX_NODES, build_graph, topology_of_graph
-    from ..large_graph import build_topology
     from ..training import FullGraphSource, SampledSource, fit
     from ..training.sampled import BatchFetcher, SampledModule
     from ..utils import set_threads
@@ -78,22 +77,20 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
     row: dict[str, Any] = {"N": n, "device": dev}
 
     t0 = time.perf_counter()
-    graph = None
     if n <= min(full_max, EXACT_MAX_NODES):
         X = ds.feature_rows(rows)
         graph = build_graph(X, A, cfg.graph.k, cfg.graph.sources, "flat")
-        topo = topology_of_graph(graph)
         feats, frows, row["index"] = X, None, "exact (IndexFlatIP)"
     else:
-        topo = build_topology(ds.features, A, cfg.graph.k, cfg.graph.sources, rows, seed=seed, aux_by_node=True)
-        feats, frows, row["index"] = ds.features, rows, topo.stats["index"]
-        del topo.stats
+        graph = build_graph(ds.features, A, cfg.graph.k, cfg.graph.sources, "chunked", rows=rows, seed=seed)
+        feats, frows, row["index"] = ds.features, rows, graph.stats["index"]
+    topo = topology_of_graph(graph)
     row["graph_s"] = time.perf_counter() - t0
     row["edges"] = int(topo.edge_index.shape[1]) // 2
     row["rss_after_graph_gib"] = _peak_rss_gib()
 
     row["full_epoch_s"] = None
-    if graph is not None and n <= full_max:
+    if "x" in graph and n <= full_max:
         tr = _fresh_trainer(cfg, ds, A, rows, bits, dev, seed)
         g = graph.to(dev)
         log = fit(tr, FullGraphSource(tr.model, g), 2, sync=lambda: _sync(dev))  # the first epoch warms up

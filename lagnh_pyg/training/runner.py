@@ -33,7 +33,6 @@ from ..device import resolve_device
 from ..distributed import DistContext, init_distributed, shutdown
 from ..errors import InputError
 from ..graph import EXACT_MAX_NODES, build_graph, self_mass, topology_of_graph
-from ..large_graph import build_topology
 from ..rundir import CHECKPOINT_FILE, RunWriter, check_resumable, load_checkpoint
 from ..utils import threads_set
 from .loop import Bar, fit, restore, training_state
@@ -174,25 +173,23 @@ def _setup(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext) -> _
         xt, at = torch.from_numpy(x).to(dev), torch.from_numpy(aux).to(dev)
         return _Setup(trainer, FaithfulSource(model, xt, at, cfg.train.batch_size, cfg.train.seed), None, {}, n)
     t0 = time.perf_counter()
-    labels = ds.label_rows(rows) if ds.has_labels and x is not None else None
-    graph = build_graph(x, aux, cfg.graph.k, cfg.graph.sources, cfg.graph.index, labels) if x is not None else None
+    if x is not None:
+        labels = ds.label_rows(rows) if ds.has_labels else None
+        graph = build_graph(x, aux, cfg.graph.k, cfg.graph.sources, cfg.graph.index, labels)
+    else:  # too many nodes to load: the chunked backend reads the features' memory map
+        graph = build_graph(ds.features, aux, cfg.graph.k, cfg.graph.sources, "chunked", rows=rows,
+                            seed=cfg.train.seed)
+    stats = {**graph.stats, "seconds": round(time.perf_counter() - t0, 3)}
+    _log_graph(stats)
     if cfg.train.mode == "full":
         graph = graph.to(dev)
-        _log_graph(graph.stats, time.perf_counter() - t0)
-        return _Setup(trainer, FullGraphSource(model, graph), graph, graph.stats, n)
-    if graph is not None:
-        topo, stats, fetch = topology_of_graph(graph), graph.stats, BatchFetcher(x, aux, None, dev)
-    else:
-        topo = build_topology(ds.features, aux, cfg.graph.k, cfg.graph.sources, rows, seed=cfg.train.seed,
-                              aux_by_node=True)
-        stats, fetch = topo.stats, BatchFetcher(ds.features, aux, rows, dev)
-        del topo.stats
-    stats["seconds"] = time.perf_counter() - t0
-    _log_graph(stats, stats["seconds"])
-    source = SampledSource(_sampled_module(trainer, ctx, dev), topo, fetch, cfg.train.num_neighbors,
-                           ctx.shard(torch.arange(n)), cfg.train.seed_batch_size, cfg.train.seed + 7919 * ctx.rank,
-                           cfg.train.max_batches or None, g_steps=cfg.train.sampled_g_steps)
-    return _Setup(trainer, source, graph, stats, n)
+        return _Setup(trainer, FullGraphSource(model, graph), graph, stats, n)
+    fetch = BatchFetcher(x, aux, None, dev) if x is not None else BatchFetcher(ds.features, aux, rows, dev)
+    source = SampledSource(_sampled_module(trainer, ctx, dev), topology_of_graph(graph), fetch,
+                           cfg.train.num_neighbors, ctx.shard(torch.arange(n)), cfg.train.seed_batch_size,
+                           cfg.train.seed + 7919 * ctx.rank, cfg.train.max_batches or None,
+                           g_steps=cfg.train.sampled_g_steps)
+    return _Setup(trainer, source, graph if x is not None else None, stats, n)
 
 
 def _sampled_module(trainer: Trainer, ctx: DistContext, dev: str) -> nn.Module:
@@ -218,9 +215,9 @@ def _average_gradients_hook(ctx: DistContext):
     return hook
 
 
-def _log_graph(st: Mapping[str, Any], seconds: float) -> None:
+def _log_graph(st: Mapping[str, Any]) -> None:
     msg = (f"graph: {st['nodes']} nodes, {st['edges']} edges, degree mean {st['degree_mean']:.1f} "
-           f"(min {st['degree_min']}, max {st['degree_max']}), built in {seconds:.1f}s")
+           f"(min {st['degree_min']}, max {st['degree_max']}), built in {st['seconds']:.1f}s ({st['index']} kNN)")
     if "edges_sharing_label" in st:
         msg += f"; {100 * st['edges_sharing_label']:.1f}% of edges join items sharing a label (diagnostic only)"
     logger.info(msg)
