@@ -417,7 +417,11 @@ def _add_views(kind):
         man = {"format": "lagnh-extract", "version": 1, "kind": "features"}
         if kind != "no-views":
             man["views"] = {"file": "views.npy", "k": 1, "dtype": "float16"}
-            np.save(ext / "views.npy", np.zeros((N, 1, D if kind != "wrong-dim" else D + 1), np.float16))
+            views = np.zeros((N, 1, D if kind != "wrong-dim" else D + 1), np.float32)
+            views[3, 0, 1] = 1e6 if kind == "overflow" else 0  # finite as float32, inf as the stored float16
+            np.save(ext / "views.npy", views if kind == "overflow" else views.astype(np.float16))
+            if kind == "truncated":
+                _truncate(ext / "views.npy", 0.9)
             (ext / "ids.txt").write_text("".join(f"item{i}\n" for i in range(N)))
         (ext / "manifest.json").write_text(json.dumps(man))
         if kind == "out-existing":
@@ -457,6 +461,8 @@ CASES = {
     "add-views-extraction-without-views": _add_views("no-views"),
     "add-views-wrong-dim": _add_views("wrong-dim"),
     "add-views-out-existing": _add_views("out-existing"),
+    "add-views-truncated": _add_views("truncated"),
+    "add-views-overflow-float16": _add_views("overflow"),
     # data synthetic
     "synthetic-split-too-large": _synthetic("--n-train", "700", "--n-query", "200"),
     "synthetic-zero-queries": _synthetic("--n-query", "0"),
@@ -556,6 +562,8 @@ EXPECT = {
     "search-index-garbage": "rerun `lagnh index`",
     "search-html-directory": "is a directory",
     "search-ids-short": "lines for 60 items",
+    "add-views-truncated": "truncated",
+    "add-views-overflow-float16": "NaN or inf as float16",
 }
 
 

@@ -24,15 +24,15 @@ def add_views(data_dir, extraction_dir, out, split: str = "train"):
 
     from ..errors import InputError
     from ..extract.features import load_extraction
-    from ..utils import atomic_dir, sha256_file
-    from .store import VERSION, Dataset
+    from ..utils import atomic_dir, load_npy, sha256_file
+    from .store import VERSION, Dataset, as_stored
 
     ds = Dataset.open(data_dir)
     ext = Path(extraction_dir)
     manifest = load_extraction(ext)
     if not manifest.get("views"):
         raise InputError(f"extraction {ext} has no views; extract with `lagnh extract features ... --views K`")
-    V = np.load(ext / manifest["views"]["file"], mmap_mode="r")
+    V = load_npy(ext / manifest["views"]["file"], "views", mmap_mode="r")
     if V.ndim != 3 or V.shape[2] != ds.feature_dim:
         raise InputError(f"{ext} holds {V.shape[-1]}-d views but dataset {ds.root} has {ds.feature_dim}-d features")
     where = {i: r for r, i in enumerate((ext / "ids.txt").read_text().splitlines())}
@@ -50,7 +50,10 @@ def add_views(data_dir, extraction_dir, out, split: str = "train"):
                 os.link(ds.root / f, dst)
             except OSError:
                 shutil.copy2(ds.root / f, dst)
-        np.save(tmp / "views.npy", np.ascontiguousarray(V[[where[ids[r]] for r in rows]], dtype=np.float16))
+        picked = as_stored(V[[where[ids[r]] for r in rows]], np.float16)
+        if not np.isfinite(picked).all():  # checked as stored: float16 overflows beyond 65504
+            raise InputError(f"views in {ext} hold NaN or inf as float16; re-extract them")
+        np.save(tmp / "views.npy", picked)
         np.save(tmp / "views_rows.npy", rows.astype(np.int64))
         new = dict(ds.manifest)
         new["version"] = VERSION

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, LagnhError
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,11 @@ def features_like(dataset: Any, paths: Sequence[str], device: str = "cpu") -> np
     x = torch.stack(_load_images(paths, bb.transform()))
     feats = np.concatenate([f for _, f in embed(bb, [(0, x)], device)])
     dtype = (rec.get("features") or {}).get("dtype") or dataset.manifest["features"].get("dtype", "float32")
-    return np.asarray(feats.astype(dtype), dtype=np.float32)  # stored float16 rounds alike
+    with np.errstate(over="ignore", invalid="ignore"):
+        stored = feats.astype(dtype)  # stored float16 rounds alike
+    if not np.isfinite(stored).all():
+        raise LagnhError(f"the backbone produced NaN/inf features for the picture (as {dtype}); try another backbone")
+    return np.asarray(stored, dtype=np.float32)
 
 
 def _detector_name(rec: dict) -> str:
