@@ -58,11 +58,14 @@ def _done(files: dict) -> None:
 @handle_errors
 def accuracy(
     data: Data, out_dir: Out,
-    methods: Annotated[str, typer.Option("--methods", help="Methods, comma-separated: lagnh and the baselines (lsh, sklsh, sh, pcah, itq, sgh).")] = "lagnh,itq,lsh,pcah",
+    methods: Annotated[str, typer.Option("--methods", help="Methods, comma-separated: lagnh, lagnh-faithful and the baselines (lsh sklsh sh pcah itq sgh; uhbdnn deepbit ssdh sadh tbh cibhash bihalf), or all (Table 3 + cibhash, bihalf).")] = "lagnh,itq,lsh,pcah",
     bits: Bits = "16,32,64,128", topk: TopK = "1000", protocol: Protocol = "lagnh", seeds: Seeds = "0",
     config: ConfigOpt = None, overrides: SetOpt = None, device: Device = "auto", reuse: Reuse = True,
 ) -> None:
-    """Table 3: MAP@K of each method at each code length, plus P@K curves."""
+    """Table 3: MAP@K of each method at each code length, P@K curves (Fig. 2) and the size/time table (Table 4).
+
+    Example: lagnh experiment accuracy --data data/demo-views --methods all --bits 16,32,64 --out reports/table3
+    """
     from lagnh_pyg.experiments import run_accuracy
     from lagnh_pyg.experiments.common import parse_list
 

@@ -327,3 +327,20 @@ def test_cli_deep_bad_input_one_line(small_synthetic, tmp_path):
                                    str(tmp_path / "r"), "--set", "epochs=0"])
     assert res.exit_code == 2 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1
     assert "epochs must be at least 1" in res.stderr and not (tmp_path / "r").exists()
+
+
+def test_accuracy_report_has_the_size_time_table(small_synthetic, tmp_path):
+    from lagnh_pyg.experiments import ExperimentSpec, run_accuracy
+    from lagnh_pyg.experiments.accuracy import stored_numbers
+
+    spec = ExperimentSpec(data_dir=small_synthetic, out_dir=tmp_path / "rep", topk=100, device="cpu")
+    files = run_accuracy(spec, ["lsh", "cibhash"], [16])
+    md = files["markdown"].read_text()
+    assert "## Model size and time (Table 4)" in md
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| lsh") or line.startswith("| cibhash")}
+    assert "fallback" in rows["cibhash"].split("|")[-2] and rows["lsh"].split("|")[-2].strip() == "-"
+    # stored numbers: LSH's mean and projection; CIBHash's two layers (d -> 1024 -> 16)
+    lsh_run, cib_run = (tmp_path / "rep" / "runs" / f"{m}-16bits-seed0" for m in ("lsh", "cibhash"))
+    assert stored_numbers(lsh_run) == 64 + 64 * 16
+    assert stored_numbers(cib_run) == 64 * 1024 + 1024 + 1024 * 16 + 16
+    assert f"{stored_numbers(cib_run):,}" in rows["cibhash"]
