@@ -430,9 +430,29 @@ class RunWriter:
             self.path, self.committed = self.out, True
         else:
             self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_siblings()
             self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
             self.committed = False
         self._lock()
+
+    def _remove_stale_siblings(self) -> None:
+        """Remove the temporary siblings of earlier runs into ``out`` killed (SIGKILL) before
+        their first checkpoint: recognised by name and lock file, holding only our own
+        files, their lock free (a live run holds its lock)."""
+        import fcntl
+
+        for tmp in self.out.parent.glob(f".{self.out.name}.tmp-*"):
+            names = {p.name for p in tmp.iterdir()} if tmp.is_dir() else set()
+            if LOCK_FILE not in names or not names <= set(_OWN_FILES):
+                continue
+            fd = os.open(tmp / LOCK_FILE, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live run
+            finally:
+                os.close(fd)
+            shutil.rmtree(tmp, ignore_errors=True)
 
     # -- the lock -------------------------------------------------------------------------
     def _lock(self) -> None:

@@ -155,6 +155,64 @@ def test_interrupted_before_the_first_checkpoint_leaves_nothing(small_synthetic,
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_sigkill_before_the_first_checkpoint_does_not_leave_the_user_stuck(small_synthetic, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    cfg = tmp_path / "slow.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "epochs": 10000, "checkpoint_every": 0}}))
+    out = tmp_path / "runs" / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "train", str(small_synthetic), "--config", str(cfg),
+                             "--bits", "8", "--out", str(out), "--no-progress"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def started():  # the run's temporary sibling holds its log: the epochs have begun
+            return out.parent.is_dir() and any(p.name.startswith(".run.tmp-") and (p / "log.jsonl").is_file()
+                                               for p in out.parent.iterdir())
+
+        deadline = time.time() + 120
+        while not started():
+            assert time.time() < deadline and proc.poll() is None, "training never started"
+            time.sleep(0.2)
+        time.sleep(1.0)  # inside the epochs
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not out.exists()  # nothing that blocks a rerun
+    train_run(small_synthetic, TINY, 8, out, overrides=["train.epochs=1"], progress=False)
+    assert (out / "run.json").is_file()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".run.tmp-")]  # the killed one's removed
+
+
+def test_a_sigkilled_first_epoch_leaves_only_a_hidden_sibling_that_the_next_run_removes(small_synthetic, tmp_path):
+    import fcntl
+    import os
+
+    stale = tmp_path / ".run.tmp-dead1"  # what SIGKILL in the first epoch leaves now
+    stale.mkdir()
+    (stale / "log.jsonl").write_text("")
+    (stale / ".lock").write_text("")
+    live = tmp_path / ".run.tmp-live1"  # another run still in its first epoch
+    live.mkdir()
+    (live / ".lock").write_text("")
+    fd = os.open(live / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    foreign = tmp_path / ".run.tmp-notours"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("mine")
+    try:
+        train_run(small_synthetic, TINY, 8, tmp_path / "run", overrides=["train.epochs=1"], progress=False)
+    finally:
+        os.close(fd)
+    assert not stale.exists() and live.exists() and (foreign / "thesis.tex").exists()
+    assert (tmp_path / "run" / "run.json").is_file()
+
+
 def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_fresh(small_synthetic, four_epochs, tmp_path,
                                                                         caplog):
     out = tmp_path / "run"
