@@ -29,7 +29,9 @@ def demo(
     from lagnh_pyg.demo import run_demo
     from lagnh_pyg.device import resolve_device
     from lagnh_pyg.experiments.common import parse_list
+    from lagnh_pyg.utils import check_writable_target
 
+    check_writable_target(out_dir, "--out", directory=True)  # before the data build and training
     res = run_demo(out_dir, data_dir=data, methods=parse_list(methods, "methods"),
                    bits=parse_list(bits, "bits", int), device=resolve_device(device),
                    faithful_bits=faithful_bits or None,

@@ -35,9 +35,17 @@ def _spec(data, out_dir, topk, protocol, seeds, config, overrides, device, reuse
 
     from .retrieval import parse_topk
 
+    _check_out(out_dir)
     return ExperimentSpec(data_dir=data, out_dir=out_dir, config=config, overrides=tuple(overrides or ()),
                           topk=parse_topk(topk), protocol=protocol, seeds=tuple(parse_list(seeds, "--seeds", int)),
                           device=device, reuse=reuse, progress=False)
+
+
+def _check_out(out_dir) -> None:
+    """A report directory that cannot be written is refused before hours of work."""
+    from lagnh_pyg.utils import check_writable_target
+
+    check_writable_target(out_dir, "--out", directory=True)
 
 
 def _bits(bits: str) -> list[int]:
@@ -167,6 +175,7 @@ def scaling(
     from lagnh_pyg.experiments.common import parse_list
     from lagnh_pyg.experiments.scaling import run_scaling
 
+    _check_out(out_dir)
     path = run_scaling(parse_list(sizes, "--sizes", int), out_dir, data_root=data_root, bits=bits, full_max=full_max,
                        max_batches=max_batches, db_max=db_max, threads=threads, device=device, keep_data=keep_data)
     out.print(f"wrote {path / 'scaling.md'}")
@@ -201,6 +210,7 @@ def tune(
         if not sep or not name.strip():
             raise InputError(f"--grid expects NAME=v1,v2,..., got {g!r}")
         values[name.strip()] = parse_list(vals, f"--grid {name.strip()}")
+    _check_out(out_dir)
     path = tune_baseline(method.lower(), data, bits, values, out_dir, seed=seed, fraction=fraction, topk=parse_topk(topk),
                          protocol=protocol, device=resolve_device(device))
     out.print(Path(path).read_text(), markup=False, highlight=False, soft_wrap=True)
