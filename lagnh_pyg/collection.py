@@ -12,8 +12,9 @@ paths, label names) and the side store of items added since (:mod:`lagnh_pyg.add
 * searches rank exactly as :func:`lagnh_pyg.retrieval.search_run` (``lagnh search``): the
   same :meth:`HammingIndex.search`, ties by database order.
 
-Thread safety: any number of searches run at once (FAISS releases the GIL); an add or a
-delete waits for them and excludes them (a readers-writer lock), since a FAISS index must not
+Thread safety: any number of searches run at once (FAISS releases the GIL). Changes are
+committed one at a time (the log's fsync runs while searches go on); only the in-memory
+append to the index excludes searches (a readers-writer lock), since a FAISS index must not
 grow while it is searched.
 """
 
@@ -102,6 +103,7 @@ class Collection:
         self.n_database = len(self.index)
         self.lock = ReadWriteLock()
         self._encode_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
         self._encoder = None
         self.log = AddedLog(self.run.root, self.run.bits, self.run.model_fingerprint)
         state = self.log.read(repair=True)
@@ -117,10 +119,10 @@ class Collection:
 
     # -- what is in it ----------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.index) - len(self.deleted & self._known_deleted())
+        return len(self.index) - len(self._known_deleted())
 
     def _known_deleted(self) -> set[str]:
-        return {i for i in self.deleted if i in self.index}
+        return {i for i in self.deleted.copy() if i in self.index}  # copy: atomic under the GIL
 
     def __contains__(self, item_id: str) -> bool:
         return item_id in self.index and item_id not in self.deleted
@@ -224,22 +226,26 @@ class Collection:
         ids = [it.id for it in items]
         if len(set(ids)) != len(ids):
             raise InputError("the same id is given twice in one request")
-        with self.lock.write():
+        with self._commit_lock:  # one change at a time: log order = index order
             for i in ids:
                 if i in self.index or i in self.deleted:
                     raise ConflictError(f"item id {i!r} is already used (ids are never reused, even after a delete)")
-            self.log.add(list(items))  # the commit point: durable before it is searchable or acknowledged
-            self.index.add(np.concatenate(codes), ids)
-            self.added.update((it.id, it) for it in items)
+            # the commit point: durable before it is searchable or acknowledged; searches go on
+            # meanwhile (an fsync takes milliseconds) and wait only for the in-memory append
+            self.log.add(list(items))
+            with self.lock.write():
+                self.index.add(np.concatenate(codes), ids)
+                self.added.update((it.id, it) for it in items)
         return ids
 
     def delete(self, item_id: str) -> None:
-        with self.lock.write():
+        with self._commit_lock:
             if item_id not in self:
                 raise NotFoundError(f"item {item_id!r} is not in the collection")
             self.log.delete([item_id])
-            self.deleted.add(item_id)
-            self.added.pop(item_id, None)
+            with self.lock.write():
+                self.deleted.add(item_id)
+                self.added.pop(item_id, None)
 
     def live_codes(self) -> tuple[np.ndarray, list[str]]:
         """Every live item's packed code and id, in index order (for ``lagnh dedup``)."""

@@ -88,3 +88,13 @@ def test_add_cli_is_resumable_and_finds_copies(fresh_pic_run, tmp_path):
     assert "new/copy.png" in found[item] and item in found["new/copy.png"]
     missing = runner.invoke(app, ["add", str(fresh_pic_run), str(tmp_path / "nope")])
     assert missing.exit_code == 2 and missing.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("bits,radius", [(64, 0), (64, 3), (64, 7), (128, 5), (16, 1)])
+def test_multi_index_hashing_range_search_is_exact(tmp_path, rng, bits, radius):
+    """The pigeonhole index (radius + 1 substring tables) finds exactly the brute-force pairs."""
+    base = rng.integers(0, 256, (30, bits // 8), dtype=np.uint8)
+    codes = base[rng.integers(0, 30, 240)] ^ np.packbits(rng.random((240, bits)) < 0.04, axis=1)
+    ids = [str(i) for i in range(len(codes))]
+    find_duplicates(codes, ids, radius, tmp_path / "d.json", chunk=50)
+    assert json.loads((tmp_path / "d.json").read_text()) == reference(codes, ids, radius)
