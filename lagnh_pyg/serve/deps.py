@@ -1,13 +1,17 @@
 """What the app and its routers share (kept apart from app.py so that the routers, which
-create_app imports, never import app.py back): the errors they raise, the token guard and
-thumbnail URLs."""
+create_app imports, never import app.py back): the errors they raise, the token guard,
+JSON bodies and thumbnail URLs."""
 
 from __future__ import annotations
 
 import hmac
+import json
 from urllib.parse import quote
 
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from ..errors import InputError
 
 
 class PayloadTooLarge(Exception):
@@ -31,3 +35,11 @@ def require_token(request: Request) -> None:
     scheme, _, value = got.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
         raise Unauthorized("this server needs a token for changes: send 'Authorization: Bearer <token>'")
+
+
+async def json_body(request: Request, model: type[BaseModel], shape: str) -> BaseModel:
+    """The request's JSON body as ``model``; a malformed one is a 400 naming the ``shape``."""
+    try:
+        return model.model_validate(json.loads(await request.body() or b"null"))
+    except (ValueError, ValidationError) as e:
+        raise InputError(f"the JSON body must be {shape} ({str(e).splitlines()[0][:120]})") from None

@@ -8,18 +8,16 @@ side store recorded for that id, so no id reaches the filesystem.
 from __future__ import annotations
 
 import io
-import json
 import re
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ...added import AddedItem, code_from_hex
 from ...collection import NotFoundError
 from ...data.folder import split_terms
 from ...errors import InputError
-from ..deps import PayloadTooLarge, require_token, thumbnail_url
+from ..deps import PayloadTooLarge, json_body, require_token, thumbnail_url
 from ..models import (
     AddCodesRequest,
     Added,
@@ -89,11 +87,7 @@ async def add(request: Request) -> AddResponse:
     coll = request.app.state.collection
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("application/json"):
-        try:
-            body = AddCodesRequest.model_validate(json.loads(await request.body() or b"null"))
-        except (ValueError, ValidationError) as e:
-            raise InputError(f"the JSON body must be {{\"items\": [{{\"id\", \"code\", \"tags\"}}]}} "
-                             f"({str(e).splitlines()[0][:120]})") from None
+        body = await json_body(request, AddCodesRequest, '{"items": [{"id", "code", "tags"}]}')
         items = [AddedItem(it.id, code_from_hex(it.code, coll.run.bits), None,
                            [t for c in it.tags for t in split_terms(c)]) for it in body.items]
     elif ctype.startswith("multipart/form-data"):

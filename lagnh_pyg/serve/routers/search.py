@@ -4,18 +4,16 @@ field or a JSON body ``{"code": hex, "k": K}``)."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ...added import code_from_hex
 from ...errors import InputError
-from ..deps import thumbnail_url
+from ..deps import json_body, thumbnail_url
 from ..models import MAX_K, CodeSearchRequest, ErrorResponse, SearchResponse
 from ..models import Query as QueryModel
 from ..uploads import as_temp_file, check_picture, read_upload
@@ -73,10 +71,7 @@ async def search_by_upload(request: Request) -> JSONResponse:
     settings = request.app.state.settings
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("application/json"):
-        try:
-            body = CodeSearchRequest.model_validate(json.loads(await request.body() or b"null"))
-        except (ValueError, ValidationError) as e:
-            raise InputError(f"the JSON body must be {{\"code\": hex, \"k\": K}} ({str(e).splitlines()[0][:120]})") from None
+        body = await json_body(request, CodeSearchRequest, '{"code": hex, "k": K}')
         code = code_from_hex(body.code, coll.run.bits)
         return await run_in_threadpool(_results, coll, code, body.k, QueryModel(kind="code", code=body.code.lower()), {})
     if not ctype.startswith("multipart/form-data"):
