@@ -79,3 +79,17 @@ def test_index_folder_to_a_served_index_and_resume(tmp_path):
     write_photos(small, 5)
     r = runner.invoke(app, ["index-folder", str(small), "--out", str(tmp_path / "r2")])
     assert r.exit_code == 2 and "too small" in r.stderr
+
+
+@pytest.mark.slow
+def test_index_folder_trains_lagnh_by_default(tmp_path):
+    """The default method: LAGNH (tiny settings), small-folder limits applied to its config."""
+    write_photos(tmp_path / "photos", 30)
+    r = runner.invoke(app, ["index-folder", str(tmp_path / "photos"), "--out", str(tmp_path / "run"), "--bits", "16",
+                            "--image-size", "32", "--device", "cpu", "--workers", "0", "--set", "train.epochs=2",
+                            "--set", "model.hidden=32", "--set", "model.att_dim=16"])
+    assert r.exit_code == 0, (r.stdout, r.stderr)
+    from lagnh_pyg.collection import Collection
+
+    coll = Collection(tmp_path / "run")
+    assert coll.run.method == "lagnh" and len(coll) == 30
