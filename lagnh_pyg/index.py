@@ -41,7 +41,7 @@ import numpy as np
 
 from .codes import check_bits
 from .errors import InputError
-from .utils import atomic_dir, read_text
+from .utils import atomic_dir, read_json, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -347,10 +347,7 @@ class HammingIndex:
         mp = index_dir / "meta.json"
         if not mp.is_file():
             raise InputError(f"{index_dir} is not an index directory (no meta.json); build one with `lagnh index RUN_DIR`")
-        try:
-            meta = json.loads(mp.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{mp} is not valid JSON ({e.msg})") from None
+        meta = read_json(mp, "index metadata")
         if meta.get("format") != INDEX_FORMAT or meta.get("version") != INDEX_VERSION:
             raise InputError(f"{mp} is not a {INDEX_FORMAT} v{INDEX_VERSION} index")
         if meta.get("bit_order") != BIT_ORDER:

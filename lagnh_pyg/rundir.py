@@ -51,7 +51,7 @@ import numpy as np
 from .codes import check_bits
 from .data.store import Dataset
 from .errors import InputError
-from .utils import atomic_path, load_npy, sha256_file, write_json_atomic
+from .utils import atomic_path, load_npy, read_json, sha256_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -133,10 +133,7 @@ class Run:
         p = root / RUN_FILE
         if not p.is_file():
             raise InputError(f"{root} is not a run directory (no run.json); create one with `lagnh train` or `lagnh baseline`")
-        try:
-            meta = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{p} is not valid JSON ({e.msg})") from None
+        meta = read_json(p, "run metadata")
         if meta.get("format") != RUN_FORMAT:
             raise InputError(f"{p} is not a {RUN_FORMAT} file")
         if meta.get("version") != RUN_VERSION:
@@ -185,7 +182,7 @@ class Run:
         p = self.codes_dir() / "meta.json"
         if not p.is_file():
             raise InputError(f"run {self.root} has no codes yet; run `lagnh encode {self.root}` first")
-        return json.loads(p.read_text())
+        return read_json(p, "codes metadata")
 
     def load_codes(self, split: str) -> np.ndarray:
         """Packed uint8 codes of ``split`` (query or database), checked against this model."""

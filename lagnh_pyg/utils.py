@@ -214,6 +214,18 @@ def read_text(path: str | os.PathLike, what: str) -> str:
         ) from None
 
 
+def read_json(path: str | os.PathLike, what: str = "JSON") -> dict:
+    """A JSON object from a UTF-8 file; undecodable, invalid or non-object content is bad input."""
+    text = read_text(path, what)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{path} does not hold a JSON object")
+    return obj
+
+
 def npy_header(path: str | os.PathLike, what: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of a ``.npy`` file from its header, checked against the file's size
     (a truncated or non-.npy file is bad input, found without reading the data)."""

@@ -23,7 +23,7 @@ from retrieval_fakes import make_run
 from typer.testing import CliRunner
 
 from cli.main import app
-from lagnh_pyg.data.store import write_dataset
+from lagnh_pyg.data.store import Dataset, write_dataset
 from lagnh_pyg.utils import sha256_file
 
 runner = CliRunner()
@@ -143,6 +143,21 @@ def _import_float_split(tmp, s):
     return _import_args(s["inputs"], tmp / "out", query_idx=tmp / "q.npy")
 
 
+def _import_array(name, make):
+    """`data import` with one input array replaced by ``make()``."""
+    def build(tmp, s):
+        np.save(tmp / f"{name}.npy", make())
+        return _import_args(s["inputs"], tmp / "out", **{name.replace("-", "_"): tmp / f"{name}.npy"})
+    return build
+
+
+def _import_ids_text(text):
+    def build(tmp, s):
+        (tmp / "ids.txt").write_text(text)
+        return _import_args(s["inputs"], tmp / "out") + ["--ids", str(tmp / "ids.txt")]
+    return build
+
+
 def _import_out(kind):
     def build(tmp, s):
         if kind == "existing":
@@ -213,6 +228,18 @@ def _dataset_broken(kind):
             (ds / "splits" / "query.npy").unlink()
         elif kind == "manifest-garbage":
             (ds / "manifest.json").write_text("{not json")
+        elif kind == "ids-not-utf8":
+            (ds / "ids.txt").write_bytes(b"".join(b"caf\xe9%d\n" % i for i in range(N)))
+            m = json.loads((ds / "manifest.json").read_text())
+            m["checksums"]["ids.txt"] = sha256_file(ds / "ids.txt")
+            (ds / "manifest.json").write_text(json.dumps(m))
+            run = _as_own_run(tmp, s, ds)
+            meta = json.loads((run / "codes" / "meta.json").read_text())
+            meta["data_fingerprint"] = Dataset.open(ds).fingerprint  # codes made from this very dataset
+            (run / "codes" / "meta.json").write_text(json.dumps(meta))
+            return ["search", str(run), "--id", "item5"]
+        elif kind == "manifest-not-utf8":
+            (ds / "manifest.json").write_bytes(b"\xff\xfe{" + b"\x00" * 8)
         return ["data", "info", str(ds)]
     return build
 
@@ -300,6 +327,10 @@ def _run_copy_with(kind):
             _truncate(run / "index" / "codes.faiss", 0.6)
         elif kind == "faiss-garbage":
             (run / "index" / "codes.faiss").write_bytes(b"\0" * 64)
+        elif kind == "codes-meta-garbage":
+            (run / "codes" / "meta.json").write_text("{truncated")
+        elif kind == "run-json-garbage":
+            (run / "run.json").write_bytes(b"\x89PNG not json")
         return run
     return build
 
@@ -386,15 +417,21 @@ def _as_lagnh_run(run: Path) -> list[str]:
     return ["encode", str(run), "--device", "cpu", "--split", "query"]
 
 
-def _search_ids_short(tmp, s):
-    """A dataset whose ids.txt lost rows after encoding (was an IndexError in search)."""
-    ds = _copy(s["data"], tmp / "ds")
+def _as_own_run(tmp: Path, s, ds: Path) -> Path:
+    """A copy of the shared run that names the dataset copy ``ds`` (no saved index)."""
     run = _copy(s["run"], tmp / "run")
     for f in ("run.json", "codes/meta.json"):
         m = json.loads((run / f).read_text())
         m["data_dir"] = str(ds.resolve())
         (run / f).write_text(json.dumps(m))
     shutil.rmtree(run / "index")
+    return run
+
+
+def _search_ids_short(tmp, s):
+    """A dataset whose ids.txt lost rows after encoding (was an IndexError in search)."""
+    ds = _copy(s["data"], tmp / "ds")
+    run = _as_own_run(tmp, s, ds)
     lines = (ds / "ids.txt").read_text().splitlines()
     (ds / "ids.txt").write_text("\n".join(lines[:40]) + "\n")
     return ["search", str(run), "--id", "item5", "-k", "3"]
@@ -444,6 +481,15 @@ CASES = {
     "import-ids-latin1": _import_ids("latin-1"),
     "import-ids-utf16": _import_ids("utf-16"),
     "import-split-not-integer": _import_float_split,
+    "import-split-out-of-range": _import_array("query-idx", lambda: np.arange(55, 65)),
+    "import-split-2d": _import_array("query-idx", lambda: np.arange(20, 30).reshape(2, 5)),
+    "import-features-3d": _import_array("features", lambda: np.zeros((N, 2, 4), np.float32)),
+    "import-features-rows-mismatch": _import_array("features", lambda: np.zeros((N - 1, D), np.float32)),
+    "import-aux-out-of-range": _import_array("aux", lambda: np.full((N, C), 2.0, np.float32)),
+    "import-labels-not-binary": _import_array("labels", lambda: np.full((N, M), 3, np.uint8)),
+    "import-ids-empty-file": _import_ids_text(""),
+    "import-ids-duplicate": _import_ids_text("a\n" * N),
+    "import-ids-too-few": _import_ids_text("".join(f"i{k}\n" for k in range(N - 2))),
     "import-out-existing": _import_out("existing"),
     "import-out-under-file": _import_out("under-file"),
     "import-out-read-only": _import_out("read-only"),
@@ -455,6 +501,8 @@ CASES = {
     "info-features-truncated": _dataset_broken("features-truncated"),
     "info-split-missing": _dataset_broken("missing-split"),
     "info-manifest-garbage": _dataset_broken("manifest-garbage"),
+    "info-manifest-not-utf8": _dataset_broken("manifest-not-utf8"),
+    "search-dataset-ids-not-utf8": _dataset_broken("ids-not-utf8"),
     "info-verify-checksum": _verify_checksum,
     "info-verify-non-finite": _verify_non_finite,
     # data add-views
@@ -497,6 +545,8 @@ CASES = {
     # evaluate
     "evaluate-codes-truncated": _cmd_on_run("evaluate", "query", "--no-plots"),
     "evaluate-json-directory": _target("evaluate", "dir"),
+    "evaluate-codes-meta-garbage": _cmd_on_run("evaluate", "codes-meta-garbage", "--no-plots"),
+    "evaluate-run-json-garbage": _cmd_on_run("evaluate", "run-json-garbage", "--no-plots"),
     "evaluate-json-under-file": _target("evaluate", "under-file"),
     # search
     "search-index-truncated": _cmd_on_run("search", "faiss", "--id", "item25"),
@@ -571,6 +621,9 @@ EXPECT = {
     "search-index-garbage": "rerun `lagnh index`",
     "search-html-directory": "is a directory",
     "search-ids-short": "lines for 60 items",
+    "search-dataset-ids-not-utf8": "is not UTF-8 text",
+    "info-manifest-not-utf8": "is not UTF-8 text",
+    "evaluate-codes-meta-garbage": "is not valid JSON",
     "add-views-truncated": "truncated",
     "add-views-overflow-float16": "NaN or inf as float16",
 }

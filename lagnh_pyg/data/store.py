@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from ..utils import atomic_dir, npy_header, sha256_file, software_versions
+from ..utils import atomic_dir, npy_header, read_json, read_text, sha256_file, software_versions
 
 logger = logging.getLogger(__name__)
 
@@ -454,10 +454,7 @@ class Dataset:
         mpath = root / "manifest.json"
         if not mpath.is_file():
             raise InputError(f"{root} is not a dataset directory (no manifest.json); create one with `lagnh data import`")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{mpath} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        manifest = read_json(mpath, "dataset manifest")
         if manifest.get("format") != FORMAT:
             raise InputError(f"{mpath} is not a {FORMAT} manifest (format={manifest.get('format')!r})")
         if manifest.get("version") not in READ_VERSIONS:
@@ -639,7 +636,7 @@ class Dataset:
     @property
     def ids(self) -> list[str]:
         if not hasattr(self, "_ids"):
-            self._ids = (self.root / "ids.txt").read_text().splitlines()
+            self._ids = read_text(self.root / "ids.txt", "dataset ids").splitlines()
         return self._ids
 
     @property
@@ -648,7 +645,7 @@ class Dataset:
         if not p.is_file():
             return None
         if not hasattr(self, "_paths"):
-            self._paths = p.read_text().splitlines()
+            self._paths = read_text(p, "dataset image paths").splitlines()
         return self._paths
 
     def verify(self) -> list[str]:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, LagnhError
-from ..utils import atomic_dir, check_replaceable, write_json_atomic
+from ..utils import atomic_dir, check_replaceable, read_json, write_json_atomic
 from .backbones import Backbone
 from .images import ImageList, iterate_batches
 
@@ -311,7 +311,7 @@ def load_extraction(path: str | os.PathLike) -> dict:
     mf = path / "manifest.json"
     if not mf.is_file():
         raise InputError(f"{path} is not an extraction directory (no manifest.json)")
-    manifest = json.loads(mf.read_text())
+    manifest = read_json(mf, "extraction manifest")
     if manifest.get("format") != FORMAT:
         raise InputError(f"{path} is not an extraction directory (format {manifest.get('format')!r})")
     return manifest

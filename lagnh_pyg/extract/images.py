@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..utils import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ def list_image_source(source: str | os.PathLike) -> ImageList:
             raise InputError(f"{src / 'manifest.json'} is not valid JSON: {e}") from None
         if not (src / "paths.txt").is_file():
             raise InputError(f"dataset {src} records no image paths (paths.txt); extract from its image folder instead")
-        paths = (src / "paths.txt").read_text().splitlines()
-        ids = (src / "ids.txt").read_text().splitlines() if (src / "ids.txt").is_file() else [str(i) for i in range(len(paths))]
+        paths = read_text(src / "paths.txt", "image paths").splitlines()
+        ids = read_text(src / "ids.txt", "ids").splitlines() if (src / "ids.txt").is_file() else [str(i) for i in range(len(paths))]
         if len(ids) != len(paths):
             raise InputError(f"dataset {src}: {len(ids)} ids but {len(paths)} paths")
         base = src
