@@ -103,7 +103,10 @@ class TrainConfig:
 @dataclass
 class EncodeConfig:
     mode: str = "neighbours"  # neighbours (link to k training nodes) | self (no edges) | faithful
-    k: int = 20  # training neighbours of a new item (mode neighbours)
+    # no longer read: the neighbours encoding links a new item by the training graph's own
+    # rule (graph.k visual + graph.k aux neighbours, lagnh_pyg/encode.py); kept so that
+    # configs and checkpoints that set it still load
+    k: int = 20
     batch_size: int = 256  # mode faithful: the release's encoding batch
 
 

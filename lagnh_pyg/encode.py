@@ -2,9 +2,12 @@
 
 Three encodings (``--encoding``, default: the run's ``encode.mode``):
 
-* ``neighbours`` — one image, one code. A new item gets its attentive features (Eq. 1-2,
-  batch-independent keys), is linked to its ``encode.k`` nearest training nodes under the
-  same fused similarity the training graph uses (Eq. 3-5, with the trained sigma), and is
+* ``neighbours`` — one image, one code. A new item is linked to training nodes by the rule
+  that built the training graph (:func:`~lagnh_pyg.graph.build_graph`): its ``graph.k``
+  nearest training nodes by cosine on the input features, united with its ``graph.k``
+  nearest by cosine on the aux rows (positive similarity only) — :class:`TrainingNeighbours`,
+  FAISS over the run's training rows. Those edges are weighted by the fused similarity of
+  Eq. 3-5 on the attentive features (trained sigma), as in training, and the item is
   propagated through the trained GCN (Eq. 6-7) along edges *into* it only: the training
   nodes keep their degrees and embeddings, so a code never depends on what else is encoded.
 * ``self`` — no edges: the item's own self-loop only (the GCN acts as an MLP).
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InputError
-from .graph import dense_fused_weight
+from .graph import EXACT_MAX_NODES, l2_normalize
 from .nn import LAGNH
 from .rundir import (
     Run,
@@ -38,9 +41,81 @@ from .rundir import (
 logger = logging.getLogger(__name__)
 
 ENCODINGS = ("neighbours", "self", "faithful")
-SIM_CHUNK = 1024  # new items per similarity block (bounds the m x n_train matrix)
+SIM_CHUNK = 1024  # new items per block
+RERANK_SLACK = 8  # FAISS candidates beyond k, re-ranked exactly (see TrainingNeighbours)
 
 register_method("lagnh", "lagnh_pyg.encode:load_lagnh_encoder")
+
+
+class TrainingNeighbours:
+    """The training nodes a new item links to, by the training graph's rule.
+
+    :func:`~lagnh_pyg.graph.build_graph` gives training node i the edges to its ``k`` nearest
+    nodes by cosine on the input features and to its ``k`` nearest by cosine on the aux rows
+    with a positive similarity (when it has aux). A new item gets the same: the union of both
+    lists over the training nodes. FAISS proposes ``k + RERANK_SLACK`` candidates per list
+    (exact ``IndexFlatIP`` up to ``EXACT_MAX_NODES`` training nodes, IVF beyond, as training);
+    they are re-ranked in float64 with ties to the lower node id, so that the choice never
+    depends on the other items searched with it.
+
+    Args:
+        features: (n, d) training features (the model's input). aux: (n, c) training aux.
+        k: ``graph.k``. sources: ``graph.sources`` (visual, aux or both).
+        index: ``graph.index`` (auto, flat, ivf).
+
+    Call with (m, d) features and (m, c) aux; returns (m, 2k) training ids, -1 padded, each
+    row without repeats.
+    """
+
+    def __init__(self, features: np.ndarray, aux: np.ndarray, k: int, sources: str = "both", index: str = "auto") -> None:
+        self.k = int(k)
+        self.parts = []  # (unit base rows, their node ids, FAISS index, aux: positive similarity only)
+        if sources in ("visual", "both"):
+            unit = l2_normalize(features)
+            self.parts.append((unit, np.arange(len(unit)), _ip_index(unit, index), False))
+        if sources in ("aux", "both"):
+            unit = l2_normalize(aux)
+            has = np.flatnonzero(np.linalg.norm(unit, axis=1) > 0)
+            if len(has) > k:  # as build_graph: the aux kNN needs more than k items with aux
+                self.parts.append((unit[has], has, _ip_index(unit[has], index), True))
+
+    def __call__(self, features: np.ndarray, aux: np.ndarray) -> np.ndarray:
+        m = len(features)
+        cols = []
+        for base, node_ids, idx, positive in self.parts:
+            q = l2_normalize(aux if positive else features)
+            kk = min(self.k + RERANK_SLACK, len(base))
+            _, cand = idx.search(q, kk)
+            ok = cand >= 0
+            sims = np.einsum("mkd,md->mk", base[np.maximum(cand, 0)].astype(np.float64), q.astype(np.float64))
+            sims = np.where(ok, sims, -np.inf)
+            ids = np.where(ok, node_ids[np.maximum(cand, 0)], np.iinfo(np.int64).max)
+            order = np.lexsort((ids, -sims), axis=1)[:, : self.k]  # by similarity, ties: lower id
+            top, top_s = np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1)
+            keep = np.isfinite(top_s) & ((top_s > 0) if positive else True)
+            cols.append(np.where(keep, top, -1))
+        if not cols:
+            return np.full((m, 0), -1, dtype=np.int64)
+        ids = np.sort(np.concatenate(cols, 1), axis=1)
+        ids[:, 1:][ids[:, 1:] == ids[:, :-1]] = -1  # a node in both lists is one edge
+        return ids
+
+
+def _ip_index(base: np.ndarray, index: str):
+    """A FAISS inner-product index over ``base`` (unit rows): exact, or IVF (nlist 4 sqrt n,
+    nprobe 16) as :func:`~lagnh_pyg.graph.knn_search` builds it."""
+    import faiss
+
+    n, d = base.shape
+    if index == "flat" or (index == "auto" and n <= EXACT_MAX_NODES):
+        idx = faiss.IndexFlatIP(d)
+    else:
+        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))
+        idx = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        idx.train(base)
+        idx.nprobe = min(16, nlist)
+    idx.add(base)
+    return idx
 
 
 class LagnhEncoder:
@@ -49,28 +124,27 @@ class LagnhEncoder:
     Args:
         model: the trained :class:`~lagnh_pyg.nn.LAGNH` (put in eval mode here).
         mode: ``neighbours``, ``self`` or ``faithful``.
-        k: training neighbours per new item (``neighbours``).
+        neighbours: the training-neighbour rule (``neighbours``): a :class:`TrainingNeighbours`.
         cache: ``xhat`` (n, a), ``z1`` (n, h), ``degree`` (n,), ``aux_unit`` (n, c) of the
             training nodes (``neighbours``).
         batch_size: the faithful encoding's batch.
         device: torch device.
     """
 
-    def __init__(self, model, mode: str = "neighbours", k: int = 20, cache: dict[str, Tensor] | None = None,
-                 batch_size: int = 256, device: str = "cpu") -> None:
+    def __init__(self, model, mode: str = "neighbours", neighbours: TrainingNeighbours | None = None,
+                 cache: dict[str, Tensor] | None = None, batch_size: int = 256, device: str = "cpu") -> None:
         if mode not in ENCODINGS:
             raise InputError(f"unknown encoding {mode!r}; use one of {', '.join(ENCODINGS)}")
         if mode != "faithful" and not model.attention.batch_independent:
             raise InputError(f"this model attends within its batch (attention=batch); encode it with "
                              f"--encoding faithful, not {mode}")
-        if mode == "neighbours":
-            if cache is None:
-                raise InputError("neighbours encoding needs the training nodes' cache (encoder.safetensors)")
-            if k > cache["xhat"].shape[0]:
-                raise InputError(f"encode.k={k} exceeds the {cache['xhat'].shape[0]} training nodes")
+        if mode == "neighbours" and (cache is None or neighbours is None):
+            raise InputError("neighbours encoding needs the training nodes' cache (encoder.safetensors) and their "
+                             "neighbour index")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.mode, self.k, self.batch_size = mode, int(k), int(batch_size)
+        self.mode, self.batch_size = mode, int(batch_size)
+        self.training_neighbours = neighbours
         self.cache = None if cache is None else {n: t.to(self.device) for n, t in cache.items()}
         self.bits = model.bits
         self.batch_independent = mode != "faithful"
@@ -94,26 +168,31 @@ class LagnhEncoder:
                      for s in range(0, len(x), self.batch_size)]
             z = torch.cat(parts) if parts else x.new_zeros((0, self.bits))
         else:
-            z = torch.cat([self._encode_block(x[s : s + SIM_CHUNK], a[s : s + SIM_CHUNK])
+            z = torch.cat([self._encode_block(x[s : s + SIM_CHUNK], a[s : s + SIM_CHUNK],
+                                              features[s : s + SIM_CHUNK], aux[s : s + SIM_CHUNK])
                            for s in range(0, len(x), SIM_CHUNK)]) if len(x) else x.new_zeros((0, self.bits))
         return z.float().cpu().numpy()
 
-    def neighbours(self, xhat: Tensor, aux_unit: Tensor) -> tuple[Tensor, Tensor]:
-        """The k training nodes of largest fused similarity (Eq. 3-5) to each new item.
-
-        Computed in float64 and ranked with a stable sort (ties: lower training index), so
-        the choice does not depend on the other rows of the block.
+    def neighbours(self, features: np.ndarray, aux: np.ndarray, xhat: Tensor, aux_unit: Tensor
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+        """The edges from training nodes into the new items (:class:`TrainingNeighbours`) and
+        their raw fused weights S_jq (Eq. 3-5 on the attentive features, trained sigma).
 
         Returns:
-            (ids (m, k) long, weights (m, k)) — the raw fused weights S_qj.
+            (new item of each edge (E,), training node (E,), weight (E,)).
         """
         m = self.model
-        s = dense_fused_weight(xhat.double(), self.cache["xhat"].double(), aux_unit.double(),
-                               self.cache["aux_unit"].double(), m.eta, m.sigma2.double(), m.weights)
-        order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, : self.k]
-        return order, torch.gather(s, 1, order).to(xhat.dtype)
+        ids = torch.from_numpy(self.training_neighbours(features, aux)).to(xhat.device)
+        q, col = (ids >= 0).nonzero(as_tuple=True)
+        t = ids[q, col]
+        xh_t = self.cache["xhat"][t]
+        s_a = (self.cache["aux_unit"][t] * aux_unit[q]).sum(1).clamp_min(0)  # Eq. 4
+        n_t = t.numel()
+        ei = torch.stack([torch.arange(n_t, device=t.device), n_t + torch.arange(n_t, device=t.device)])
+        w = m.edge_weights(torch.cat([xh_t, xhat[q]]), ei, s_a)
+        return q, t, w
 
-    def _encode_block(self, x: Tensor, aux: Tensor) -> Tensor:
+    def _encode_block(self, x: Tensor, aux: Tensor, features: np.ndarray, aux_np: np.ndarray) -> Tensor:
         m = self.model
         xhat = m.attentive_features(x, aux)
         aux_unit = F.normalize(aux, dim=1)
@@ -124,20 +203,18 @@ class LagnhEncoder:
             ei = torch.stack([new, new])
             z1 = m.generator.layer1(xhat, ei, torch.ones(n_new, device=x.device))
             return m.generator.layer2(z1, ei, torch.ones(n_new, device=x.device))
-        ids, w = self.neighbours(xhat, aux_unit)
-        deg_q = w.sum(1) + w_self
+        q, t, w = self.neighbours(np.asarray(features), np.asarray(aux_np), xhat, aux_unit)
+        deg_q = torch.zeros(n_new, dtype=w.dtype, device=w.device).index_add_(0, q, w) + w_self
         if m.normalization == "gcn":
-            deg_t = self.cache["degree"][ids]
-            norm = w / (deg_q[:, None] * deg_t).sqrt().clamp_min(1e-12)
+            norm = w / (deg_q[q] * self.cache["degree"][t]).sqrt().clamp_min(1e-12)
         else:
-            norm = w / deg_q.clamp_min(1e-12)[:, None]
+            norm = w / deg_q[q].clamp_min(1e-12)
         norm_self = w_self / deg_q.clamp_min(1e-12)
         # a small graph: the selected training nodes, then the new nodes; edges only into the new
-        sel, local = torch.unique(ids, return_inverse=True)
+        sel, local = torch.unique(t, return_inverse=True)
         n_sel = sel.numel()
-        dst = (n_sel + new)[:, None].expand_as(ids)
-        ei = torch.cat([torch.stack([local.reshape(-1), dst.reshape(-1)]), torch.stack([n_sel + new, n_sel + new])], 1)
-        ew = torch.cat([norm.reshape(-1), norm_self])
+        ei = torch.cat([torch.stack([local, n_sel + q]), torch.stack([n_sel + new, n_sel + new])], 1)
+        ew = torch.cat([norm, norm_self])
         z1_new = m.generator.layer1(torch.cat([self.cache["xhat"][sel], xhat]), ei, ew)[n_sel:]
         z = m.generator.layer2(torch.cat([self.cache["z1"][sel], z1_new]), ei, ew)[n_sel:]
         return z
@@ -175,5 +252,24 @@ def load_lagnh_encoder(run: Run, device: str = "cpu", encoding: str | None = Non
     mode = encoding or cfg.encode.mode
     if mode not in ENCODINGS:
         raise InputError(f"--encoding must be one of {', '.join(ENCODINGS)}, got {mode!r}")
-    cache = load_encoder_cache(run, {"xhat", "z1", "degree", "aux_unit"}) if mode == "neighbours" else None
-    return LagnhEncoder(model, mode, cfg.encode.k, cache, cfg.encode.batch_size, device)
+    cache = neighbours = None
+    if mode == "neighbours":
+        cache = load_encoder_cache(run, {"xhat", "z1", "degree", "aux_unit"})
+        neighbours = training_neighbours(run, cfg)
+    return LagnhEncoder(model, mode, neighbours, cache, cfg.encode.batch_size, device)
+
+
+def training_neighbours(run: Run, cfg) -> TrainingNeighbours:
+    """:class:`TrainingNeighbours` over the run's training rows, read from its dataset
+    (checked to be the one it was trained on)."""
+    try:
+        ds = run.dataset()
+    except InputError as e:
+        raise InputError(f"the neighbours encoding links new items to the training items of {run.root}: {e} "
+                         "(or encode with --encoding self)") from None
+    if run.meta.get("data_fingerprint") and ds.fingerprint != run.meta["data_fingerprint"]:
+        raise InputError(f"the training dataset {ds.root} changed since {run.root} was trained; the neighbours "
+                         "encoding needs it as it was (re-train, or encode with --encoding self)")
+    rows = ds.split("train")
+    return TrainingNeighbours(ds.feature_rows(rows), ds.aux_rows(rows), cfg.graph.k, cfg.graph.sources,
+                              cfg.graph.index)

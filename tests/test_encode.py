@@ -43,9 +43,10 @@ def test_training_nodes_are_not_changed_by_new_items(small_synthetic, run_dir):
     enc = load_lagnh_encoder(Run.open(run_dir))
     ds = Dataset.open(small_synthetic)
     q = ds.split("query")
-    ids, w = enc.neighbours(enc.model.attentive_features(*_t(ds.feature_rows(q), ds.aux_rows(q))),
-                            _unit(ds.aux_rows(q)))
-    assert ids.shape == (len(q), 5) and (w >= 0).all()
+    X, A = ds.feature_rows(q), ds.aux_rows(q)
+    new, ids, w = enc.neighbours(X, A, enc.model.attentive_features(*_t(X, A)), _unit(A))
+    per_item = np.bincount(new.numpy(), minlength=len(q))
+    assert (per_item >= 5).all() and (per_item <= 10).all() and (w > 0).all()  # graph.k = 5 per source
     before = enc.cache["z1"].clone()
     enc.encode(ds.feature_rows(q), ds.aux_rows(q))
     assert (enc.cache["z1"] == before).all()
@@ -110,3 +111,40 @@ def test_tampered_model_file(small_synthetic, run_dir, tmp_path):
         f.write(b"junk")
     with pytest.raises(InputError, match="changed after"):
         load_lagnh_encoder(Run.open(copy))
+
+
+def _brute_topk(base, queries, k, positive=False):
+    """Reference: exact cosine top-k per query (numpy), optionally positive similarities only."""
+    def unit(a):
+        n = np.linalg.norm(a, axis=1, keepdims=True)
+        return np.divide(a, n, out=np.zeros_like(a), where=n > 0)
+
+    s = unit(queries).astype(np.float64) @ unit(base).astype(np.float64).T
+    out = []
+    for row in s:
+        top = np.argsort(-row, kind="stable")[:k]
+        out.append({int(j) for j in top if not positive or row[j] > 0})
+    return out
+
+
+@pytest.mark.parametrize("sources", ["both", "visual", "aux"])
+def test_training_neighbours_follow_the_training_graph_rule(sources):
+    """A new item's training neighbours: its k visual (cosine) ∪ its k aux (positive cosine) nearest,
+    the rule build_graph gives every training node; checked against brute force."""
+    from lagnh_pyg.encode import TrainingNeighbours
+
+    rng = np.random.default_rng(0)
+    X, Xq = rng.random((300, 12), dtype=np.float32), rng.random((40, 12), dtype=np.float32)
+    A = (rng.random((300, 8)) < 0.3).astype(np.float32) * rng.random((300, 8), dtype=np.float32)
+    Aq = (rng.random((40, 8)) < 0.3).astype(np.float32) * rng.random((40, 8), dtype=np.float32)
+    A[:5] = 0
+    Aq[0] = 0  # no aux: visual neighbours only
+    got = TrainingNeighbours(X, A, 6, sources)(Xq, Aq)
+    vis = _brute_topk(X, Xq, 6) if sources != "aux" else [set()] * 40
+    has = np.flatnonzero(A.sum(1) > 0)
+    aux = ([{int(has[j]) for j in s} for s in _brute_topk(A[has], Aq, 6, positive=True)]
+           if sources != "visual" else [set()] * 40)
+    for i in range(40):
+        row = [int(j) for j in got[i] if j >= 0]
+        assert len(row) == len(set(row)) and set(row) == vis[i] | aux[i]
+    assert sources == "visual" or not aux[0]

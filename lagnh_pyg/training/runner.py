@@ -152,8 +152,6 @@ def _setup(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext) -> _
     """The trainer (seeded, anchors and feature statistics set) and the mode's batch source."""
     rows = ds.split("train")
     n = len(rows)
-    if cfg.encode.mode == "neighbours" and cfg.encode.k > n:
-        raise InputError(f"encode.k={cfg.encode.k} exceeds the {n} training nodes; lower encode.k")
     aux = ds.aux_rows(rows)  # N x c: small next to the features
     in_memory = cfg.train.mode != "sampled" or n <= EXACT_MAX_NODES
     x = ds.feature_rows(rows) if in_memory else None  # else the features stay memory-mapped
