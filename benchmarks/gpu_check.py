@@ -1,5 +1,8 @@
-"""GPU check (issue 7): seconds of the COCO-size full-graph training and of one sampled epoch
-of a 1M-node graph, plus peak GPU memory. Run through benchmarks/gpu_check.sh.
+"""GPU check: seconds of the COCO-size full-graph training and of one sampled epoch of a
+1M-node graph (the default sampled settings: 1,024 seeds a batch, fan-out [10, 5], one
+generator update a batch), encoding throughput (items/s) of both runs, and peak GPU memory.
+Run through benchmarks/gpu_check.sh. FAISS may be the CPU build (faiss-cpu): the kNN graph
+and the neighbour search then run on the CPU cores; the report says which.
 
     python benchmarks/gpu_check.py [--smoke] [--work /tmp/gpu_check]
 
@@ -21,6 +24,7 @@ import torch  # noqa: E402
 
 from lagnh_pyg.data.synthetic import SyntheticSpec, generate
 from lagnh_pyg.device import faiss_has_gpu, resolve_device
+from lagnh_pyg.rundir import Run, encode_splits
 from lagnh_pyg.training import train_run
 from lagnh_pyg.utils import remove_owned
 
@@ -31,6 +35,19 @@ def _peak_gpu() -> str:
     if not torch.cuda.is_available():
         return "n/a (no CUDA)"
     return f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+
+
+def _encode_rate(run_dir: Path, dev: str, encoding: str) -> str:
+    """Encode the run's query and database splits; items/s of the whole call (loading included)."""
+    run = Run.open(run_dir)
+    ds = run.dataset()
+    n = len(ds.split("query")) + len(ds.split("database"))
+    t0 = time.perf_counter()
+    encode_splits(run, ["query", "database"], device=dev, encoder_options={"encoding": encoding})
+    if dev.startswith("cuda"):
+        torch.cuda.synchronize()
+    s = time.perf_counter() - t0
+    return f"encoding ({encoding}) of {n} items: {s:.1f} s = {n / s:,.0f} items/s"
 
 
 def main() -> None:
@@ -55,7 +72,7 @@ def main() -> None:
                                   train_in_database=True), work / "coco")
     over = [f"train.epochs={epochs}", "train.checkpoint_every=0"]
     if a.smoke:
-        over += ["model.anchors=64", "graph.k=5", "encode.k=5"]
+        over += ["model.anchors=64", "graph.k=5"]
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -67,15 +84,15 @@ def main() -> None:
     print(f"COCO-size full-graph training ({n} nodes, {dim}-d, 32 bits, {epochs} epochs): {full_s:.1f} s total "
           f"(incl. graph build), {sum(r['seconds'] for r in log):.1f} s in epochs; peak GPU memory {_peak_gpu()} "
           "[paper: 466 s on a GTX 1080 Ti]", flush=True)
+    print("  " + _encode_rate(work / "coco_run", dev, "neighbours") + " [paper: 9.9 s for COCO]", flush=True)
 
     # 2. one sampled epoch of a 1M-node graph (512-d): a true epoch, every node a seed once
     n, dim = (3000, 32) if a.smoke else (1_000_000, 512)
     big = generate(SyntheticSpec(n=n + 1000, dim=dim, n_train=n, n_query=1000, train_in_database=True), work / "big")
-    over = ["train.mode=sampled", "train.epochs=1", "train.checkpoint_every=0", "train.seed_batch_size=1024",
-            "train.num_neighbors=[10, 5]"]
+    over = ["train.mode=sampled", "train.epochs=1", "train.checkpoint_every=0", "train.num_neighbors=[10, 5]"]
     if a.smoke:
         over += ["train.seed_batch_size=512", "train.num_neighbors=[3, 2]", "model.anchors=64", "model.att_dim=32",
-                 "model.hidden=64", "graph.k=5", "encode.k=5"]
+                 "model.hidden=64", "graph.k=5"]
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -85,8 +102,13 @@ def main() -> None:
     graph = json.loads((run / "run.json").read_text()).get("graph") or {}
     bs, fan = (512, "[3, 2]") if a.smoke else (1024, "[10, 5]")
     print(f"1M-node sampled epoch ({n} nodes, {dim}-d, {int(row['batches'])} seed batches of {bs}, fan-out {fan}): "
-          f"{row['seconds']:.1f} s; whole run {total:.1f} s (graph build {graph.get('seconds', float('nan')):.1f} s); "
-          f"peak GPU memory {_peak_gpu()}", flush=True)
+          f"{row['seconds']:.1f} s = {n / row['seconds']:,.0f} seed nodes/s; whole run {total:.1f} s (graph build "
+          f"{graph.get('seconds', float('nan')):.1f} s, {graph.get('index', 'exact')}); peak GPU memory {_peak_gpu()}",
+          flush=True)
+    # the neighbours encoding needs the training nodes' cache, which runs past the exact-graph
+    # limit do not write: self encoding there
+    enc = "neighbours" if (run / "encoder.safetensors").is_file() else "self"
+    print("  " + _encode_rate(run, dev, enc), flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InputError
-from .graph import EXACT_MAX_NODES, l2_normalize
+from .knn import ip_index, l2_normalize
 from .nn import LAGNH
 from .rundir import (
     Run,
@@ -54,7 +54,7 @@ class TrainingNeighbours:
     nodes by cosine on the input features and to its ``k`` nearest by cosine on the aux rows
     with a positive similarity (when it has aux). A new item gets the same: the union of both
     lists over the training nodes. FAISS proposes ``k + RERANK_SLACK`` candidates per list
-    (exact ``IndexFlatIP`` up to ``EXACT_MAX_NODES`` training nodes, IVF beyond, as training);
+    (:func:`~lagnh_pyg.knn.ip_index`: exact up to ``EXACT_MAX_NODES`` training nodes, IVF beyond);
     they are re-ranked in float64 with ties to the lower node id, so that the choice never
     depends on the other items searched with it.
 
@@ -72,12 +72,12 @@ class TrainingNeighbours:
         self.parts = []  # (unit base rows, their node ids, FAISS index, aux: positive similarity only)
         if sources in ("visual", "both"):
             unit = l2_normalize(features)
-            self.parts.append((unit, np.arange(len(unit)), _ip_index(unit, index), False))
+            self.parts.append((unit, np.arange(len(unit)), ip_index(unit, index), False))
         if sources in ("aux", "both"):
             unit = l2_normalize(aux)
             has = np.flatnonzero(np.linalg.norm(unit, axis=1) > 0)
             if len(has) > k:  # as build_graph: the aux kNN needs more than k items with aux
-                self.parts.append((unit[has], has, _ip_index(unit[has], index), True))
+                self.parts.append((unit[has], has, ip_index(unit[has], index), True))
 
     def __call__(self, features: np.ndarray, aux: np.ndarray) -> np.ndarray:
         m = len(features)
@@ -99,23 +99,6 @@ class TrainingNeighbours:
         ids = np.sort(np.concatenate(cols, 1), axis=1)
         ids[:, 1:][ids[:, 1:] == ids[:, :-1]] = -1  # a node in both lists is one edge
         return ids
-
-
-def _ip_index(base: np.ndarray, index: str):
-    """A FAISS inner-product index over ``base`` (unit rows): exact, or IVF (nlist 4 sqrt n,
-    nprobe 16) as :func:`~lagnh_pyg.graph.knn_search` builds it."""
-    import faiss
-
-    n, d = base.shape
-    if index == "flat" or (index == "auto" and n <= EXACT_MAX_NODES):
-        idx = faiss.IndexFlatIP(d)
-    else:
-        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))
-        idx = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        idx.train(base)
-        idx.nprobe = min(16, nlist)
-    idx.add(base)
-    return idx
 
 
 class LagnhEncoder:

@@ -45,14 +45,28 @@ def knn_search(base: np.ndarray, k: int, index: str = "auto", queries: np.ndarra
     Returns:
         (sims, ids), both (m, k); ids of -1 mark missing neighbours (IVF only).
     """
-    import faiss
-
     base = np.ascontiguousarray(base, dtype=np.float32)
     n, d = base.shape
     self_search = queries is None
     kk = k + 1 if self_search else k
     if kk > n:
         raise InputError(f"graph.k={k} needs more than {n} training nodes; lower graph.k below {n if self_search else n + 1}")
+    idx = ip_index(base, index)
+    q = base if self_search else np.ascontiguousarray(queries, dtype=np.float32)
+    sims, ids = idx.search(q, kk)
+    if self_search:
+        sims, ids = drop_self(sims, ids, np.arange(n))
+    return sims, ids
+
+
+def ip_index(base: np.ndarray, index: str = "auto"):
+    """A FAISS inner-product index holding ``base`` (n, d) float32: ``flat`` (exact
+    IndexFlatIP), ``ivf`` (IndexIVFFlat, nlist 4 sqrt n, nprobe 16) or ``auto`` (exact up to
+    ``EXACT_MAX_NODES`` rows); a GPU copy when FAISS has one."""
+    import faiss
+
+    base = np.ascontiguousarray(base, dtype=np.float32)
+    n, d = base.shape
     if index == "auto":
         index = "flat" if n <= EXACT_MAX_NODES else "ivf"
     if index == "flat":
@@ -67,11 +81,7 @@ def knn_search(base: np.ndarray, k: int, index: str = "auto", queries: np.ndarra
         res = faiss.StandardGpuResources()
         idx = faiss.index_cpu_to_gpu(res, 0, idx)
     idx.add(base)
-    q = base if self_search else np.ascontiguousarray(queries, dtype=np.float32)
-    sims, ids = idx.search(q, kk)
-    if self_search:
-        sims, ids = drop_self(sims, ids, np.arange(n))
-    return sims, ids
+    return idx
 
 
 def drop_self(sims: np.ndarray, ids: np.ndarray, node_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,22 @@
+"""benchmarks/gpu_check.py --smoke: the GPU check's own code path, on tiny sizes on the CPU."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_runs_on_cpu(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--work",
+                        str(tmp_path / "w")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout
+    assert "COCO-size full-graph training" in out and "1M-node sampled epoch" in out
+    assert out.count("items/s") == 2 and "seed nodes/s" in out
+    assert not (tmp_path / "w").exists()  # the script cleans up its work directory
