@@ -6,10 +6,8 @@ from .base import Param
 from .deep import (
     DeepBaseline,
     batch_param,
-    check_finite_loss,
     epochs_param,
     lr_param,
-    minibatches,
 )
 
 
@@ -101,20 +99,14 @@ class BiHalf(DeepBaseline):
         c = self.config
         opt = torch.optim.SGD(self.net.parameters(), lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"])
         decay_epoch = int(c["lr_decay_at"] * c["epochs"])
-        losses = []
-        for epoch in range(c["epochs"]):
+
+        def loss(idx, epoch):
             for group in opt.param_groups:
                 group["lr"] = c["lr"] * (0.1 if epoch >= decay_epoch else 1.0)
-            total, steps = 0.0, 0
-            for idx in minibatches(len(X), c["batch_size"], gen, drop_last=True):
-                x = X[idx]
-                loss = bihalf_loss(bihalf(self.net(x), c["gamma"]), x)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total, steps = total + loss.detach(), steps + 1
-            losses.append(float(total) / max(1, steps))
-            check_finite_loss(losses[-1], self.name, epoch)
+            x = X[idx]
+            return bihalf_loss(bihalf(self.net(x), c["gamma"]), x)
+
+        self.run_epochs(opt, loss, len(X), c["epochs"], gen)
         with torch.no_grad():
             # half-half on the whole training set: the n // 2 largest values of each bit are +1;
             # the threshold lies midway between the two order statistics around the split, so
@@ -122,8 +114,6 @@ class BiHalf(DeepBaseline):
             s = self.net(X).sort(dim=0).values
             cut = len(s) - len(s) // 2
             self.buffers["threshold"] = (s[cut - 1] + s[cut]) / 2
-        self.fit_info["loss_first_epoch"] = losses[0]
-        self.fit_info["loss_last_epoch"] = losses[-1]
 
     def embed_tensor(self, X):
         return self.net(X) - self.buffers["threshold"]

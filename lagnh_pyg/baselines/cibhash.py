@@ -8,12 +8,10 @@ from .deep import (
     VIEW_NOISE,
     DeepBaseline,
     batch_param,
-    check_finite_loss,
     cosine_matrix,
     epochs_param,
     hidden_param,
     lr_param,
-    minibatches,
     mlp,
     straight_through_sign,
 )
@@ -87,25 +85,16 @@ class CIBHash(DeepBaseline):
         import torch
 
         c = self.config
-        opt = torch.optim.Adam(self.net.parameters(), lr=c["lr"])
-        losses = []
-        for epoch in range(c["epochs"]):
-            total, steps = 0.0, 0
-            for idx in minibatches(len(X), c["batch_size"], gen, drop_last=True):
-                v1, v2 = views.pair(idx)
-                p1, p2 = torch.sigmoid(self.net(v1)), torch.sigmoid(self.net(v2))
-                u1 = torch.rand(p1.shape, generator=gen).to(p1.device)
-                u2 = torch.rand(p2.shape, generator=gen).to(p2.device)
-                z1, z2 = straight_through_sign(p1 - u1), straight_through_sign(p2 - u2)
-                loss = cib_loss(p1, p2, z1, z2, c["temperature"], c["weight"])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total, steps = total + loss.detach(), steps + 1
-            losses.append(float(total) / max(1, steps))
-            check_finite_loss(losses[-1], self.name, epoch)
-        self.fit_info["loss_first_epoch"] = losses[0]
-        self.fit_info["loss_last_epoch"] = losses[-1]
+
+        def loss(idx, epoch):
+            v1, v2 = views.pair(idx)
+            p1, p2 = torch.sigmoid(self.net(v1)), torch.sigmoid(self.net(v2))
+            u1 = torch.rand(p1.shape, generator=gen).to(p1.device)
+            u2 = torch.rand(p2.shape, generator=gen).to(p2.device)
+            z1, z2 = straight_through_sign(p1 - u1), straight_through_sign(p2 - u2)
+            return cib_loss(p1, p2, z1, z2, c["temperature"], c["weight"])
+
+        self.run_epochs(torch.optim.Adam(self.net.parameters(), lr=c["lr"]), loss, len(X), c["epochs"], gen)
 
     def embed_tensor(self, X):
         return self.net(X)

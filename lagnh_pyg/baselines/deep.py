@@ -184,6 +184,30 @@ class DeepBaseline(HashingBaseline):
     def embed_tensor(self, X):
         raise NotImplementedError
 
+    def run_epochs(self, opt, loss_fn, n: int, epochs: int, gen, drop_last: bool = True) -> list[float]:
+        """The minibatch loop every method shares: ``epochs`` shuffled passes over ``n`` items
+        in batches of ``batch_size``; ``loss_fn(idx, epoch)`` gives a batch's loss, which ``opt``
+        minimises (``opt=None``: ``loss_fn`` steps itself and returns the loss to record).
+
+        Returns each epoch's mean loss (also ``fit_info`` ``loss_first_epoch`` / ``loss_last_epoch``);
+        a non-finite epoch loss stops the fit with a message.
+        """
+        losses = []
+        for epoch in range(epochs):
+            total, steps = 0.0, 0
+            for idx in minibatches(n, self.config["batch_size"], gen, drop_last=drop_last):
+                loss = loss_fn(idx, epoch)
+                if opt is not None:
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                total, steps = total + loss.detach(), steps + 1
+            losses.append(float(total) / max(1, steps))
+            check_finite_loss(losses[-1], self.name, epoch)
+        if losses:
+            self.fit_info["loss_first_epoch"], self.fit_info["loss_last_epoch"] = losses[0], losses[-1]
+        return losses
+
     def inputs(self, X):
         """What the network sees: ``X`` minus the training mean when ``centre=yes``."""
         return X - self.buffers["mean"] if "mean" in self.buffers else X

@@ -9,11 +9,9 @@ from .deep import (
     VIEW_NOISE,
     DeepBaseline,
     batch_param,
-    check_finite_loss,
     epochs_param,
     hidden_param,
     lr_param,
-    minibatches,
     mlp,
 )
 
@@ -81,24 +79,16 @@ class DeepBit(DeepBaseline):
         import torch
 
         c = self.config
+
+        def loss(idx, epoch):
+            F = torch.sigmoid(self.net(self.inputs(X[idx])))
+            value = c["alpha"] * quantization_loss(F) + c["beta"] * even_distribution_loss(F)
+            if epoch >= c["epochs"]:  # stage 2
+                value = value + c["gamma"] * invariance_loss(torch.sigmoid(self.net(self.inputs(views.one(idx)))), F)
+            return value
+
         opt = torch.optim.SGD(self.net.parameters(), lr=c["lr"], momentum=0.9)
-        losses = []
-        for epoch in range(c["epochs"] + c["invariance_epochs"]):
-            stage2 = epoch >= c["epochs"]
-            total, steps = 0.0, 0
-            for idx in minibatches(len(X), c["batch_size"], gen, drop_last=True):
-                F = torch.sigmoid(self.net(self.inputs(X[idx])))
-                loss = c["alpha"] * quantization_loss(F) + c["beta"] * even_distribution_loss(F)
-                if stage2:
-                    loss = loss + c["gamma"] * invariance_loss(torch.sigmoid(self.net(self.inputs(views.one(idx)))), F)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total, steps = total + loss.detach(), steps + 1
-            losses.append(float(total) / max(1, steps))
-            check_finite_loss(losses[-1], self.name, epoch)
-        self.fit_info["loss_first_epoch"] = losses[0]
-        self.fit_info["loss_last_epoch"] = losses[-1]
+        self.run_epochs(opt, loss, len(X), c["epochs"] + c["invariance_epochs"], gen)
 
     def embed_tensor(self, X):
         return self.net(self.inputs(X))

@@ -7,11 +7,9 @@ from .base import Param
 from .deep import (
     DeepBaseline,
     batch_param,
-    check_finite_loss,
     epochs_param,
     hidden_param,
     lr_param,
-    minibatches,
     mlp,
 )
 
@@ -141,16 +139,9 @@ class SADH(DeepBaseline):
                 B = spectral_codes(Z, lam_inv, self.bits) if B is None else B
                 B = discrete_codes(Z, lam_inv, B, c["rho"], c["code_iters"])
             step = {"graph_objective": graph_objective(Z, lam_inv, B)}
-            for epoch in range(c["epochs"]):
-                total, steps = 0.0, 0
-                for idx in minibatches(len(X), c["batch_size"], gen):
-                    loss = ((B[idx] - self.net(X[idx])) ** 2).sum(dim=1).mean()
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total, steps = total + loss.detach(), steps + 1
-                check_finite_loss(float(total), self.name, epoch)
-            step["fit_loss"] = float(total) / max(1, steps)
+            fit = self.run_epochs(opt, lambda idx, epoch: ((B[idx] - self.net(X[idx])) ** 2).sum(dim=1).mean(),
+                                  len(X), c["epochs"], gen, drop_last=False)
+            step["fit_loss"] = fit[-1]
             history.append(step)
         self.fit_info["alternations"] = history
 

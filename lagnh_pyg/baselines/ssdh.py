@@ -9,12 +9,10 @@ from .deep import (
     CENTRE,
     DeepBaseline,
     batch_param,
-    check_finite_loss,
     cosine_matrix,
     epochs_param,
     hidden_param,
     lr_param,
-    minibatches,
     mlp,
 )
 
@@ -97,23 +95,15 @@ class SSDH(DeepBaseline):
             iu = torch.triu_indices(m, m, offset=1, device=X.device)
             lo, hi, info = half_gaussian_thresholds(dist[iu[0], iu[1]].cpu().numpy(), c["alpha"], c["beta"])
         self.fit_info["thresholds"] = {"similar_below": lo, "dissimilar_above": hi, **info}
+
+        def loss(idx, epoch):
+            x = X[idx]
+            with torch.no_grad():
+                S = semantic_structure(1 - cosine_matrix(x), lo, hi)
+            return ssdh_loss(torch.tanh(self.net(self.inputs(x))), S)
+
         opt = torch.optim.SGD(self.net.parameters(), lr=c["lr"], momentum=0.9, weight_decay=1e-5)
-        losses = []
-        for epoch in range(c["epochs"]):
-            total, steps = 0.0, 0
-            for idx in minibatches(len(X), c["batch_size"], gen, drop_last=True):
-                x = X[idx]
-                with torch.no_grad():
-                    S = semantic_structure(1 - cosine_matrix(x), lo, hi)
-                loss = ssdh_loss(torch.tanh(self.net(self.inputs(x))), S)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total, steps = total + loss.detach(), steps + 1
-            losses.append(float(total) / max(1, steps))
-            check_finite_loss(losses[-1], self.name, epoch)
-        self.fit_info["loss_first_epoch"] = losses[0]
-        self.fit_info["loss_last_epoch"] = losses[-1]
+        self.run_epochs(opt, loss, len(X), c["epochs"], gen)
 
     def embed_tensor(self, X):
         return self.net(self.inputs(X))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import Param
-from .deep import DeepBaseline, batch_param, check_finite_loss, epochs_param, lr_param, minibatches
+from .deep import DeepBaseline, batch_param, epochs_param, lr_param
 
 
 def _binary_activation():
@@ -127,32 +127,24 @@ class TBH(DeepBaseline):
         actors = [p for p in net.parameters() if id(p) not in critic_ids]
         actor_opt = torch.optim.Adam(actors, lr=c["lr"])
         critic_opt = torch.optim.Adam(critics, lr=c["lr"])
-        losses = []
-        for epoch in range(c["epochs"]):
-            total, steps = 0.0, 0
-            for idx in minibatches(len(X), c["batch_size"], gen, drop_last=True):
-                x = X[idx]
-                bbn, bn, recon = net(x)
-                real_b = (torch.rand(bbn.shape, generator=gen) > 0.5).float().to(x.device)
-                real_z = torch.rand(bn.shape, generator=gen).to(x.device)
-                adv = (adversarial_loss(torch.sigmoid(net.dis_1(real_b)), torch.sigmoid(net.dis_1(bbn)))
-                       + adversarial_loss(torch.sigmoid(net.dis_2(real_z)), torch.sigmoid(net.dis_2(bn))))
-                actor_loss = ((recon - x) ** 2).sum() / 2 - adv
-                actor_opt.zero_grad()
-                critic_opt.zero_grad()
-                actor_grads = torch.autograd.grad(actor_loss, actors, retain_graph=True)
-                critic_grads = torch.autograd.grad(adv, critics)
-                for p, g in zip(actors, actor_grads):
-                    p.grad = g
-                for p, g in zip(critics, critic_grads):
-                    p.grad = g
-                actor_opt.step()
-                critic_opt.step()
-                total, steps = total + actor_loss.detach(), steps + 1
-            losses.append(float(total) / max(1, steps))
-            check_finite_loss(losses[-1], self.name, epoch)
-        self.fit_info["actor_loss_first_epoch"] = losses[0]
-        self.fit_info["actor_loss_last_epoch"] = losses[-1]
+
+        def step(idx, epoch):
+            x = X[idx]
+            bbn, bn, recon = net(x)
+            real_b = (torch.rand(bbn.shape, generator=gen) > 0.5).float().to(x.device)
+            real_z = torch.rand(bn.shape, generator=gen).to(x.device)
+            adv = (adversarial_loss(torch.sigmoid(net.dis_1(real_b)), torch.sigmoid(net.dis_1(bbn)))
+                   + adversarial_loss(torch.sigmoid(net.dis_2(real_z)), torch.sigmoid(net.dis_2(bn))))
+            actor_loss = ((recon - x) ** 2).sum() / 2 - adv
+            actor_grads = torch.autograd.grad(actor_loss, actors, retain_graph=True)
+            critic_grads = torch.autograd.grad(adv, critics)
+            for p, g in [*zip(actors, actor_grads), *zip(critics, critic_grads)]:
+                p.grad = g
+            actor_opt.step()
+            critic_opt.step()
+            return actor_loss
+
+        self.run_epochs(None, step, len(X), c["epochs"], gen)  # fit_info loss_*: the actor's loss
 
     def embed_tensor(self, X):
         return self.net.logits(X)
