@@ -57,19 +57,20 @@ def _help() -> str:
         "",
         "encode, evaluate, index and search then work on RUN_DIR as on a LAGNH run.",
         "Example: lagnh baseline itq data/coco --bits 64 --out runs/itq64",
-        "Example: lagnh baseline cibhash data/coco --bits 64 --out runs/cib64 --device cuda",
+        "Example: lagnh baseline cibhash data/coco --bits 64 --out runs/c64 --device cuda",
         "",
-        "Deep methods train a small network on the features (deterministic per seed and device) and",
-        "read their defaults from configs/baselines/NAME.yaml. Methods marked [views] learn from",
-        "augmented views: the dataset's stored views when it has them (lagnh data demo --views K),",
-        "else the feature-level fallback (feature dropout view_dropout + Gaussian noise",
-        "view_noise x each dimension's std); run.json's fit.augmentation.variant says which ran.",
+        "Deep methods train a small network on the features (deterministic per",
+        "seed and device); defaults in configs/baselines/NAME.yaml. Methods marked",
+        "(views) learn from augmented views: the dataset's stored views when it has",
+        "them (lagnh data demo --views K; lagnh data add-views), else a feature-level",
+        "fallback (dropout view_dropout + Gaussian noise view_noise x each dimension's",
+        "std); run.json's fit.augmentation.variant says which ran.",
         "",
     ]
     for title, group in (("Shallow methods", SHALLOW), ("Deep methods", DEEP)):
         lines.append(f"{title}, with their --set parameters and defaults:")
         for cls in group:
-            tag = " [views]" if getattr(cls, "uses_views", False) else ""
+            tag = " (views)" if getattr(cls, "uses_views", False) else ""
             lines.append(f"  {cls.name:<8} {cls.summary}{tag}")
             for p in cls.params:
                 lines.append(f"           --set {p.describe()}")

@@ -65,7 +65,7 @@ class CIBHash(DeepBaseline):
     """
 
     name = "cibhash"
-    summary = "contrastive information bottleneck on two views (Qiu et al. 2021)"
+    summary = "contrastive information bottleneck (Qiu et al. 2021)"
     uses_views = True
     params = (
         hidden_param(1024, "hidden units of the encoder"),

@@ -45,12 +45,12 @@ from .base import MODEL_FORMAT, HashingBaseline, Param, as_features
 SAFETENSORS_FILE = "model.safetensors"
 
 #: the feature-level augmentation used when a dataset has no stored views
-VIEW_DROPOUT = Param("view_dropout", 0.2, "float", "fallback views: feature dropout rate (no stored views)", minimum=0)
-VIEW_NOISE = Param("view_noise", 0.5, "float", "fallback views: Gaussian noise, in units of each dimension's std", minimum=0)
+VIEW_DROPOUT = Param("view_dropout", 0.2, "float", "fallback views: feature dropout rate", minimum=0)
+VIEW_NOISE = Param("view_noise", 0.5, "float", "fallback views: noise, x each dimension's std", minimum=0)
 
 
 #: subtract the training mean from the network's input (a stored buffer)
-CENTRE = Param("centre", "yes", "choice", "feed the network features minus their training mean", choices=("yes", "no"))
+CENTRE = Param("centre", "yes", "choice", "subtract the training mean from the input", choices=("yes", "no"))
 
 
 def epochs_param(default: int, why: str = "passes over the training split") -> Param:

@@ -56,7 +56,7 @@ class DeepBit(DeepBaseline):
     """
 
     name = "deepbit"
-    summary = "quantisation + even bits + rotation invariance (Lin et al. 2016)"
+    summary = "quantisation, even bits, invariance (Lin et al. 2016)"
     uses_views = True
     params = (
         Param("alpha", 1.0, "float", "weight of the quantisation loss", minimum=0),
@@ -67,7 +67,7 @@ class DeepBit(DeepBaseline):
         lr_param(0.01),
         batch_param(128),
         epochs_param(20, "stage-1 epochs"),
-        Param("invariance_epochs", 20, "int", "stage-2 (invariance fine-tuning) epochs", minimum=0),
+        Param("invariance_epochs", 20, "int", "stage-2 (invariance) epochs", minimum=0),
         VIEW_DROPOUT,
         VIEW_NOISE,
     )

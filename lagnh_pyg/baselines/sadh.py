@@ -106,7 +106,7 @@ class SADH(DeepBaseline):
     """
 
     name = "sadh"
-    summary = "similarity-adaptive deep hashing with discrete optimisation (Shen et al. 2018)"
+    summary = "similarity-adaptive discrete hashing (Shen et al. 2018)"
     params = (
         Param("anchors", 300, "int", "anchor-graph anchors", minimum=2),
         Param("nearest", 3, "int", "anchors each item links to (s)", minimum=1),

@@ -69,7 +69,7 @@ class SSDH(DeepBaseline):
     """
 
     name = "ssdh"
-    summary = "semantic structure from the cosine-distance distribution (Yang et al. 2018)"
+    summary = "semantic structure from cosine distances (Yang et al. 2018)"
     params = (
         Param("alpha", 1.0, "float", "similar when closer than mean_l - alpha std_l", minimum=0),
         Param("beta", 2.0, "float", "dissimilar when farther than mean_r + beta std_r", minimum=0),

@@ -106,7 +106,7 @@ class TBH(DeepBaseline):
     """
 
     name = "tbh"
-    summary = "auto-encoding twin-bottleneck hashing (Shen et al. 2020)"
+    summary = "twin-bottleneck auto-encoder (Shen et al. 2020)"
     params = (
         Param("middle", 1024, "int", "hidden units of encoder and decoder", minimum=1),
         Param("cbn", 512, "int", "continuous bottleneck size", minimum=1),

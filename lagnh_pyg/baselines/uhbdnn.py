@@ -70,7 +70,7 @@ class UHBDNN(DeepBaseline):
     """
 
     name = "uhbdnn"
-    summary = "binary deep neural network, binary/independent/balanced codes (Do et al. 2016)"
+    summary = "binary deep network, independent balanced bits (Do et al. 2016)"
     params = (
         Param("lam1", 1e-5, "float", "weight decay", minimum=0),
         Param("lam2", 5e-2, "float", "binary term ||H - B||", minimum=0),
@@ -78,7 +78,7 @@ class UHBDNN(DeepBaseline):
         Param("lam4", 1e-6, "float", "balance term ||H^T 1||", minimum=0),
         hidden_param(256, "sigmoid hidden units of the encoder"),
         Param("iterations", 3, "int", "outer alternations (B, decoder, encoder)", minimum=1),
-        Param("lbfgs_steps", 10, "int", "L-BFGS iterations of the encoder per alternation", minimum=1),
+        Param("lbfgs_steps", 10, "int", "encoder L-BFGS steps per alternation", minimum=1),
     )
 
     def build(self, d: int):
