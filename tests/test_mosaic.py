@@ -215,3 +215,24 @@ def test_build_demo_extra_train_reuses_base(fake_fmnist, tmp_path):
     np.testing.assert_array_equal(b.feature_rows(a.split("train")), a.feature_rows(a.split("train")))
     # an older manifest without the field still counts as the same (default) spec
     assert build_demo(spec, tmp_path / "a", fashion_mnist_dir=fake_fmnist, cache_dir=tmp_path / "c")["cached"]
+
+
+def test_cli_data_demo_views(fake_fmnist, tmp_path):
+    """--views K stores K augmented renderings of each training mosaic (only those), cached."""
+    args = ["data", "demo", "--out", str(tmp_path / "d"), "--n-train", "20", "--n-query", "10", "--n-database", "30",
+            "--detector-pool", "200", "--image-size", "32", "--fashion-mnist-dir", str(fake_fmnist),
+            "--cache-dir", str(tmp_path / "c"), "--no-images", "--views", "2"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    ds = Dataset.open(tmp_path / "d")
+    train = ds.split("train")
+    np.testing.assert_array_equal(ds.views_index(), np.sort(train))
+    v = ds.views_of(train)
+    assert v.shape == (20, 2, 1280) and ds.manifest["views"]["recipe"]["rotation_degrees"] == [-10, 10]
+    assert not np.allclose(v[:, 0], ds.feature_rows(train), atol=1e-2)  # augmented, not copies
+    assert runner.invoke(app, args).output.count("cached") == 1  # same options: reused
+    # a build without views at the same place is a different dataset
+    r = runner.invoke(app, args[:-2])
+    assert r.exit_code == 2 and "already exists" in r.stderr
+    r = runner.invoke(app, args[:-1] + ["-1"])
+    assert r.exit_code == 2 and "--views must be 0" in r.stderr
