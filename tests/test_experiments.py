@@ -173,3 +173,20 @@ def test_accuracy_with_real_lagnh(small_synthetic, tmp_path):
     for c in rep["cells"]:
         assert c["map"] == pytest.approx(map_of_run(c["run_dir"], 50), abs=1e-12)
     assert Run.open(rep["cells"][0]["run_dir"]).method == "lagnh"
+
+
+def test_cli_accuracy_methods_all_is_table_3_plus_two(small_synthetic, tmp_path, fake_lagnh):
+    """--methods all: LAGNH (a recording fake here), the six shallow and seven deep baselines
+    with their configs/baselines defaults, one row each in both tables."""
+    out = tmp_path / "table3"
+    r = runner.invoke(app, ["experiment", "accuracy", "--data", str(small_synthetic), "--out", str(out),
+                            "--methods", "all", "--bits", "16", "--topk", "100", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    md = (out / "accuracy.md").read_text()
+    names = ["lagnh", "lsh", "sklsh", "sh", "pcah", "itq", "sgh", "uhbdnn", "deepbit", "ssdh", "sadh", "tbh", "cibhash",
+             "bihalf"]
+    for name in names:
+        assert md.count(f"\n| {name} |") == 2, name  # MAP table and size/time table
+    cells = json.loads((out / "accuracy.json").read_text())["cells"]
+    assert [c["method"] for c in cells] == names and all(0 < c["map"] <= 1 for c in cells)
+    assert (out / "pk-16bits.png").is_file() and len(fake_lagnh) == 1
