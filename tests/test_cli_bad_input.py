@@ -125,9 +125,18 @@ def _npy_bad(kind):
     return build
 
 
-def _import_aux_not_zip(tmp, s):
-    (tmp / "aux.npz").write_bytes(b"this is not a zip archive\n" * 4)
-    return _import_args(s["inputs"], tmp / "out", aux=tmp / "aux.npz")
+def _import_aux_npz(kind):
+    def build(tmp, s):
+        import scipy.sparse as sp
+
+        f = tmp / "aux.npz"
+        if kind == "not-zip":
+            f.write_bytes(b"this is not a zip archive\n" * 4)
+        else:  # a real sparse .npz cut short: a zip header, then nothing readable
+            sp.save_npz(f, sp.csr_matrix(np.load(s["inputs"] / "aux.npy")))
+            _truncate(f, 0.5)
+        return _import_args(s["inputs"], tmp / "out", aux=f)
+    return build
 
 
 def _import_ids(encoding):
@@ -477,7 +486,8 @@ CASES = {
     "import-features-1d": _npy_bad("1-d"),
     "import-features-overflow-float32": _npy_bad("overflow"),
     "import-features-nan": _npy_bad("nan"),
-    "import-aux-npz-not-zip": _import_aux_not_zip,
+    "import-aux-npz-not-zip": _import_aux_npz("not-zip"),
+    "import-aux-npz-truncated": _import_aux_npz("truncated"),
     "import-ids-latin1": _import_ids("latin-1"),
     "import-ids-utf16": _import_ids("utf-16"),
     "import-split-not-integer": _import_float_split,
