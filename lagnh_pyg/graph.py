@@ -25,8 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
-from torch_geometric.utils import remove_self_loops, scatter
-from torch_geometric.utils.sparse import index2ptr
+from torch_geometric.utils import remove_self_loops, scatter, sort_edge_index, to_torch_csr_tensor
 
 from .errors import InputError
 from .knn import CHUNK, EXACT_MAX_NODES, ivf_knn, knn_search, l2_normalize  # noqa: F401  (re-exported)
@@ -187,18 +186,20 @@ def csr_adjacency(edge_index: Tensor, weight: Tensor, num_nodes: int) -> Tensor:
     """The transposed adjacency (row = target) as a sparse CSR tensor; ``edge_index`` sorted
     by target, then source (:func:`sort_by_target`)."""
     with _quiet_csr():
-        return torch.sparse_csr_tensor(index2ptr(edge_index[1], num_nodes), edge_index[0], weight,
-                                       size=(num_nodes, num_nodes))
+        return to_torch_csr_tensor(edge_index.flip(0), weight, size=num_nodes, is_coalesced=True)
 
 
 def sort_by_target(edge_index: Tensor, *edge_attrs: Tensor) -> tuple[Tensor, ...]:
-    """Sort edges by target, then source (the order CSR adjacencies need); attrs follow."""
-    n = int(edge_index.max()) + 1 if edge_index.numel() else 0
-    key = edge_index[1] * n + edge_index[0]
-    if edge_index.numel() == 0 or bool((key[1:] >= key[:-1]).all()):
+    """Sort edges by target, then source (the order CSR adjacencies need); attrs follow.
+    Already sorted edges (the training graph's) come back as they are."""
+    if edge_index.numel() == 0:
         return (edge_index, *edge_attrs)
-    perm = torch.argsort(key, stable=True)
-    return (edge_index[:, perm], *(a[perm] for a in edge_attrs))
+    n = int(edge_index.max()) + 1
+    key = edge_index[1] * n + edge_index[0]
+    if bool((key[1:] >= key[:-1]).all()):
+        return (edge_index, *edge_attrs)
+    out = sort_edge_index(edge_index, list(edge_attrs), num_nodes=n, sort_by_row=False)
+    return (out[0], *out[1])
 
 
 def edge_sq_dist(xhat: Tensor, edge_index: Tensor) -> Tensor:

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Data
-from torch_geometric.utils import scatter
+from torch_geometric.utils import add_self_loops, scatter
 
 from ..graph import edge_sq_dist, sort_by_target
 
@@ -149,9 +149,9 @@ class BatchFetcher:
         x = self._take(self.features, nodes, self.rows).to(self.device, non_blocking=True)
         aux = self._take(self.aux, nodes).to(self.device, non_blocking=True)
         au = torch.nn.functional.normalize(aux, dim=1)
-        loops = torch.arange(n, device=self.device).repeat(2, 1)
-        ei = torch.cat([batch.edge_index.to(self.device), loops], dim=1)
-        s_a = torch.cat([batch.s_a.to(self.device, torch.float32), (au * au).sum(1).clamp_min(0)])
+        # one self-loop per node, appended after the sampled edges, carrying S^a_ii
+        ei, s_a = add_self_loops(batch.edge_index.to(self.device), batch.s_a.to(self.device, torch.float32),
+                                 fill_value=(au * au).sum(1).clamp_min(0), num_nodes=n)
         return Data(x=x, aux=aux, aux_unit=au, edge_index=ei, s_a=s_a, count=batch.count.to(self.device),
                     batch_size=int(batch.batch_size), n_id=batch.n_id, num_nodes=n)
 
