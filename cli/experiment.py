@@ -161,7 +161,8 @@ def scaling(
     out_dir: Out = Path("reports/scaling"),
     bits: Annotated[int, typer.Option("--bits", help="Code length.")] = 32,
     full_max: Annotated[int, typer.Option(help="Largest N timed with full-graph epochs.")] = 20000,
-    max_batches: Annotated[int, typer.Option(help="Cap of a sampled epoch, in seed batches (a true epoch when smaller).")] = 100,
+    max_batches: Annotated[int, typer.Option(help="Cap of a sampled epoch, in seed batches (0: true epochs; a cap times one epoch's first batches).")] = 0,
+    epochs: Annotated[int, typer.Option(help="True sampled epochs (seed visits per node) before MAP is measured.")] = 1,
     db_max: Annotated[int, typer.Option(help="Database subsample for MAP@1000.")] = 20000,
     data_root: Annotated[Path | None, typer.Option(help="Where the synthetic datasets go (default OUT/data; /tmp for big N).")] = None,
     keep_data: Annotated[bool, typer.Option(help="Keep the generated datasets.")] = False,
@@ -177,7 +178,8 @@ def scaling(
 
     _check_out(out_dir)
     path = run_scaling(parse_list(sizes, "--sizes", int), out_dir, data_root=data_root, bits=bits, full_max=full_max,
-                       max_batches=max_batches, db_max=db_max, threads=threads, device=device, keep_data=keep_data)
+                       max_batches=max_batches, db_max=db_max, threads=threads, device=device, keep_data=keep_data,
+                       epochs=epochs)
     out.print(f"wrote {path / 'scaling.md'}")
 
 

@@ -9,13 +9,15 @@ measures:
   (:func:`~lagnh_pyg.knn.ivf_knn`) beyond;
 * seconds per full-graph epoch (one step of :class:`~lagnh_pyg.training.FullGraphSource`,
   timed after a warm-up epoch) where N <= ``full_max``;
-* seconds per sampled epoch: a true epoch (every node a seed once) when it has at most
-  ``max_batches`` seed batches, else the first ``max_batches`` batches (the report says which)
-  — features read from the memory map per batch;
+* seconds per sampled epoch with the default sampled settings (1,024 seeds a batch, fan-out
+  [10, 5], one generator update a batch): ``epochs`` true epochs (every node a seed once an
+  epoch), or, with ``max_batches``, the first ``max_batches`` batches of one (the report says
+  which) — features read from the memory map per batch; ``seeds_per_s`` = seed nodes a second;
 * peak RSS of the process (``ru_maxrss``);
-* MAP@1000 (protocol ``lagnh``) of the sampled model's codes (``self`` encoding: one image,
-  one code, no N-sized cache) for the 1,000 queries against a database subsample of at most
-  ``db_max`` items.
+* MAP@1000 (protocol ``lagnh``) of the sampled model's codes for the 1,000 queries against a
+  database subsample of at most ``db_max`` items, with the default ``neighbours`` encoding
+  where the encoder cache fits (N <= ``EXACT_MAX_NODES``, features loaded), ``self`` (no
+  N-sized cache) beyond; ``encoding`` says which.
 
 Example::
 
@@ -42,7 +44,8 @@ SCALING_CONFIG: dict[str, Any] = {
     # a small generator so that 2 CPU cores finish the 1M row; the graph is the default one
     "graph": {"k": 10},
     "model": {"anchors": 256, "att_dim": 128, "hidden": 256},
-    "train": {"mode": "sampled", "lr": 1e-3, "g_steps": 5, "num_neighbors": [5, 3], "seed_batch_size": 256},
+    # the sampled settings are the defaults (train.seed_batch_size, num_neighbors, sampled_g_steps)
+    "train": {"mode": "sampled", "lr": 1e-3},
 }
 
 
@@ -50,8 +53,9 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
-def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 20000, max_batches: int = 100,
-            db_max: int = 20000, threads: int = 2, device: str = "auto", seed: int = 0) -> dict[str, Any]:
+def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 20000, max_batches: int = 0,
+            db_max: int = 20000, threads: int = 2, device: str = "auto", seed: int = 0,
+            epochs: int = 1) -> dict[str, Any]:
     """One row of the table, in this process (run it in a fresh one: peak RSS is per process).
 
     Training goes through the one loop (:func:`~lagnh_pyg.training.fit`) with the full-graph
@@ -100,16 +104,20 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
     tr = _fresh_trainer(cfg, ds, A, rows, bits, dev, seed)
     fetch = BatchFetcher(feats, A, frows, dev)
     source = SampledSource(SampledModule(tr.model), topo, fetch, cfg.train.num_neighbors, None,
-                           cfg.train.seed_batch_size, seed, max_batches)
+                           cfg.train.seed_batch_size, seed, max_batches or None, g_steps=cfg.train.sampled_g_steps)
     batches_per_epoch = len(source.loader)
-    (epoch,) = fit(tr, source, 1, sync=lambda: _sync(dev))
-    row["sampled_s"] = epoch["seconds"]
-    row["sampled_batches"] = int(epoch["batches"])
+    capped = bool(max_batches) and batches_per_epoch > max_batches
+    log = fit(tr, source, 1 if capped else epochs, sync=lambda: _sync(dev))
+    row["sampled_s"] = log[0]["seconds"]  # one epoch (the first)
+    row["sampled_batches"] = int(log[0]["batches"])
+    row["sampled_epochs"] = len(log)
     row["batches_per_true_epoch"] = batches_per_epoch
-    row["sampled_capped"] = batches_per_epoch > max_batches
+    row["sampled_capped"] = capped
     row["s_per_batch"] = row["sampled_s"] / max(row["sampled_batches"], 1)
-    row["loss_g"] = epoch["loss_g"]
-    row.update(_map_of_codes(tr.model.eval(), source, ds, dev, db_max, seed))
+    seeds = sum(min(n, int(r["batches"]) * cfg.train.seed_batch_size) for r in log)
+    row["seeds_per_s"] = seeds / max(sum(r["seconds"] for r in log), 1e-9)
+    row["loss_g"] = log[-1]["loss_g"]
+    row.update(_map_of_codes(tr.model.eval(), source, graph, ds, rows, cfg, dev, db_max, seed))
     row["peak_rss_gib"] = _peak_rss_gib()
     if dev.startswith("cuda"):
         row["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -132,15 +140,31 @@ def _fresh_trainer(cfg, ds, aux: np.ndarray, rows: np.ndarray, bits: int, dev: s
     return tr
 
 
-def _map_of_codes(model, source, ds, dev: str, db_max: int, seed: int) -> dict[str, Any]:
-    """MAP@1000 of the codes: queries vs a database subsample, 'self' encoding (no N-sized
-    cache), sigma^2 of the final model from a few sampled batches."""
-    from ..codes import pack_codes
-    from ..encode import LagnhEncoder
-    from ..metrics import mean_average_precision
+def _map_of_codes(model, source, graph, ds, rows: np.ndarray, cfg, dev: str, db_max: int,
+                  seed: int) -> dict[str, Any]:
+    """MAP@1000 of the codes: queries vs a database subsample. The default ``neighbours``
+    encoding where its cache fits (the run directory's rule: N <= EXACT_MAX_NODES, here with
+    the features loaded for one whole-graph forward), else ``self``; sigma^2 calibrated as
+    training does (whole graph, or a few sampled batches)."""
+    import torch
 
-    model.update_sigma2(*source.sigma_inputs(model, batches=4))
-    enc = LagnhEncoder(model, "self", device=dev)
+    from ..codes import pack_codes
+    from ..encode import LagnhEncoder, TrainingNeighbours
+    from ..graph import EXACT_MAX_NODES
+    from ..metrics import mean_average_precision
+    from ..training.runner import encoder_cache
+
+    n = len(rows)
+    if n <= EXACT_MAX_NODES:
+        X, A = ds.feature_rows(rows), ds.aux_rows(rows)
+        if "x" not in graph:  # the chunked builder leaves the inputs on disk
+            graph.x, graph.aux = torch.from_numpy(X), torch.from_numpy(A)
+        cache = encoder_cache(model, graph.to(dev))
+        near = TrainingNeighbours(X, A, cfg.graph.k, cfg.graph.sources, cfg.graph.index)
+        enc = LagnhEncoder(model, "neighbours", near, cache, device=dev)
+    else:
+        model.update_sigma2(*source.sigma_inputs(model, batches=4))
+        enc = LagnhEncoder(model, "self", device=dev)
     q = ds.split("query")
     db = ds.split("database")
     rng = np.random.default_rng(seed)
@@ -149,7 +173,7 @@ def _map_of_codes(model, source, ds, dev: str, db_max: int, seed: int) -> dict[s
     t0 = time.perf_counter()
     qc = pack_codes(enc.encode(ds.feature_rows(q), ds.aux_rows(q)))
     dbc = np.concatenate([pack_codes(enc.encode(f, a)) for _, f, a in ds.iter_rows(db, 8192)])
-    return {"encode_s": time.perf_counter() - t0, "db_size": len(db),
+    return {"encoding": enc.encoding_name, "encode_s": time.perf_counter() - t0, "db_size": len(db),
             "map1000": mean_average_precision(qc, dbc, ds.label_rows(q), ds.label_rows(db), 1000, "lagnh")}
 
 
@@ -170,8 +194,8 @@ def generate_data(n: int, out: Path, dim: int = 512, seed: int = 0) -> Path:
 
 
 def run_scaling(sizes: list[int], out_dir: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
-                bits: int = 32, full_max: int = 20000, max_batches: int = 100, db_max: int = 20000,
-                threads: int = 2, device: str = "auto", keep_data: bool = False) -> Path:
+                bits: int = 32, full_max: int = 20000, max_batches: int = 0, db_max: int = 20000,
+                threads: int = 2, device: str = "auto", keep_data: bool = False, epochs: int = 1) -> Path:
     """Every size in its own subprocess; writes OUT/scaling.md, scaling.json, scaling.png."""
     import shutil
 
@@ -183,7 +207,7 @@ def run_scaling(sizes: list[int], out_dir: str | os.PathLike, *, data_root: str 
         made = not (root / f"syn{n}" / "manifest.json").is_file()  # a dataset found there is not ours to delete
         data = generate_data(n, root / f"syn{n}")
         cmd = [sys.executable, "-m", "lagnh_pyg.experiments.scaling", str(data), str(bits), str(full_max),
-               str(max_batches), str(db_max), str(threads), device]
+               str(max_batches), str(db_max), str(threads), device, str(epochs)]
         res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
         if res.returncode != 0:
             raise RuntimeError(f"scaling row N={n} failed:\n{res.stderr[-2000:]}")
@@ -193,21 +217,22 @@ def run_scaling(sizes: list[int], out_dir: str | os.PathLike, *, data_root: str 
         (out / "scaling.json").write_text(json.dumps(rows, indent=1))
         if made and not keep_data:
             shutil.rmtree(data, ignore_errors=True)
-    write_scaling_report(rows, out, max_batches=max_batches, db_max=db_max)
+    write_scaling_report(rows, out, max_batches=max_batches, db_max=db_max, epochs=epochs)
     return out
 
 
-def write_scaling_report(rows: list[dict], out: Path, *, max_batches: int, db_max: int) -> Path:
+def write_scaling_report(rows: list[dict], out: Path, *, max_batches: int, db_max: int, epochs: int = 1) -> Path:
     from ..report import _pyplot, markdown_table, provenance, provenance_markdown
 
-    header = ["N", "kNN index", "graph build s", "full-graph s/epoch", "sampled s/epoch (batches)", "s/batch",
-              "peak RSS GiB", "MAP@1000"]
+    header = ["N", "kNN index", "graph build s", "full-graph s/epoch", "sampled s/epoch (batches)", "seeds/s",
+              "peak RSS GiB", "MAP@1000 (encoding)"]
     table = []
     for r in rows:
         samp = f"{r['sampled_s']:.1f} ({r['sampled_batches']}{' of ' + str(r['batches_per_true_epoch']) if r['sampled_capped'] else ', true epoch'})"
         table.append([r["N"], r["index"], f"{r['graph_s']:.1f}",
                       "-" if r["full_epoch_s"] is None else f"{r['full_epoch_s']:.2f}", samp,
-                      f"{r['s_per_batch']:.3f}", f"{r['peak_rss_gib']:.2f}", f"{r['map1000']:.4f}"])
+                      f"{r.get('seeds_per_s', float('nan')):,.0f}", f"{r['peak_rss_gib']:.2f}",
+                      f"{r['map1000']:.4f} ({r.get('encoding', 'self')})"])
     cfg = json.dumps(SCALING_CONFIG)
     md = [
         "# Scaling: LAGNH cost versus N",
@@ -218,11 +243,13 @@ def write_scaling_report(rows: list[dict], out: Path, *, max_batches: int, db_ma
         f"in a fresh process (peak RSS = that process's ru_maxrss, data generation excluded). Config: `{cfg}`, "
         f"32 bits. Graph: exact FAISS kNN where a full-graph epoch is timed, chunked PCA-64 + IVF (nlist = sqrt N, nprobe 8) "
         f"beyond. Full-graph epoch = one step over the whole graph (one D update, 5 G updates), measured after a "
-        f"warm-up step, only where N <= the full-graph limit. Sampled epoch = seed batches of 256 with fan-out "
-        f"[5, 3]; an epoch is capped at {max_batches} seed batches when a true epoch has more (column says 'k of "
-        f"total'), so the MAP of the larger N comes from fewer passes over their data. MAP@1000 (protocol lagnh) "
-        f"after that one sampled epoch, `self` encoding, 1,000 queries against a random database subsample of at "
-        f"most {db_max:,} items.",
+        f"warm-up step, only where N <= the full-graph limit. Sampled training = the default sampled settings "
+        f"(seed batches of 1,024, fan-out [10, 5], one D and one G update a batch), "
+        + (f"epochs capped at {max_batches} seed batches where a true epoch has more (column says 'k of total'), "
+           if max_batches else f"{epochs} true epoch(s): every training node a seed {epochs} time(s), ")
+        + f"seeds/s over them. MAP@1000 (protocol lagnh) after that training, 1,000 queries against a random "
+        f"database subsample of at most {db_max:,} items, with the default `neighbours` encoding where its cache "
+        f"fits (N <= 200,000), `self` (no N-sized cache) beyond.",
         "",
         "![cost vs N](scaling.png)",
         "",
@@ -253,5 +280,5 @@ def write_scaling_report(rows: list[dict], out: Path, *, max_batches: int, db_ma
 if __name__ == "__main__":  # one row, in a fresh process: python -m lagnh_pyg.experiments.scaling DATA ...
     a = sys.argv[1:]
     result = measure(a[0], bits=int(a[1]), full_max=int(a[2]), max_batches=int(a[3]), db_max=int(a[4]),
-                     threads=int(a[5]), device=a[6])
+                     threads=int(a[5]), device=a[6], epochs=int(a[7]) if len(a) > 7 else 1)
     print(json.dumps(result))

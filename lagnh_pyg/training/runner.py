@@ -226,19 +226,26 @@ def _finalise(s: _Setup) -> dict[str, Tensor] | None:
     whole graph, also the encoder cache of the ``neighbours`` encoding (returned)."""
     model = s.trainer.model.eval()
     if s.graph is not None:
-        g = s.graph.to(s.trainer.device)
-        with torch.no_grad():
-            model.update_sigma2(model.attentive_features(g.x, g.aux), g.edge_index)
-            fwd = model(g.x, g.aux, g.edge_index, g.s_a)
-            sm = self_mass(fwd["edge_index"], fwd["edge_weight"], s.n)
-        logger.info(f"final graph: sigma^2 {float(model.sigma2):.4g}, mean self-loop share of the normalised "
-                    f"graph {sm:.3f} (1.0 would make the GCN a per-node MLP)")
-        return {"xhat": fwd["xhat"], "z1": fwd["z1"], "degree": fwd["degree"], "aux_unit": g.aux_unit}
+        return encoder_cache(model, s.graph.to(s.trainer.device))
     if isinstance(s.source, SampledSource):
         model.update_sigma2(*s.source.sigma_inputs(model))
         logger.info(f"final sigma^2 {float(model.sigma2):.4g} (from sampled batches); {s.n} training nodes are "
                     "too many for the neighbours encoding's cache: encode with --encoding self")
     return None
+
+
+@torch.no_grad()
+def encoder_cache(model: nn.Module, g) -> dict[str, Tensor]:
+    """Sigma calibrated (Eq. 3, 'auto') on the final attentive features of the whole graph
+    ``g`` (with ``x`` and ``aux``), then what the ``neighbours`` encoding needs of the
+    training nodes: ``xhat``, ``z1``, ``degree``, ``aux_unit``."""
+    model.eval()
+    model.update_sigma2(model.attentive_features(g.x, g.aux), g.edge_index)
+    fwd = model(g.x, g.aux, g.edge_index, g.s_a)
+    sm = self_mass(fwd["edge_index"], fwd["edge_weight"], g.num_nodes)
+    logger.info(f"final graph: sigma^2 {float(model.sigma2):.4g}, mean self-loop share of the normalised "
+                f"graph {sm:.3f} (1.0 would make the GCN a per-node MLP)")
+    return {"xhat": fwd["xhat"], "z1": fwd["z1"], "degree": fwd["degree"], "aux_unit": g.aux_unit}
 
 
 def choose_anchors(aux: np.ndarray, m: int, seed: int) -> np.ndarray:
