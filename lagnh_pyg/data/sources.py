@@ -48,16 +48,18 @@ def load_matrix(path: str | os.PathLike, what: str) -> np.ndarray | sp.csr_matri
         npy_header(path, what)  # a truncated or foreign file: one clear error before mapping it
     try:
         if path.suffix == ".npz":
-            try:
-                return sp.load_npz(path).tocsr()
-            except (ValueError, KeyError, EOFError, zipfile.BadZipFile):
-                with np.load(path, allow_pickle=False) as z:
-                    if len(z.files) != 1:
-                        raise InputError(
-                            f"{what} file {path} is an .npz with arrays {z.files}; give one .npy or a "
-                            "scipy.sparse.save_npz file"
-                        ) from None
-                    return z[z.files[0]]
+            with open(path, "rb") as fh:  # ours to close: numpy leaks its handle on a broken zip
+                try:
+                    return sp.load_npz(fh).tocsr()
+                except (ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                    fh.seek(0)
+                    with np.load(fh, allow_pickle=False) as z:
+                        if len(z.files) != 1:
+                            raise InputError(
+                                f"{what} file {path} is an .npz with arrays {z.files}; give one .npy or a "
+                                "scipy.sparse.save_npz file"
+                            ) from None
+                        return z[z.files[0]]
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
