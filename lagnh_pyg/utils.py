@@ -54,6 +54,9 @@ def check_writable_target(path: str | os.PathLike, what: str = "output", directo
         if path.is_dir() != directory:
             kind = "a directory" if path.is_dir() else "a file"
             raise InputError(f"{what} {path} is {kind}; give a {'directory' if directory else 'file'} path")
+        owner = project_format(path.parent) if not directory else None
+        if owner is not None:  # e.g. --json RUN/run.json: never overwrite a file of a lagnh directory
+            raise InputError(f"refusing to overwrite {path}: it is part of a {owner} directory; choose another {what}")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent

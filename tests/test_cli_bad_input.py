@@ -558,6 +558,10 @@ CASES = {
     "evaluate-codes-meta-garbage": _cmd_on_run("evaluate", "codes-meta-garbage", "--no-plots"),
     "evaluate-run-json-garbage": _cmd_on_run("evaluate", "run-json-garbage", "--no-plots"),
     "evaluate-json-under-file": _target("evaluate", "under-file"),
+    "evaluate-json-over-run-json": lambda tmp, s: [
+        "evaluate", str(_copy(s["run"], tmp / "run")), "--no-plots", "--json", str(tmp / "run" / "run.json")],
+    "search-html-over-dataset-file": lambda tmp, s: [
+        "search", str(s["run"]), "--id", "item25", "--html", str(s["data"] / "ids.txt")],
     # search
     "search-index-truncated": _cmd_on_run("search", "faiss", "--id", "item25"),
     "search-index-garbage": _cmd_on_run("search", "faiss-garbage", "--id", "item25"),

@@ -97,6 +97,11 @@ def test_check_writable_target(tmp_path):
     (tmp_path / "file").write_text("x")
     (tmp_path / "dir").mkdir()
     check_writable_target(tmp_path / "new" / "deeper" / "out.html")  # creates nothing
+    own = _ours(tmp_path / "run", fmt="lagnh-run")
+    with pytest.raises(InputError, match="refusing to overwrite .*part of a lagnh-run directory"):
+        check_writable_target(own / "manifest.json", "--json file")
+    (tmp_path / "dir" / "page.html").write_text("old")
+    check_writable_target(tmp_path / "dir" / "page.html")  # a user's own earlier output: replaced
     assert not (tmp_path / "new").exists()
     with pytest.raises(InputError, match="is a file, not a directory"):
         check_writable_target(tmp_path / "file" / "out.html")
