@@ -137,3 +137,26 @@ def test_sampled_source_runs_its_generator_steps_per_batch(g_steps):
 def test_sampled_defaults_take_one_generator_step_per_batch():
     cfg = load_config(None)
     assert cfg.train.sampled_g_steps == 1 and cfg.train.g_steps == 5  # the full graph keeps the release's 5
+
+
+def test_large_graphs_propagate_by_messages_with_the_same_result(monkeypatch):
+    """Past CSR_MAX_NODES the GCN passes messages along the edges (the CSR backward would form
+    a dense n x n gradient); both paths give the same codes and gradients."""
+    import lagnh_pyg.nn.lagnh as lagnh_mod
+
+    x, aux = _problem(n=80, seed=4)
+    graph = build_graph(x, aux, k=4)
+    tr = _trainer(load_config(TINY), 12, 6)
+    tr.model.set_feature_stats(graph.x)
+    tr.model.eval()
+    results = []
+    for limit in (10_000, 10):  # CSR, then messages
+        monkeypatch.setattr(lagnh_mod, "CSR_MAX_NODES", limit)
+        tr.model.zero_grad()
+        z = tr.model(graph.x, graph.aux, graph.edge_index, graph.s_a)["z"]
+        z.pow(2).sum().backward()
+        results.append((z.detach(), [p.grad.clone() for p in tr.model.parameters() if p.grad is not None]))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
+    assert len(results[0][1]) == len(results[1][1]) > 0
+    for a, b in zip(results[0][1], results[1][1]):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
