@@ -10,7 +10,7 @@ measures:
 * seconds per full-graph epoch (one step of :class:`~lagnh_pyg.training.FullGraphSource`,
   timed after a warm-up epoch) where N <= ``full_max``;
 * seconds per sampled epoch with the default sampled settings (1,024 seeds a batch, fan-out
-  [10, 5], one generator update a batch): ``epochs`` true epochs (every node a seed once an
+  [5, 3], one generator update a batch): ``epochs`` true epochs (every node a seed once an
   epoch), or, with ``max_batches``, the first ``max_batches`` batches of one (the report says
   which) — features read from the memory map per batch; ``seeds_per_s`` = seed nodes a second;
 * peak RSS of the process (``ru_maxrss``);
@@ -244,7 +244,7 @@ def write_scaling_report(rows: list[dict], out: Path, *, max_batches: int, db_ma
         f"32 bits. Graph: exact FAISS kNN where a full-graph epoch is timed, chunked PCA-64 + IVF (nlist = sqrt N, nprobe 8) "
         f"beyond. Full-graph epoch = one step over the whole graph (one D update, 5 G updates), measured after a "
         f"warm-up step, only where N <= the full-graph limit. Sampled training = the default sampled settings "
-        f"(seed batches of 1,024, fan-out [10, 5], one D and one G update a batch), "
+        f"(seed batches of 1,024, fan-out [5, 3], one D and one G update a batch), "
         + (f"epochs capped at {max_batches} seed batches where a true epoch has more (column says 'k of total'), "
            if max_batches else f"{epochs} true epoch(s): every training node a seed {epochs} time(s), ")
         + f"seeds/s over them. MAP@1000 (protocol lagnh) after that training, 1,000 queries against a random "
