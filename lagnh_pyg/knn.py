@@ -147,10 +147,13 @@ def ivf_knn(arr, k: int, rows: np.ndarray | None = None, *, pca_dim: int | None 
         u = l2_normalize(read_rows(arr, rows, s, e))
         return np.ascontiguousarray(pca.apply(u) if pca is not None else u)
 
+    # the encoded rows are kept (N x dim float32: 256 MB for 1M x 64) so that the search
+    # does not read, normalise and project the memory map a second time
+    coded = np.empty((n, dim), dtype=np.float32)
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
         ids = np.arange(s, e, dtype=np.int64)
-        v = encoded(s, e)
+        v = coded[s:e] = encoded(s, e)
         if mask is not None:
             keep = mask[s:e]
             v, ids = v[keep], ids[keep]
@@ -160,5 +163,5 @@ def ivf_knn(arr, k: int, rows: np.ndarray | None = None, *, pca_dim: int | None 
     out = np.empty((n, k), dtype=np.int64)
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
-        sims[s:e], out[s:e] = drop_self(*index.search(encoded(s, e), k + 1), np.arange(s, e))
+        sims[s:e], out[s:e] = drop_self(*index.search(coded[s:e], k + 1), np.arange(s, e))
     return sims, out
