@@ -69,6 +69,10 @@ def _tbh_module(d: int, bits: int, middle: int, cbn: int):
             self.dec_2 = nn.Linear(middle, d)
             self.dis_1 = nn.Linear(bits, 1)
             self.dis_2 = nn.Linear(cbn, 1)
+            for layer in self.modules():  # Keras Dense's default init, as in the official code
+                if isinstance(layer, nn.Linear):
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
 
         def logits(self, x):
             return self.fc_bbn(torch.relu(self.fc_1(x)))
@@ -98,7 +102,8 @@ class TBH(DeepBaseline):
     Codes: ``sign(logits)``, i.e. the binary bottleneck at eps = 1/2.
 
     Defaults from the official ``run_tbh.py`` / ``tbh_train.py``: middle 1024, continuous
-    bottleneck 512, batch 256, one Adam each. The official run does 100,000 steps at lr 1e-4;
+    bottleneck 512, batch 256, one Adam each; every layer starts as a Keras ``Dense`` does
+    there (Glorot-uniform weights, zero bias). The official run does 100,000 steps at lr 1e-4;
     we train 30 epochs (time budget) at lr 1e-3, chosen on a validation split
     (configs/baselines/tbh.yaml).
 
