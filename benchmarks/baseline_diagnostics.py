@@ -7,6 +7,9 @@ docs/results/table3-demo.md.
                           validation MAP and bit correlation after 1 epoch, 20 epochs of
                           stage 1, without the even-distribution term, and with the defaults;
                           LSH and ITQ for reference
+    deepbit-init DATA     DeepBit with the official Caffe initialisation of its latent layer
+                          (N(0, 0.01), zero bias) against PyTorch's default, lr 0.01 / 0.001,
+                          with and without centring (same validation split)
     ssdh DATA             SSDH's semantic structure on 2,000 training items: how many pairs it
                           calls similar / dissimilar and how often those share a label
 
@@ -65,6 +68,38 @@ def deepbit(data: str) -> None:
         print(f"| {label} | {mp:.4f} | {bal:.3f} | {corr:.3f} |", flush=True)
 
 
+def deepbit_init(data: str) -> None:
+    import torch
+
+    from lagnh_pyg.baselines.deepbit import DeepBit
+    from lagnh_pyg.data.store import Dataset
+    from lagnh_pyg.experiments.tuning import validation_split
+    from lagnh_pyg.metrics import mean_average_precision
+
+    class OfficialInit(DeepBit):
+        """fc8_kevin of the official prototxt: gaussian weights, std 0.01, bias 0."""
+
+        def build(self, d: int):
+            net = super().build(d)
+            with torch.no_grad():
+                net[0].weight.normal_(0, 0.01)
+                net[0].bias.zero_()
+            return net
+
+    ds = Dataset.open(data)
+    fit, val = validation_split(ds.split("train"), 0.2, 0)
+    Xf, Xv, Lf, Lv = ds.feature_rows(fit), ds.feature_rows(val), ds.label_rows(fit), ds.label_rows(val)
+    views = ds.views_of(fit) if ds.has_views else None
+    print("| initialisation | params (32 bits) | validation MAP | balance | mean abs corr |\n|---|---|---|---|---|")
+    for label, cls in (("pytorch default", DeepBit), ("official N(0, 0.01)", OfficialInit)):
+        for params in ({"lr": 0.01}, {"lr": 0.001}, {"lr": 0.001, "centre": "no"}):
+            m = cls(32, 0, **params).fit(Xf, views=views)
+            cf = m.encode(Xf)
+            mp = mean_average_precision(m.encode(Xv), cf, Lv, Lf, 1000, "lagnh")
+            bal, corr = bit_stats(cf)
+            print(f"| {label} | {params} | {mp:.4f} | {bal:.3f} | {corr:.3f} |", flush=True)
+
+
 def ssdh(data: str) -> None:
     import torch
 
@@ -90,10 +125,10 @@ def ssdh(data: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("codes", "deepbit", "ssdh"))
+    ap.add_argument("what", choices=("codes", "deepbit", "deepbit-init", "ssdh"))
     ap.add_argument("path", help="an accuracy report directory (codes) or a dataset directory")
     args = ap.parse_args()
-    {"codes": codes, "deepbit": deepbit, "ssdh": ssdh}[args.what](args.path)
+    {"codes": codes, "deepbit": deepbit, "deepbit-init": deepbit_init, "ssdh": ssdh}[args.what](args.path)
 
 
 if __name__ == "__main__":
