@@ -176,7 +176,8 @@ class DeepBaseline(HashingBaseline):
 
     # -- what a method implements -------------------------------------------------------------
     def build(self, d: int):
-        raise NotImplementedError
+        """The encoder network: by default d -> ``hidden`` (0: none) -> bits (see :func:`mlp`)."""
+        return mlp(d, self.config["hidden"], self.bits)
 
     def _train(self, X, views: Views | None, gen) -> None:
         raise NotImplementedError

@@ -12,7 +12,6 @@ from .deep import (
     epochs_param,
     hidden_param,
     lr_param,
-    mlp,
 )
 
 
@@ -71,9 +70,6 @@ class DeepBit(DeepBaseline):
         VIEW_DROPOUT,
         VIEW_NOISE,
     )
-
-    def build(self, d: int):
-        return mlp(d, self.config["hidden"], self.bits)
 
     def _train(self, X, views, gen) -> None:
         import torch

@@ -10,7 +10,6 @@ from .deep import (
     epochs_param,
     hidden_param,
     lr_param,
-    mlp,
 )
 
 
@@ -118,9 +117,6 @@ class SADH(DeepBaseline):
         batch_param(128),
         epochs_param(5, "network epochs per alternation"),
     )
-
-    def build(self, d: int):
-        return mlp(d, self.config["hidden"], self.bits)
 
     def representation(self, X):
         """The adapted deep representation: the hidden layer's output (the input when linear)."""

@@ -13,7 +13,6 @@ from .deep import (
     epochs_param,
     hidden_param,
     lr_param,
-    mlp,
 )
 
 
@@ -82,9 +81,6 @@ class SSDH(DeepBaseline):
         batch_param(128),
         epochs_param(50),
     )
-
-    def build(self, d: int):
-        return mlp(d, self.config["hidden"], self.bits)
 
     def _train(self, X, views, gen) -> None:
         import torch
