@@ -20,6 +20,7 @@ Importing this module registers the method ``lagnh`` with :mod:`lagnh_pyg.rundir
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InputError
-from .knn import ip_index, l2_normalize
+from .knn import EXACT_MAX_NODES, ip_index, l2_normalize, read_rows
 from .nn import LAGNH
 from .rundir import (
     Run,
@@ -43,6 +44,10 @@ logger = logging.getLogger(__name__)
 ENCODINGS = ("neighbours", "self", "faithful")
 SIM_CHUNK = 1024  # new items per block
 RERANK_SLACK = 8  # FAISS candidates beyond k, re-ranked exactly (see TrainingNeighbours)
+RERANK_BLOCK = 256  # new items per exact re-rank block
+# past EXACT_MAX_NODES training nodes (TrainingNeighbours): the chunked index's projection,
+# lists searched and candidates re-ranked per list
+PCA_DIM, WIDE_NPROBE, WIDE_CANDIDATES = 64, 16, 64
 
 register_method("lagnh", "lagnh_pyg.encode:load_lagnh_encoder")
 
@@ -53,52 +58,127 @@ class TrainingNeighbours:
     :func:`~lagnh_pyg.graph.build_graph` gives training node i the edges to its ``k`` nearest
     nodes by cosine on the input features and to its ``k`` nearest by cosine on the aux rows
     with a positive similarity (when it has aux). A new item gets the same: the union of both
-    lists over the training nodes. FAISS proposes ``k + RERANK_SLACK`` candidates per list
-    (:func:`~lagnh_pyg.knn.ip_index`: exact up to ``EXACT_MAX_NODES`` training nodes, IVF beyond);
-    they are re-ranked in float64 with ties to the lower node id, so that the choice never
-    depends on the other items searched with it.
+    lists over the training nodes. FAISS proposes candidates per list; they are re-ranked
+    exactly (float64, ties to the lower node id), so that the choice never depends on the
+    other items searched with it.
+
+    Up to ``EXACT_MAX_NODES`` training nodes (``graph.index`` auto or flat) the candidates are
+    the exact top ``k + RERANK_SLACK`` (:func:`~lagnh_pyg.knn.ip_index`, the unit rows in
+    memory). Beyond (or ``graph.index: ivf``), as the training graph's chunked backend does,
+    the index is built in chunks over the memory-mapped rows (:func:`_chunked_index`: PCA to
+    ``PCA_DIM`` dimensions for the features, IVF), proposes ``WIDE_CANDIDATES``, and the
+    re-rank reads those rows from the memory map: memory is N x ``PCA_DIM`` floats plus the
+    aux rows, not N x d.
 
     Args:
-        features: (n, d) training features (the model's input). aux: (n, c) training aux.
-        k: ``graph.k``. sources: ``graph.sources`` (visual, aux or both).
-        index: ``graph.index`` (auto, flat, ivf).
+        features: (n, d) training features (the model's input), or (M, d) with ``rows``
+            selecting the n training rows (a memory map is read in chunks, never loaded).
+        aux: (n, c) training aux. k: ``graph.k``. sources: ``graph.sources``.
+        index: ``graph.index`` (auto, flat, ivf). rows: see ``features``.
 
     Call with (m, d) features and (m, c) aux; returns (m, 2k) training ids, -1 padded, each
     row without repeats.
     """
 
-    def __init__(self, features: np.ndarray, aux: np.ndarray, k: int, sources: str = "both", index: str = "auto") -> None:
+    def __init__(self, features, aux: np.ndarray, k: int, sources: str = "both", index: str = "auto",
+                 rows: np.ndarray | None = None) -> None:
         self.k = int(k)
-        self.parts = []  # (unit base rows, their node ids, FAISS index, aux: positive similarity only)
+        n = len(rows) if rows is not None else features.shape[0]
+        wide = index == "ivf" or (index == "auto" and n > EXACT_MAX_NODES)
+        self.parts = []  # (unit rows by node id, their node ids, FAISS index, candidates, aux: positive only)
         if sources in ("visual", "both"):
-            unit = l2_normalize(features)
-            self.parts.append((unit, np.arange(len(unit)), ip_index(unit, index), False))
+            if wide:
+                base = _UnitRows(features, rows)
+                self.parts.append((base, None, _chunked_index(base, n, PCA_DIM), WIDE_CANDIDATES, False))
+            else:
+                unit = l2_normalize(features if rows is None else features[rows])
+                self.parts.append((unit, None, ip_index(unit, "flat" if index == "auto" else index),
+                                   self.k + RERANK_SLACK, False))
         if sources in ("aux", "both"):
             unit = l2_normalize(aux)
             has = np.flatnonzero(np.linalg.norm(unit, axis=1) > 0)
             if len(has) > k:  # as build_graph: the aux kNN needs more than k items with aux
-                self.parts.append((unit[has], has, ip_index(unit[has], index), True))
+                idx = _chunked_index(unit[has], len(has), None) if wide else ip_index(unit[has], index)
+                self.parts.append((unit[has], has, idx, WIDE_CANDIDATES if wide else self.k + RERANK_SLACK, True))
 
     def __call__(self, features: np.ndarray, aux: np.ndarray) -> np.ndarray:
         m = len(features)
         cols = []
-        for base, node_ids, idx, positive in self.parts:
+        for base, node_ids, idx, kk, positive in self.parts:
             q = l2_normalize(aux if positive else features)
-            kk = min(self.k + RERANK_SLACK, len(base))
+            kk = min(kk, len(base))
             _, cand = idx.search(q, kk)
-            ok = cand >= 0
-            sims = np.einsum("mkd,md->mk", base[np.maximum(cand, 0)].astype(np.float64), q.astype(np.float64))
-            sims = np.where(ok, sims, -np.inf)
-            ids = np.where(ok, node_ids[np.maximum(cand, 0)], np.iinfo(np.int64).max)
-            order = np.lexsort((ids, -sims), axis=1)[:, : self.k]  # by similarity, ties: lower id
-            top, top_s = np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1)
-            keep = np.isfinite(top_s) & ((top_s > 0) if positive else True)
-            cols.append(np.where(keep, top, -1))
+            top = np.empty((m, min(self.k, kk)), np.int64)
+            for s in range(0, m, RERANK_BLOCK):  # (block, kk, d) float64 rows at a time
+                top[s : s + RERANK_BLOCK] = self._rerank(base, node_ids, cand[s : s + RERANK_BLOCK],
+                                                         q[s : s + RERANK_BLOCK], positive)
+            cols.append(top)
         if not cols:
             return np.full((m, 0), -1, dtype=np.int64)
         ids = np.sort(np.concatenate(cols, 1), axis=1)
         ids[:, 1:][ids[:, 1:] == ids[:, :-1]] = -1  # a node in both lists is one edge
         return ids
+
+    def _rerank(self, base, node_ids: np.ndarray | None, cand: np.ndarray, q: np.ndarray, positive: bool) -> np.ndarray:
+        """The ``k`` best of the FAISS candidates by exact cosine (ties: lower id); -1 where
+        missing (or, for aux, not positive)."""
+        ok = cand >= 0
+        safe = np.maximum(cand, 0)
+        sims = np.einsum("mkd,md->mk", base[safe].astype(np.float64), q.astype(np.float64))
+        sims = np.where(ok, sims, -np.inf)
+        ids = np.where(ok, safe if node_ids is None else node_ids[safe], np.iinfo(np.int64).max)
+        order = np.lexsort((ids, -sims), axis=1)[:, : self.k]  # by similarity, ties: lower id
+        top, top_s = np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1)
+        keep = np.isfinite(top_s) & ((top_s > 0) if positive else True)
+        return np.where(keep, top, -1)
+
+
+class _UnitRows:
+    """Unit (L2-normalised) training rows read on demand from a (memory-mapped) array:
+    ``unit[ids]`` for ids of any shape, ``len``, ``shape``, and ``chunk(s, e)``."""
+
+    def __init__(self, arr, rows: np.ndarray | None) -> None:
+        self.arr, self.rows = arr, rows
+        self.n = len(rows) if rows is not None else arr.shape[0]
+        self.shape = (self.n, arr.shape[1])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def chunk(self, s: int, e: int) -> np.ndarray:
+        return l2_normalize(read_rows(self.arr, self.rows, s, e))
+
+    def __getitem__(self, ids: np.ndarray) -> np.ndarray:
+        flat = np.asarray(ids).reshape(-1)
+        uniq, inv = np.unique(flat, return_inverse=True)  # sorted: sequential reads of the map
+        rows = uniq if self.rows is None else self.rows[uniq]
+        unit = l2_normalize(np.asarray(self.arr[rows], dtype=np.float32))
+        return unit[inv].reshape(*np.shape(ids), self.shape[1])
+
+
+def _chunked_index(base, n: int, pca_dim: int | None, train_size: int = 65536, chunk: int = 65536, seed: int = 0):
+    """A FAISS IVF index (L2 on unit rows: the cosine order) over ``base`` (an array or
+    :class:`_UnitRows`), trained on a sample and filled chunk by chunk; with ``pca_dim``, the
+    rows are projected first (FAISS ``PCAMatrix``; L2 survives its centring, inner products
+    would not). Candidates only: the caller re-ranks them exactly."""
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(train_size, n), replace=False))
+    train = np.ascontiguousarray(base[sample], dtype=np.float32)
+    d = train.shape[1]
+    dim = pca_dim if pca_dim is not None and pca_dim < d else d
+    nlist = max(1, min(int(math.sqrt(n)), len(train) // 39))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist, faiss.METRIC_L2)
+    if dim < d:
+        index = faiss.IndexPreTransform(faiss.PCAMatrix(d, dim), index)
+    index.train(train)
+    faiss.extract_index_ivf(index).nprobe = min(WIDE_NPROBE, nlist)
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        block = base.chunk(s, e) if isinstance(base, _UnitRows) else base[s:e]
+        index.add(np.ascontiguousarray(block, dtype=np.float32))
+    return index
 
 
 class LagnhEncoder:
@@ -253,6 +333,12 @@ def training_neighbours(run: Run, cfg) -> TrainingNeighbours:
     if run.meta.get("data_fingerprint") and ds.fingerprint != run.meta["data_fingerprint"]:
         raise InputError(f"the training dataset {ds.root} changed since {run.root} was trained; the neighbours "
                          "encoding needs it as it was (re-train, or encode with --encoding self)")
+    return dataset_neighbours(ds, cfg)
+
+
+def dataset_neighbours(ds, cfg) -> TrainingNeighbours:
+    """:class:`TrainingNeighbours` over the training split of dataset ``ds`` (features read
+    from its memory map) with the neighbour rule of config ``cfg``."""
     rows = ds.split("train")
-    return TrainingNeighbours(ds.feature_rows(rows), ds.aux_rows(rows), cfg.graph.k, cfg.graph.sources,
-                              cfg.graph.index)
+    return TrainingNeighbours(ds.features, ds.aux_rows(rows), cfg.graph.k, cfg.graph.sources, cfg.graph.index,
+                              rows=rows)

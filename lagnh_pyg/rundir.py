@@ -10,7 +10,8 @@ Layout::
       <model_file>         the fitted model (LAGNH: checkpoint.pt, a torch.save file of tensors
                            and plain types, read with ``weights_only=True``, never unpickling
                            code; baselines: model.npz)
-      encoder.safetensors  LAGNH's out-of-sample encoder cache (training nodes' xhat, z1, ...)
+      encoder.safetensors  LAGNH's out-of-sample encoder cache (training nodes' xhat, z1, ...),
+                           written in row blocks and read memory-mapped (any number of nodes)
       config.yaml          the resolved config; log.jsonl: one row of loss terms per epoch
       .lock                held (flock) while a `train` writes the directory
       codes/               query.npy, database.npy (packed uint8) and meta.json
@@ -353,36 +354,130 @@ def check_resumable(ck: Mapping[str, Any], path: Path, config_digest: str, bits:
 
 
 # -- the encoder cache ---------------------------------------------------------------------------
-def save_encoder_cache(path: str | os.PathLike, tensors: Mapping[str, Any], model_fingerprint: str) -> None:
-    """Write the out-of-sample encoder's cache (safetensors), naming the model it belongs to."""
-    from safetensors.torch import save_file
+# The cache is a safetensors file (float32 tensors, metadata naming the checkpoint), written in
+# row blocks by EncoderCacheFile and read back memory-mapped, so that neither side ever holds
+# it whole: at a million training nodes it is N x (att_dim + hidden + aux_dim + 1) floats.
+_CACHE_HEADER_ROOM = 256  # spaces reserved in the header for the checkpoint's fingerprint
 
-    tensors = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"model_fingerprint": model_fingerprint, "format": ENCODER_CACHE_FORMAT})
+
+class EncoderCacheFile:
+    """The encoder cache being written: a temporary safetensors file in ``directory`` whose
+    layout (names, shapes) is fixed up front; rows are written in blocks (``os.pwrite``: no
+    mapping, so written rows do not stay in the process's memory); :meth:`commit` names the
+    checkpoint in the header and renames the file into place. The writer of the cache reads
+    what it wrote through :meth:`array` (a memory map).
+
+    Args:
+        directory: where the file goes (the run directory; it may be renamed meanwhile: the
+            file is found again by its name in :meth:`commit`'s directory).
+        shapes: tensor name -> shape; every tensor is float32.
+    """
+
+    def __init__(self, directory: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        self.shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
+        self.offsets, pos = {}, 0
+        for name, shape in self.shapes.items():
+            size = 4 * int(np.prod(shape, dtype=np.int64))
+            self.offsets[name] = (pos, pos + size)
+            pos += size
+        self.header_len = len(self._header("0" * 16))
+        self.fd, tmp = tempfile.mkstemp(prefix=f".{ENCODER_FILE}.tmp-", dir=directory)
+        self.name = Path(tmp).name
+        self._maps: dict[str, np.memmap] = {}
+        os.ftruncate(self.fd, 8 + self.header_len + pos)
+        self._write_header("0" * 16)
+
+    def _header(self, model_fingerprint: str) -> bytes:
+        head = {"__metadata__": {"format": ENCODER_CACHE_FORMAT, "model_fingerprint": model_fingerprint}}
+        head.update({k: {"dtype": "F32", "shape": list(s), "data_offsets": list(self.offsets[k])}
+                     for k, s in self.shapes.items()})
+        raw = json.dumps(head, separators=(",", ":")).encode()
+        room = len(raw) + _CACHE_HEADER_ROOM
+        return raw.ljust(room + (-room) % 8)  # spaces; 8-aligned data
+
+    def _write_header(self, model_fingerprint: str) -> None:
+        raw = self._header(model_fingerprint).ljust(self.header_len)
+        if len(raw) != self.header_len:
+            raise ValueError("encoder cache header outgrew its room")
+        os.pwrite(self.fd, len(raw).to_bytes(8, "little") + raw, 0)
+
+    def write(self, name: str, start: int, block: np.ndarray) -> None:
+        """Rows ``start:start + len(block)`` of tensor ``name``."""
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        row = 4 * int(np.prod(self.shapes[name][1:], dtype=np.int64))
+        if block.size and block.shape[1:] != self.shapes[name][1:]:
+            raise ValueError(f"{name}: block of shape {block.shape} for a {self.shapes[name]} tensor")
+        pos = 8 + self.header_len + self.offsets[name][0] + start * row
+        view = memoryview(block).cast("B")
+        while len(view):
+            done = os.pwrite(self.fd, view, pos)
+            view, pos = view[done:], pos + done
+
+    def array(self, name: str) -> np.ndarray:
+        """What has been written of ``name``, memory-mapped (read-only)."""
+        if name not in self._maps:
+            self._maps[name] = np.memmap(f"/proc/self/fd/{self.fd}", np.float32, "r+", 8 + self.header_len +
+                                         self.offsets[name][0], self.shapes[name])
+        return self._maps[name]
+
+    def commit(self, directory: str | os.PathLike, model_fingerprint: str) -> Path:
+        """Name the checkpoint ``model_fingerprint`` in the header, sync, rename to
+        ``directory/ENCODER_FILE``; returns the path."""
+        self._maps.clear()
+        self._write_header(model_fingerprint)
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+        path = Path(directory) / ENCODER_FILE
+        os.replace(Path(directory) / self.name, path)
+        return path
+
+    def abort(self, directory: str | os.PathLike) -> None:
+        """Remove the temporary file (a failed or interrupted training)."""
+        self._maps.clear()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            (Path(directory) / self.name).unlink(missing_ok=True)
 
 
 def load_encoder_cache(run: Run, required: set[str]) -> dict[str, Any]:
-    """The run's encoder cache, checked to belong to the run's model and to hold ``required``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    """The run's encoder cache, memory-mapped (float32 tensors sharing the file's pages),
+    checked to belong to the run's model and to hold ``required`` with consistent row counts."""
+    import warnings
+
+    import torch
+    from safetensors import SafetensorError, safe_open
 
     path = run.root / ENCODER_FILE
     if not path.is_file():
         raise InputError(f"{path} is missing; neighbours encoding needs it (use --encoding self or faithful, "
                          "or re-train)")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # validates the header against the file size
             meta = f.metadata() or {}
-        tensors = load_file(str(path))
+        with open(path, "rb") as fh:
+            n_head = int.from_bytes(fh.read(8), "little")
+            head = json.loads(fh.read(n_head))
     except (SafetensorError, OSError, ValueError) as e:
         raise InputError(f"{path} is corrupt ({str(e).splitlines()[0][:120]})") from None
-    if meta.get("model_fingerprint") != run.model_fingerprint:
+    if meta.get("format") != ENCODER_CACHE_FORMAT or meta.get("model_fingerprint") != run.model_fingerprint:
         raise InputError(f"{path} belongs to another model than {run.root / RUN_FILE} names; re-train")
-    missing = required - set(tensors)
+    missing = required - set(head)
     if missing:
         raise InputError(f"{path} lacks {', '.join(sorted(missing))}; re-train")
-    return tensors
+    rows = {int(head[k]["shape"][0]) if head[k]["shape"] else -1 for k in required}
+    if any(head[k]["dtype"] != "F32" for k in required) or len(rows) != 1:
+        raise InputError(f"{path} is corrupt (its tensors are not float32 rows of the same training nodes)")
+    out = {}
+    with warnings.catch_warnings():  # torch warns that the read-only map is not writable: never written
+        warnings.simplefilter("ignore")
+        for k in required:
+            begin = 8 + n_head + int(head[k]["data_offsets"][0])
+            shape = tuple(head[k]["shape"])
+            arr = np.memmap(path, np.float32, "r", begin, shape) if np.prod(shape) else np.zeros(shape, np.float32)
+            out[k] = torch.from_numpy(arr)
+    return out
 
 
 # -- a training run being written ----------------------------------------------------------------
@@ -510,13 +605,17 @@ class RunWriter:
             raise
         self.path, self.committed = self.out, True
 
-    def finish(self, state: Mapping[str, Any], *, encoder_cache: Mapping[str, Any] | None, config_yaml: str,
+    def encoder_cache_file(self, shapes: Mapping[str, tuple[int, ...]]) -> EncoderCacheFile:
+        """A new encoder cache being written into this run (committed by :meth:`finish`)."""
+        return EncoderCacheFile(self.path, shapes)
+
+    def finish(self, state: Mapping[str, Any], *, encoder_cache: EncoderCacheFile | None, config_yaml: str,
                run_meta: Mapping[str, Any]) -> Path:
         """The end of training, in commit order: the complete checkpoint, the encoder cache
         that names it, config.yaml, run.json."""
         self.checkpoint(state)
-        if encoder_cache is not None:
-            save_encoder_cache(self.path / ENCODER_FILE, encoder_cache, fingerprint(self.checkpoint_path))
+        if encoder_cache is not None:  # written into this directory already, named now
+            encoder_cache.commit(self.path, fingerprint(self.checkpoint_path))
         with atomic_path(self.path / CONFIG_FILE) as tmp:
             tmp.write_text(config_yaml)
         write_run_meta(self.path, model_file=CHECKPOINT_FILE, **run_meta)

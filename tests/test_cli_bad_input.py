@@ -55,6 +55,16 @@ def shared(tmp_path_factory):
     return {"root": root, "inputs": inputs, "data": data, "run": run}
 
 
+@pytest.fixture(scope="module")
+def lagnh_run(shared):
+    """A tiny trained LAGNH run on the shared dataset (for its encoder cache's cases)."""
+    from lagnh_pyg.training import train_run
+
+    tiny = {"graph": {"k": 4}, "model": {"anchors": 8, "att_dim": 8, "hidden": 8},
+            "train": {"epochs": 1, "g_steps": 1, "checkpoint_every": 0, "threads": 1}}
+    return train_run(shared["data"], tiny, 8, shared["root"] / "lagnh", progress=False)
+
+
 def _snapshot(*dirs: Path) -> dict[str, tuple]:
     """Every path under ``dirs`` with its kind, size and content digest (files)."""
     snap = {}
@@ -426,6 +436,27 @@ def _as_lagnh_run(run: Path) -> list[str]:
     return ["encode", str(run), "--device", "cpu", "--split", "query"]
 
 
+def _encoder_cache(kind):
+    """`lagnh encode` of a LAGNH run whose encoder cache is missing, cut short, garbage, or
+    names another model."""
+    def build(tmp, s):
+        run = _copy(s["lagnh_run"], tmp / "run")
+        cache = run / "encoder.safetensors"
+        if kind == "missing":
+            cache.unlink()
+        elif kind == "truncated":
+            _truncate(cache, 0.7)
+        elif kind == "garbage":
+            cache.write_bytes(b"\xff" * 64)
+        else:  # another model's: same layout, another checkpoint fingerprint in its header
+            fp = json.loads((run / "run.json").read_text())["model_fingerprint"]
+            data = cache.read_bytes()
+            assert data.count(fp.encode()) == 1
+            cache.write_bytes(data.replace(fp.encode(), b"0123456789abcdef"))
+        return ["encode", str(run), "--device", "cpu", "--split", "query"]
+    return build
+
+
 def _as_own_run(tmp: Path, s, ds: Path) -> Path:
     """A copy of the shared run that names the dataset copy ``ds`` (no saved index)."""
     run = _copy(s["run"], tmp / "run")
@@ -544,6 +575,10 @@ CASES = {
     "encode-out-read-only": _encode_out("read-only"),
     "encode-malicious-checkpoint": _malicious_checkpoint("torch"),
     "encode-malicious-pickle": _malicious_checkpoint("pickle"),
+    "encode-cache-missing": _encoder_cache("missing"),
+    "encode-cache-truncated": _encoder_cache("truncated"),
+    "encode-cache-garbage": _encoder_cache("garbage"),
+    "encode-cache-foreign": _encoder_cache("foreign"),
     # index
     "index-nflip-negative": _index_params("--kind", "hash", "--nflip", "-1"),
     "index-nflip-too-large": _index_params("--kind", "hash", "--nflip", "100"),
@@ -624,6 +659,10 @@ EXPECT = {
     "encode-other-data-over-own-codes": "pass --out",
     "encode-malicious-checkpoint": "not a lagnh checkpoint",
     "encode-malicious-pickle": "not a lagnh checkpoint",
+    "encode-cache-missing": "encoder.safetensors is missing",
+    "encode-cache-truncated": "encoder.safetensors is corrupt",
+    "encode-cache-garbage": "encoder.safetensors is corrupt",
+    "encode-cache-foreign": "belongs to another model",
     "index-nflip-negative": "--nflip must lie in [0, ",
     "index-nflip-too-large": "--nflip must lie in [0, ",
     "index-hash-bits-zero": "do not fit",
@@ -644,8 +683,10 @@ EXPECT = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_exits_2_with_one_error_line_and_no_trace_on_disk(case, shared, tmp_path, monkeypatch):
+def test_bad_input_exits_2_with_one_error_line_and_no_trace_on_disk(case, shared, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)  # a stray temporary file in the working directory is caught too
+    if case.startswith("encode-cache-"):
+        shared = {**shared, "lagnh_run": request.getfixturevalue("lagnh_run")}
     argv = CASES[case](tmp_path, shared)
     watched = (tmp_path, shared["data"], shared["run"])
     before = _snapshot(*watched)

@@ -127,10 +127,13 @@ def _brute_topk(base, queries, k, positive=False):
     return out
 
 
+@pytest.mark.parametrize("index", ["auto", "ivf"])
 @pytest.mark.parametrize("sources", ["both", "visual", "aux"])
-def test_training_neighbours_follow_the_training_graph_rule(sources):
+def test_training_neighbours_follow_the_training_graph_rule(sources, index, tmp_path):
     """A new item's training neighbours: its k visual (cosine) ∪ its k aux (positive cosine) nearest,
-    the rule build_graph gives every training node; checked against brute force."""
+    the rule build_graph gives every training node; checked against brute force. ``ivf``: the
+    large-N path (chunked IVF over a memory map of which the training rows are a subset, the
+    candidates re-ranked from the map), searching every list here, so it must be exact too."""
     from lagnh_pyg.encode import TrainingNeighbours
 
     rng = np.random.default_rng(0)
@@ -139,7 +142,14 @@ def test_training_neighbours_follow_the_training_graph_rule(sources):
     Aq = (rng.random((40, 8)) < 0.3).astype(np.float32) * rng.random((40, 8), dtype=np.float32)
     A[:5] = 0
     Aq[0] = 0  # no aux: visual neighbours only
-    got = TrainingNeighbours(X, A, 6, sources)(Xq, Aq)
+    if index == "auto":
+        got = TrainingNeighbours(X, A, 6, sources)(Xq, Aq)
+    else:  # the training rows are every other row of a memory-mapped array
+        big = np.lib.format.open_memmap(tmp_path / "f.npy", "w+", np.float32, (600, 12))
+        big[1::2] = X
+        big.flush()
+        rows = np.arange(1, 600, 2)
+        got = TrainingNeighbours(np.load(tmp_path / "f.npy", mmap_mode="r"), A, 6, sources, "ivf", rows=rows)(Xq, Aq)
     vis = _brute_topk(X, Xq, 6) if sources != "aux" else [set()] * 40
     has = np.flatnonzero(A.sum(1) > 0)
     aux = ([{int(has[j]) for j in s} for s in _brute_topk(A[has], Aq, 6, positive=True)]

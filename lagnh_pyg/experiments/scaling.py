@@ -15,9 +15,9 @@ measures:
   which) — features read from the memory map per batch; ``seeds_per_s`` = seed nodes a second;
 * peak RSS of the process (``ru_maxrss``);
 * MAP@1000 (protocol ``lagnh``) of the sampled model's codes for the 1,000 queries against a
-  database subsample of at most ``db_max`` items, with the default ``neighbours`` encoding
-  where the encoder cache fits (N <= ``EXACT_MAX_NODES``, features loaded), ``self`` (no
-  N-sized cache) beyond; ``encoding`` says which.
+  database subsample of at most ``db_max`` items, with the default ``neighbours`` encoding at
+  every N (its cache built by layer-wise inference as ``lagnh train`` builds it; ``encoding``
+  names it, ``cache_s`` / ``neighbour_index_s`` / ``encode_s`` time its three parts).
 
 Example::
 
@@ -117,7 +117,7 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
     seeds = sum(min(n, int(r["batches"]) * cfg.train.seed_batch_size) for r in log)
     row["seeds_per_s"] = seeds / max(sum(r["seconds"] for r in log), 1e-9)
     row["loss_g"] = log[-1]["loss_g"]
-    row.update(_map_of_codes(tr.model.eval(), source, graph, ds, rows, cfg, dev, db_max, seed))
+    row.update(_map_of_codes(tr.model.eval(), graph, ds, rows, cfg, dev, db_max, seed))
     row["peak_rss_gib"] = _peak_rss_gib()
     if dev.startswith("cuda"):
         row["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -140,40 +140,51 @@ def _fresh_trainer(cfg, ds, aux: np.ndarray, rows: np.ndarray, bits: int, dev: s
     return tr
 
 
-def _map_of_codes(model, source, graph, ds, rows: np.ndarray, cfg, dev: str, db_max: int,
-                  seed: int) -> dict[str, Any]:
-    """MAP@1000 of the codes: queries vs a database subsample. The default ``neighbours``
-    encoding where its cache fits (the run directory's rule: N <= EXACT_MAX_NODES, here with
-    the features loaded for one whole-graph forward), else ``self``; sigma^2 calibrated as
-    training does (whole graph, or a few sampled batches)."""
-    import torch
+def _map_of_codes(model, graph, ds, rows: np.ndarray, cfg, dev: str, db_max: int, seed: int) -> dict[str, Any]:
+    """MAP@1000 of the codes: queries vs a database subsample, with the default
+    ``neighbours`` encoding at every N. Its cache is built as ``lagnh train`` builds it
+    (:func:`~lagnh_pyg.training.encoder_cache.build_encoder_cache`: sigma^2 calibrated on the
+    whole graph, layer-wise inference in node chunks, written by blocks to a temporary
+    :class:`~lagnh_pyg.rundir.EncoderCacheFile` and read back memory-mapped), the training
+    neighbours by :func:`~lagnh_pyg.encode.dataset_neighbours` (chunked IVF past
+    ``EXACT_MAX_NODES``)."""
+    import tempfile
 
     from ..codes import pack_codes
-    from ..encode import LagnhEncoder, TrainingNeighbours
-    from ..graph import EXACT_MAX_NODES
+    from ..encode import LagnhEncoder, dataset_neighbours
     from ..metrics import mean_average_precision
-    from ..training.runner import encoder_cache
+    from ..rundir import EncoderCacheFile, Run, load_encoder_cache
+    from ..training.encoder_cache import build_encoder_cache, cache_shapes
 
     n = len(rows)
-    if n <= EXACT_MAX_NODES:
-        X, A = ds.feature_rows(rows), ds.aux_rows(rows)
-        if "x" not in graph:  # the chunked builder leaves the inputs on disk
-            graph.x, graph.aux = torch.from_numpy(X), torch.from_numpy(A)
-        cache = encoder_cache(model, graph.to(dev))
-        near = TrainingNeighbours(X, A, cfg.graph.k, cfg.graph.sources, cfg.graph.index)
+    features, frows = (graph.x.numpy(), None) if "x" in graph else (ds.features, rows)
+    with tempfile.TemporaryDirectory(prefix="lagnh-scaling-cache-") as tmp:
+        t0 = time.perf_counter()
+        store = EncoderCacheFile(tmp, cache_shapes(model, n))
+        try:
+            build_encoder_cache(model, features, ds.aux_rows(rows), graph.edge_index, graph.s_a, graph.aux_unit,
+                                store, rows=frows)
+            store.commit(tmp, "scaling")
+        finally:
+            store.abort(tmp)
+        cache_s = time.perf_counter() - t0
+        cache = load_encoder_cache(Run(Path(tmp), {"model_fingerprint": "scaling"}), {"xhat", "z1", "degree", "aux_unit"})
+        t0 = time.perf_counter()
+        near = dataset_neighbours(ds, cfg)
+        index_s = time.perf_counter() - t0
         enc = LagnhEncoder(model, "neighbours", near, cache, device=dev)
-    else:
-        model.update_sigma2(*source.sigma_inputs(model, batches=4))
-        enc = LagnhEncoder(model, "self", device=dev)
-    q = ds.split("query")
-    db = ds.split("database")
-    rng = np.random.default_rng(seed)
-    if len(db) > db_max:
-        db = np.sort(rng.choice(db, size=db_max, replace=False))
-    t0 = time.perf_counter()
-    qc = pack_codes(enc.encode(ds.feature_rows(q), ds.aux_rows(q)))
-    dbc = np.concatenate([pack_codes(enc.encode(f, a)) for _, f, a in ds.iter_rows(db, 8192)])
-    return {"encoding": enc.encoding_name, "encode_s": time.perf_counter() - t0, "db_size": len(db),
+        q = ds.split("query")
+        db = ds.split("database")
+        rng = np.random.default_rng(seed)
+        if len(db) > db_max:
+            db = np.sort(rng.choice(db, size=db_max, replace=False))
+        t0 = time.perf_counter()
+        qc = pack_codes(enc.encode(ds.feature_rows(q), ds.aux_rows(q)))
+        dbc = np.concatenate([pack_codes(enc.encode(f, a)) for _, f, a in ds.iter_rows(db, 8192)])
+        encode_s = time.perf_counter() - t0
+        del enc, cache
+    return {"encoding": "neighbours", "cache_s": cache_s, "neighbour_index_s": index_s, "encode_s": encode_s,
+            "db_size": len(db),
             "map1000": mean_average_precision(qc, dbc, ds.label_rows(q), ds.label_rows(db), 1000, "lagnh")}
 
 
@@ -248,8 +259,9 @@ def write_scaling_report(rows: list[dict], out: Path, *, max_batches: int, db_ma
         + (f"epochs capped at {max_batches} seed batches where a true epoch has more (column says 'k of total'), "
            if max_batches else f"{epochs} true epoch(s): every training node a seed {epochs} time(s), ")
         + f"seeds/s over them. MAP@1000 (protocol lagnh) after that training, 1,000 queries against a random "
-        f"database subsample of at most {db_max:,} items, with the default `neighbours` encoding where its cache "
-        f"fits (N <= 200,000), `self` (no N-sized cache) beyond.",
+        f"database subsample of at most {db_max:,} items, with the default `neighbours` encoding at every N "
+        f"(training-node cache by layer-wise inference over the whole graph, as `lagnh train` writes it; "
+        f"training neighbours by exact FAISS up to 200,000 nodes, chunked PCA-64 + IVF with an exact re-rank beyond).",
         "",
         "![cost vs N](scaling.png)",
         "",

@@ -42,6 +42,16 @@ class GCNGenerator(nn.Module):
     def layer1(self, x: Tensor, adj: Tensor, edge_weight: Tensor | None = None) -> Tensor:
         return torch.relu(self.conv1(self.dropout(x), adj, edge_weight))
 
+    # Layer 1 in its two halves, for the encoder cache's layer-wise inference
+    # (lagnh_pyg/training/encoder_cache.py): the transform of every node once, then the
+    # aggregation of each node chunk's in-neighbourhood. Together they are exactly what
+    # GCNConv.forward computes (normalize=False, no bias): lin, then propagate.
+    def transform1(self, x: Tensor) -> Tensor:
+        return self.conv1.lin(self.dropout(x))
+
+    def aggregate1(self, h: Tensor, adj: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        return torch.relu(self.conv1.propagate(adj, x=h, edge_weight=edge_weight))
+
     def layer2(self, z1: Tensor, adj: Tensor, edge_weight: Tensor | None = None) -> Tensor:
         return self.conv2(self.dropout(z1), adj, edge_weight)
 

@@ -32,9 +32,10 @@ from ..data.store import Dataset
 from ..device import resolve_device
 from ..distributed import DistContext, init_distributed, shutdown
 from ..errors import InputError
-from ..graph import EXACT_MAX_NODES, build_graph, self_mass, topology_of_graph
-from ..rundir import CHECKPOINT_FILE, RunWriter, check_resumable, load_checkpoint
+from ..graph import EXACT_MAX_NODES, build_graph, topology_of_graph
+from ..rundir import CHECKPOINT_FILE, EncoderCacheFile, RunWriter, check_resumable, load_checkpoint
 from ..utils import threads_set
+from .encoder_cache import MemoryCache, build_encoder_cache, cache_shapes, graph_edges
 from .loop import Bar, fit, restore, training_state
 from .sampled import BatchFetcher, SampledModule, feature_stats
 from .sources import BatchSource, FaithfulSource, FullGraphSource, SampledSource
@@ -119,6 +120,7 @@ class _Setup:
     graph: Data | None  # the whole training graph, where it is built (full; sampled up to EXACT_MAX_NODES)
     stats: dict[str, Any]
     n: int
+    topology: Data | None = None  # sampled: the graph's sampling topology (with the nodes' aux_unit)
 
 
 def _train(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext, writer: RunWriter | None,
@@ -138,13 +140,17 @@ def _train(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext, writ
     finally:
         if bar is not None:
             bar.close()
-    cache = _finalise(s)
-    state = training_state(s.trainer, s.source, ctx, meta, complete=True)  # collective under DDP
-    if writer is not None:
-        writer.finish(state, encoder_cache=cache, config_yaml=cfg.to_yaml(),
-                      run_meta={"method": "lagnh", "bits": bits, "data": ds, "config": cfg.to_dict(),
-                                "extra": {"n_train": s.n, "epochs_trained": s.trainer.epoch, "graph": s.stats,
-                                          "world_size": ctx.world_size}})
+    cache = _finalise(s, ds, writer)
+    try:
+        state = training_state(s.trainer, s.source, ctx, meta, complete=True)  # collective under DDP
+        if writer is not None:
+            writer.finish(state, encoder_cache=cache, config_yaml=cfg.to_yaml(),
+                          run_meta={"method": "lagnh", "bits": bits, "data": ds, "config": cfg.to_dict(),
+                                    "extra": {"n_train": s.n, "epochs_trained": s.trainer.epoch, "graph": s.stats,
+                                              "world_size": ctx.world_size}})
+    finally:
+        if cache is not None:
+            cache.abort(writer.path)  # nothing left to do once committed
     ctx.barrier()
 
 
@@ -183,11 +189,13 @@ def _setup(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext) -> _
         graph = graph.to(dev)
         return _Setup(trainer, FullGraphSource(model, graph), graph, stats, n)
     fetch = BatchFetcher(x, aux, None, dev) if x is not None else BatchFetcher(ds.features, aux, rows, dev)
-    source = SampledSource(_sampled_module(trainer, ctx, dev), topology_of_graph(graph), fetch,
+    topology = topology_of_graph(graph)
+    topology.aux_unit = graph.aux_unit
+    source = SampledSource(_sampled_module(trainer, ctx, dev), topology, fetch,
                            cfg.train.num_neighbors, ctx.shard(torch.arange(n)), cfg.train.seed_batch_size,
                            cfg.train.seed + 7919 * ctx.rank, cfg.train.max_batches or None,
                            g_steps=cfg.train.sampled_g_steps)
-    return _Setup(trainer, source, graph if x is not None else None, stats, n)
+    return _Setup(trainer, source, graph if x is not None else None, stats, n, topology)
 
 
 def _sampled_module(trainer: Trainer, ctx: DistContext, dev: str) -> nn.Module:
@@ -221,31 +229,33 @@ def _log_graph(st: Mapping[str, Any]) -> None:
     logger.info(msg)
 
 
-def _finalise(s: _Setup) -> dict[str, Tensor] | None:
-    """The final model: sigma calibrated (Eq. 3, 'auto') on the final attentive features; on a
-    whole graph, also the encoder cache of the ``neighbours`` encoding (returned)."""
+def _finalise(s: _Setup, ds: Dataset, writer: RunWriter | None) -> EncoderCacheFile | None:
+    """The final model: sigma^2 calibrated (Eq. 3, 'auto') on the whole training graph, and
+    the ``neighbours`` encoding's cache of the training nodes, written into the run directory
+    by layer-wise inference (:mod:`~lagnh_pyg.training.encoder_cache`: bounded memory at any
+    N). Returns the cache file for :meth:`RunWriter.finish` to commit (None on other ranks)."""
     model = s.trainer.model.eval()
+    if s.graph is None and s.topology is None:
+        return None  # faithful mode: no training graph, no neighbours encoding
+    rows = ds.split("train")
     if s.graph is not None:
-        return encoder_cache(model, s.graph.to(s.trainer.device))
-    if isinstance(s.source, SampledSource):
-        model.update_sigma2(*s.source.sigma_inputs(model))
-        logger.info(f"final sigma^2 {float(model.sigma2):.4g} (from sampled batches); {s.n} training nodes are "
-                    "too many for the neighbours encoding's cache: encode with --encoding self")
-    return None
-
-
-@torch.no_grad()
-def encoder_cache(model: nn.Module, g) -> dict[str, Tensor]:
-    """Sigma calibrated (Eq. 3, 'auto') on the final attentive features of the whole graph
-    ``g`` (with ``x`` and ``aux``), then what the ``neighbours`` encoding needs of the
-    training nodes: ``xhat``, ``z1``, ``degree``, ``aux_unit``."""
-    model.eval()
-    model.update_sigma2(model.attentive_features(g.x, g.aux), g.edge_index)
-    fwd = model(g.x, g.aux, g.edge_index, g.s_a)
-    sm = self_mass(fwd["edge_index"], fwd["edge_weight"], g.num_nodes)
-    logger.info(f"final graph: sigma^2 {float(model.sigma2):.4g}, mean self-loop share of the normalised "
-                f"graph {sm:.3f} (1.0 would make the GCN a per-node MLP)")
-    return {"xhat": fwd["xhat"], "z1": fwd["z1"], "degree": fwd["degree"], "aux_unit": g.aux_unit}
+        g = s.graph
+        ei, s_a, aux_unit = g.edge_index, g.s_a, g.aux_unit
+    else:  # sampled beyond EXACT_MAX_NODES: the graph lives on as the sampling topology
+        ei, s_a, aux_unit = graph_edges(s.topology)
+    features, frows = (s.graph.x.cpu().numpy(), None) if s.graph is not None and "x" in s.graph else (ds.features, rows)
+    shapes = cache_shapes(model, s.n)
+    store = writer.encoder_cache_file(shapes) if writer is not None else MemoryCache(shapes)
+    t0 = time.perf_counter()
+    try:
+        build_encoder_cache(model, features, ds.aux_rows(rows), ei, s_a, aux_unit, store, rows=frows,
+                            progress=lambda what: logger.info(f"encoder cache: {what} of {s.n} training nodes "
+                                                              f"({time.perf_counter() - t0:.1f}s)"))
+    except BaseException:
+        if writer is not None:
+            store.abort(writer.path)
+        raise
+    return store if writer is not None else None
 
 
 def choose_anchors(aux: np.ndarray, m: int, seed: int) -> np.ndarray:
