@@ -29,6 +29,11 @@ def encode(
 ) -> None:
     """Write packed codes to RUN_DIR/codes/{query,database}.npy (uint8, np.packbits order).
 
+    LAGNH's default neighbours encoding reads the training nodes' cache memory-mapped and
+    links each item to training nodes by FAISS: exact up to 200,000 training nodes, beyond a
+    chunked PCA-64 + IVF index over the memory-mapped features with an exact re-rank, so
+    memory stays bounded at a million training nodes.
+
     Example:
 
     lagnh encode runs/coco32

@@ -23,7 +23,12 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a progress bar with the loss terms.")] = True,
     distributed: Annotated[bool, typer.Option(help="Data-parallel training (train.mode=sampled) under `torchrun --nproc_per_node=N -m cli.main train ...`.")] = False,
 ) -> None:
-    """Train LAGNH and write RUN_DIR (checkpoint, config.yaml, log.jsonl, run.json).
+    """Train LAGNH and write RUN_DIR (checkpoint, encoder.safetensors, config.yaml, log.jsonl, run.json).
+
+    In every mode but faithful, training ends with the neighbours encoding's cache of the
+    training nodes (encoder.safetensors), computed layer by layer over the whole training
+    graph in node chunks: bounded memory at any N (also sampled runs past 200,000 nodes, whose
+    features stay memory-mapped).
 
     Example: lagnh train data/syn --config configs/demo.yaml --bits 32 --out runs/demo32
     """

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from .rundir import (
     load_encoder_cache,
     register_method,
 )
+from .utils import drop_mapped_pages
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,9 @@ class TrainingNeighbours:
             return np.full((m, 0), -1, dtype=np.int64)
         ids = np.sort(np.concatenate(cols, 1), axis=1)
         ids[:, 1:][ids[:, 1:] == ids[:, :-1]] = -1  # a node in both lists is one edge
+        for base, *_ in self.parts:  # the re-ranked rows of a memory map need not stay resident
+            if isinstance(base, _UnitRows):
+                drop_mapped_pages(base.arr)
         return ids
 
     def _rerank(self, base, node_ids: np.ndarray | None, cand: np.ndarray, q: np.ndarray, positive: bool) -> np.ndarray:
@@ -178,6 +183,8 @@ def _chunked_index(base, n: int, pca_dim: int | None, train_size: int = 65536, c
         e = min(n, s + chunk)
         block = base.chunk(s, e) if isinstance(base, _UnitRows) else base[s:e]
         index.add(np.ascontiguousarray(block, dtype=np.float32))
+    if isinstance(base, _UnitRows):
+        drop_mapped_pages(base.arr)
     return index
 
 
@@ -209,6 +216,7 @@ class LagnhEncoder:
         self.mode, self.batch_size = mode, int(batch_size)
         self.training_neighbours = neighbours
         self.cache = None if cache is None else {n: t.to(self.device) for n, t in cache.items()}
+        self._maps = list(getattr(cache, "maps", ())) if self.device.type == "cpu" else []
         self.bits = model.bits
         self.batch_independent = mode != "faithful"
         self.encoding_name = mode
@@ -234,6 +242,8 @@ class LagnhEncoder:
             z = torch.cat([self._encode_block(x[s : s + SIM_CHUNK], a[s : s + SIM_CHUNK],
                                               features[s : s + SIM_CHUNK], aux[s : s + SIM_CHUNK])
                            for s in range(0, len(x), SIM_CHUNK)]) if len(x) else x.new_zeros((0, self.bits))
+        for arr in self._maps:  # the training rows read for these items need not stay resident
+            drop_mapped_pages(arr)
         return z.float().cpu().numpy()
 
     def neighbours(self, features: np.ndarray, aux: np.ndarray, xhat: Tensor, aux_unit: Tensor
@@ -340,5 +350,8 @@ def dataset_neighbours(ds, cfg) -> TrainingNeighbours:
     """:class:`TrainingNeighbours` over the training split of dataset ``ds`` (features read
     from its memory map) with the neighbour rule of config ``cfg``."""
     rows = ds.split("train")
-    return TrainingNeighbours(ds.features, ds.aux_rows(rows), cfg.graph.k, cfg.graph.sources, cfg.graph.index,
+    t0 = time.perf_counter()
+    near = TrainingNeighbours(ds.features, ds.aux_rows(rows), cfg.graph.k, cfg.graph.sources, cfg.graph.index,
                               rows=rows)
+    logger.info(f"neighbour index over {len(rows)} training items built in {time.perf_counter() - t0:.1f}s")
+    return near

@@ -442,7 +442,8 @@ class EncoderCacheFile:
 
 
 def load_encoder_cache(run: Run, required: set[str]) -> dict[str, Any]:
-    """The run's encoder cache, memory-mapped (float32 tensors sharing the file's pages),
+    """The run's encoder cache, memory-mapped (float32 tensors sharing the file's pages,
+    :class:`MappedTensors`),
     checked to belong to the run's model and to hold ``required`` with consistent row counts."""
     import warnings
 
@@ -469,7 +470,7 @@ def load_encoder_cache(run: Run, required: set[str]) -> dict[str, Any]:
     rows = {int(head[k]["shape"][0]) if head[k]["shape"] else -1 for k in required}
     if any(head[k]["dtype"] != "F32" for k in required) or len(rows) != 1:
         raise InputError(f"{path} is corrupt (its tensors are not float32 rows of the same training nodes)")
-    out = {}
+    out = MappedTensors()
     with warnings.catch_warnings():  # torch warns that the read-only map is not writable: never written
         warnings.simplefilter("ignore")
         for k in required:
@@ -477,7 +478,17 @@ def load_encoder_cache(run: Run, required: set[str]) -> dict[str, Any]:
             shape = tuple(head[k]["shape"])
             arr = np.memmap(path, np.float32, "r", begin, shape) if np.prod(shape) else np.zeros(shape, np.float32)
             out[k] = torch.from_numpy(arr)
+            out.maps.append(arr)
     return out
+
+
+class MappedTensors(dict):
+    """name -> tensor sharing the pages of a memory map; ``maps``: those maps (whose resident
+    pages a long reader may drop now and then: :func:`~lagnh_pyg.utils.drop_mapped_pages`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maps: list[np.ndarray] = []
 
 
 # -- a training run being written ----------------------------------------------------------------

@@ -116,20 +116,6 @@ class LAGNH(nn.Module):
             return 1.0 + self.eta * has_aux
         return torch.ones_like(has_aux)
 
-    @staticmethod
-    def adjacency(edge_index: Tensor, norm_w: Tensor, n: int) -> tuple[Tensor, ...]:
-        """The GCN layers' graph arguments: ``(csr,)`` or ``(edge_index, norm_w)``.
-
-        Up to ``CSR_MAX_NODES`` nodes GCNConv runs on the transposed CSR adjacency (row =
-        target): a sparse matmul instead of per-edge messages, same result, 3x faster on CPU
-        at 5,000 nodes. Beyond, its backward to the edge weights would form a dense n x n
-        gradient (n^2 memory and time: 9 GiB for a 48k-node sampled subgraph); messages along
-        the edges keep the backward O(E). Measured crossover: about 12,000 nodes (1 thread).
-        """
-        if n <= CSR_MAX_NODES:
-            return (csr_adjacency(edge_index, norm_w, n),)
-        return (edge_index, norm_w)
-
     # -- forward passes -------------------------------------------------------------------
     def forward(self, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tensor,
                 degree_fn: Callable[[Tensor, Tensor, int], Tensor] | None = None) -> dict[str, Tensor]:
@@ -151,7 +137,15 @@ class LAGNH(nn.Module):
         w = self.edge_weights(xhat, edge_index, s_a, d2)
         deg = None if degree_fn is None else degree_fn(edge_index, w, n)
         norm_w, deg = normalize_edge_weight(edge_index, w, n, self.normalization, deg)
-        z1, z = self.generator(xhat, *self.adjacency(edge_index, norm_w, n))
+        if n <= CSR_MAX_NODES:
+            # GCNConv on the transposed CSR adjacency (row = target): a sparse matmul instead
+            # of per-edge messages, same result, 3x faster on CPU at 5,000 nodes
+            z1, z = self.generator(xhat, csr_adjacency(edge_index, norm_w, n))
+        else:
+            # its backward to the edge weights forms a dense n x n gradient (n^2 memory and
+            # time: 9 GiB for a 48k-node sampled subgraph); messages along the edges keep the
+            # backward O(E). Measured crossover: about 12,000 nodes (1 thread).
+            z1, z = self.generator(xhat, edge_index, norm_w)
         return {"z": z, "z1": z1, "xhat": xhat, "edge_index": edge_index, "edge_weight": norm_w, "degree": deg}
 
     def dense_graph(self, xhat: Tensor, aux_unit: Tensor) -> Tensor:

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from ..graph import (
+    csr_adjacency,
     edge_aux_similarity,
     edge_sq_dist,
     normalize_edge_weight,
@@ -46,10 +47,14 @@ from ..graph import (
     sort_by_target,
 )
 from ..knn import read_rows
+from ..utils import drop_mapped_pages
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 16384  # target nodes per chunk (and rows per block of step 1)
+CHUNK = 16384  # at most this many target nodes per chunk (and rows per block of step 1)
+# a chunk gathers a row of its in-neighbours' xhat / lin(xhat) per in-edge: chunks are cut so
+# that these rows stay near this many bytes (the demo's 5,000 nodes stay one chunk)
+CHUNK_BYTES = 2**30
 EDGE_BLOCK = 1 << 18  # edges per block of the sigma distances
 
 
@@ -79,12 +84,22 @@ def cache_shapes(model: nn.Module, n: int) -> dict[str, tuple[int, ...]]:
 def graph_edges(topology) -> tuple[Tensor, Tensor, Tensor]:
     """The training graph's ``edge_index`` (sorted by target, then source, one self-loop per
     node), ``s_a`` and ``aux_unit`` from what sampled training keeps of it: its sampling
-    topology (:func:`~lagnh_pyg.graph.sampling_topology`, no self-loops) and the unit aux rows."""
+    topology (:func:`~lagnh_pyg.graph.sampling_topology`: the graph's edges in their order, the
+    self-loops removed) and the unit aux rows. The self-loops are put back in place, not
+    sorted in (a sort of 18M edges would hold three more copies of them)."""
     n = topology.num_nodes
-    loops = torch.arange(n).repeat(2, 1)
-    s_loop = edge_aux_similarity(topology.aux_unit, loops)  # as build_graph sets S^a on a self-loop
-    ei, s_a = sort_by_target(torch.cat([topology.edge_index, loops], 1), torch.cat([topology.s_a, s_loop]))
-    return ei, s_a, topology.aux_unit
+    ei, s_a = sort_by_target(topology.edge_index, topology.s_a)  # as they are when already sorted
+    e = ei.shape[1]
+    nodes = torch.arange(n)
+    at = torch.searchsorted(ei[1] * n + ei[0], nodes * (n + 1))  # where each node's self-loop goes
+    before = torch.bincount(at, minlength=e + 1).cumsum(0)[:e]  # self-loops ahead of each edge
+    new = torch.arange(e) + before
+    loop = at + nodes
+    out, s_out = torch.empty((2, e + n), dtype=ei.dtype), torch.empty(e + n, dtype=s_a.dtype)
+    out[:, new], s_out[new] = ei, s_a
+    out[:, loop] = nodes
+    s_out[loop] = edge_aux_similarity(topology.aux_unit, nodes.repeat(2, 1))  # as build_graph sets S^a_ii
+    return out, s_out, topology.aux_unit
 
 
 def _local(edge_index: Tensor, lo: int, hi: int) -> tuple[Tensor, Tensor]:
@@ -108,20 +123,25 @@ def build_encoder_cache(model: nn.Module, features, aux: np.ndarray, edge_index:
             node; s_a: (E,) its S^a; aux_unit: (n, c) unit aux rows (as the graph holds them).
         store: :class:`MemoryCache` or :class:`~lagnh_pyg.rundir.EncoderCacheFile` with
             :func:`cache_shapes`.
-        chunk: nodes per chunk (default ``CHUNK``).
+        chunk: nodes per chunk (default: ``CHUNK``, or fewer for wide layers and dense
+            graphs, see ``CHUNK_BYTES``).
         progress: called with a short message after each phase.
     Returns:
         ``store``.
     """
     model.eval()
-    chunk = chunk or CHUNK
     dev = model.sigma2.device
     n = aux.shape[0]
+    if not chunk:
+        width = max(model.generator.conv1.in_channels, model.generator.conv1.out_channels)
+        per_node = 4 * width * max(1.0, edge_index.shape[1] / max(n, 1))  # bytes of rows per target
+        chunk = max(256, min(CHUNK, int(CHUNK_BYTES / per_node)))
     edge_index, s_a = sort_by_target(edge_index.cpu(), s_a.cpu())
     for s in range(0, n, chunk):  # 1. xhat
         x = torch.from_numpy(read_rows(features, rows, s, min(n, s + chunk))).to(dev)
         a = torch.from_numpy(np.ascontiguousarray(aux[s : s + chunk], dtype=np.float32)).to(dev)
         store.write("xhat", s, model.attentive_features(x, a).cpu().numpy())
+    drop_mapped_pages(features)  # read once, in full: its pages need not stay in this process
     xhat = torch.from_numpy(np.asarray(store.array("xhat")))
     if progress:
         progress("attentive features")
@@ -164,16 +184,19 @@ def _edge_distances(xhat: Tensor, edge_index: Tensor, spans, dev) -> tuple[Tenso
 def _layer1(model: nn.Module, xhat: Tensor, edge_index: Tensor, norm_w: Tensor, spans, store, dev) -> None:
     """``z1`` = ReLU(S_hat lin(xhat)) (Eq. 6) of every node over its whole in-neighbourhood:
     lin(xhat) of all nodes first (one node chunk at a time), then each target chunk's
-    aggregation over its in-edges."""
+    aggregation over its in-edges, as the whole-graph forward aggregates up to
+    ``CSR_MAX_NODES`` nodes: a sparse matmul with the chunk's rows of the transposed CSR
+    adjacency (targets x their in-neighbours; no per-edge rows of width h are formed)."""
     gen = model.generator
     n = xhat.shape[0]
     step = spans[0][3] - spans[0][2] if spans else n
     h = torch.empty((n, gen.conv1.out_channels))
     for s in range(0, n, step):
         h[s : s + step] = gen.transform1(xhat[s : s + step].to(dev)).cpu()
+    drop_mapped_pages(store.array("xhat"))
     norm_w = norm_w.cpu()
     for lo, hi, t0, t1 in spans:
         nodes, local = _local(edge_index, lo, hi)
-        out = gen.aggregate1(h[nodes].to(dev), *model.adjacency(local.to(dev), norm_w[lo:hi].to(dev), len(nodes)))
-        targets = torch.searchsorted(nodes, torch.arange(t0, t1))
-        store.write("z1", t0, out[targets.to(dev)].cpu().numpy())
+        rows = torch.stack([local[0], edge_index[1, lo:hi] - t0])  # (its column, its target's row)
+        adj = csr_adjacency(rows.to(dev), norm_w[lo:hi].to(dev), (t1 - t0, len(nodes)))
+        store.write("z1", t0, gen.aggregate1(h[nodes].to(dev), adj).cpu().numpy())

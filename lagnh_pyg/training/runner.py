@@ -246,11 +246,15 @@ def _finalise(s: _Setup, ds: Dataset, writer: RunWriter | None) -> EncoderCacheF
     features, frows = (s.graph.x.cpu().numpy(), None) if s.graph is not None and "x" in s.graph else (ds.features, rows)
     shapes = cache_shapes(model, s.n)
     store = writer.encoder_cache_file(shapes) if writer is not None else MemoryCache(shapes)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
+
+    def progress(what: str) -> None:
+        logger.info(f"encoder cache: {what} of {s.n} training nodes ({time.perf_counter() - t0:.1f}s, "
+                    f"CPU {time.process_time() - c0:.1f}s)")
+
     try:
         build_encoder_cache(model, features, ds.aux_rows(rows), ei, s_a, aux_unit, store, rows=frows,
-                            progress=lambda what: logger.info(f"encoder cache: {what} of {s.n} training nodes "
-                                                              f"({time.perf_counter() - t0:.1f}s)"))
+                            progress=progress)
     except BaseException:
         if writer is not None:
             store.abort(writer.path)
