@@ -62,13 +62,33 @@ def encode(
     if own and ds.fingerprint != run.meta.get("data_fingerprint"):
         logger.warning("warning: dataset %s changed since %s was trained (fingerprint %s, trained on %s); "
                        "encoding its current contents", ds.root, run.root, ds.fingerprint, run.meta.get("data_fingerprint"))
+    totals = {s: len(ds.split(s)) for s in SPLIT_CHOICES[split]}
     with Progress(console=out, transient=True) as bar:
-        tasks = {s: bar.add_task(f"encoding {s}", total=len(ds.split(s))) for s in SPLIT_CHOICES[split]}
+        tasks = {s: bar.add_task(f"encoding {s}", total=totals[s]) for s in SPLIT_CHOICES[split]}
+        log = _ProgressLog(totals)
         written = encode_splits(run, SPLIT_CHOICES[split], data_dir=data, device=resolve_device(device), chunk=chunk,
-                                progress=lambda s, m: bar.advance(tasks[s], m),
+                                progress=lambda s, m: (bar.advance(tasks[s], m), log(s, m)),
                                 encoder_options={"encoding": encoding} if encoding else None, out_dir=out_dir)
     for s, p in written.items():
         out.print(f"{s}: {p}")
+
+
+class _ProgressLog:
+    """A log line at every tenth of a split of 100,000 items or more (items/s so far): the
+    progress bar is not shown when the output is not a terminal (a long batch job)."""
+
+    def __init__(self, totals: dict[str, int]) -> None:
+        import time
+
+        self.totals, self.done, self.clock, self.t0 = totals, dict.fromkeys(totals, 0), time.perf_counter, {}
+
+    def __call__(self, split: str, m: int) -> None:
+        total = self.totals[split]
+        t0, first = self.t0.setdefault(split, (self.clock(), m))  # the rate from the end of the first chunk
+        before, self.done[split] = self.done[split], self.done[split] + m
+        if total >= 100_000 and before * 10 // total != self.done[split] * 10 // total:
+            rate = (self.done[split] - first) / max(self.clock() - t0, 1e-9)
+            logger.info(f"encoding {split}: {self.done[split]:,} of {total:,} items, {rate:,.0f} items/s")
 
 
 def _check_codes_out(out_dir: Path, run) -> None:

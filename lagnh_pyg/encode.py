@@ -49,7 +49,7 @@ RERANK_SLACK = 8  # FAISS candidates beyond k, re-ranked exactly (see TrainingNe
 RERANK_BLOCK = 256  # new items per exact re-rank block
 # past EXACT_MAX_NODES training nodes (TrainingNeighbours): the chunked index's projection,
 # lists searched and candidates re-ranked per list
-PCA_DIM, WIDE_NPROBE, WIDE_CANDIDATES = 64, 16, 64
+PCA_DIM, WIDE_NPROBE, WIDE_CANDIDATES = 64, 8, 64  # nprobe 8: as the training graph's chunked kNN
 
 register_method("lagnh", "lagnh_pyg.encode:load_lagnh_encoder")
 
@@ -119,10 +119,14 @@ class TrainingNeighbours:
             return np.full((m, 0), -1, dtype=np.int64)
         ids = np.sort(np.concatenate(cols, 1), axis=1)
         ids[:, 1:][ids[:, 1:] == ids[:, :-1]] = -1  # a node in both lists is one edge
-        for base, *_ in self.parts:  # the re-ranked rows of a memory map need not stay resident
+        return ids
+
+    def release(self) -> None:
+        """Drop the resident pages of the memory-mapped rows read so far (the re-rank's):
+        :func:`~lagnh_pyg.utils.drop_mapped_pages`."""
+        for base, *_ in self.parts:
             if isinstance(base, _UnitRows):
                 drop_mapped_pages(base.arr)
-        return ids
 
     def _rerank(self, base, node_ids: np.ndarray | None, cand: np.ndarray, q: np.ndarray, positive: bool) -> np.ndarray:
         """The ``k`` best of the FAISS candidates by exact cosine (ties: lower id); -1 where
@@ -244,6 +248,8 @@ class LagnhEncoder:
                            for s in range(0, len(x), SIM_CHUNK)]) if len(x) else x.new_zeros((0, self.bits))
         for arr in self._maps:  # the training rows read for these items need not stay resident
             drop_mapped_pages(arr)
+        if self.training_neighbours is not None:
+            self.training_neighbours.release()
         return z.float().cpu().numpy()
 
     def neighbours(self, features: np.ndarray, aux: np.ndarray, xhat: Tensor, aux_unit: Tensor
