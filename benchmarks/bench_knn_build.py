@@ -69,33 +69,47 @@ def main() -> None:
 
     from lagnh_pyg import graph as graph_mod
     from lagnh_pyg.data.store import Dataset
+    from lagnh_pyg.knn import phase
 
     faiss.omp_set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     ds = Dataset.open(dataset(args.n, Path(args.cache)))
     rows = ds.split("train")
     A = ds.aux_rows(rows)
-    times, visual = {}, {}
+    times, visual, phases = {}, {}, {"visual kNN": {}, "aux kNN": {}, "union": {}}
     orig = graph_mod.ivf_knn
 
     def timed_knn(arr, k, r=None, **kw):
         if args.nlist_mult != 1.0:
             kw["nlist"] = int(args.nlist_mult * np.sqrt(len(rows)))
             kw["train_size"] = max(65536, 40 * kw["nlist"])
-        t = time.process_time()
-        out = orig(arr, k, r, **kw)
         name = "aux kNN" if kw.get("mask") is not None else "visual kNN"
+        t = time.process_time()
+        out = orig(arr, k, r, **kw, timings=phases[name])
         times[name] = time.process_time() - t
         if name == "visual kNN":
             visual["ids"] = out[1]
         return out
 
+    def timed(fn, name):
+        def run(*a, **kw):
+            with phase(phases["union"], name):
+                return fn(*a, **kw)
+        return run
+
     graph_mod.ivf_knn = timed_knn
+    for fn, name in ((graph_mod._edges_from_knn, "edge lists"), (graph_mod._symmetric_with_self_loops, "symmetrise + union"),
+                     (graph_mod.edge_aux_similarity, "S^a per edge"), (graph_mod.graph_stats, "graph stats")):
+        setattr(graph_mod, fn.__name__, timed(fn, name))
     t, cpu = time.perf_counter(), time.process_time()
     topo = graph_mod.build_graph(ds.features, A, args.k, args.sources, "chunked", rows=rows,
                                  pca_dim=args.pca_dim or None, nprobe=args.nprobe)
     wall, total = time.perf_counter() - t, time.process_time() - cpu
+    with phase(phases["union"], "sampling topology"):
+        graph_mod.topology_of_graph(topo)
     rest = total - sum(times.values())
+    for part, ph in phases.items():
+        print(f"  {part}: " + ", ".join(f"{k} {w:.1f} s wall / {c:.1f} s CPU" for k, (w, c) in ph.items()))
     rec = recall(ds.features, rows, lambda i: visual["ids"][i], args.k) if "ids" in visual else float("nan")
     agree = float("nan")
     if ds.has_labels and "ids" in visual:  # what the graph is for: neighbours that share a label

