@@ -58,7 +58,7 @@ def test_topology_matches_build_graph_and_reads_rows(tmp_path):
 def test_list_blocked_join_returns_the_ivf_search_result():
     import faiss
 
-    from lagnh_pyg.knn import ivf_join
+    from lagnh_pyg.knn import _faiss_ivf_search, ivf_join
 
     x, aux = _data(n=500, d=8)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -74,6 +74,11 @@ def test_list_blocked_join_returns_the_ivf_search_result():
     assert np.allclose(sims, ref_s, atol=1e-6)  # same candidates, same scores, best first
     assert (ids == ref_i).mean() > 0.99  # continuous data: ties are rare
     assert not np.isin(ids, np.flatnonzero(~member)).any()
+    # the GPU path (FAISS add + search in chunks), run here on a CPU index
+    fresh = faiss.IndexIVFFlat(index.quantizer, 8, 10, faiss.METRIC_INNER_PRODUCT)
+    fresh.is_trained, fresh.nprobe = True, 3
+    gpu_s, gpu_i = _faiss_ivf_search(fresh, x, 6, member, 128, None)
+    assert np.allclose(gpu_s, ref_s, atol=1e-6) and np.array_equal(gpu_i, ref_i)
     # a list too short for kk results pads with -inf / -1, as the IVF search does
     s2, i2 = ivf_join(x[:20], np.zeros((20, 1), np.int64), 1, 25)
     assert np.isneginf(s2[:, 20:]).all() and (i2[:, 20:] == -1).all() and (np.sort(i2[:, :20], 1) == np.arange(20)).all()
