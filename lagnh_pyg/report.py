@@ -121,6 +121,16 @@ def _pyplot():
     return plt
 
 
+#: matplotlib's default colour cycle has 10 colours; Table 3 plots 14 methods
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def line_style(i: int) -> str:
+    """The dash pattern of the ``i``-th line: a new one each time the 10 colours come round
+    again, so that (colour, dashes) stays unique for up to 40 lines."""
+    return LINE_STYLES[(i // 10) % len(LINE_STYLES)]
+
+
 def line_plot(
     path: str | os.PathLike,
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
@@ -134,8 +144,9 @@ def line_plot(
     """One PNG with one line per entry of ``series`` (``name -> (x, y)``), written atomically."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=110)
-    for name, (x, y) in series.items():
-        ax.plot(list(x), list(y), marker="o" if len(x) <= 25 else None, markersize=3, label=name)
+    for i, (name, (x, y)) in enumerate(series.items()):
+        ax.plot(list(x), list(y), marker="o" if len(x) <= 25 else None, markersize=3, label=name,
+                linestyle=line_style(i))
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

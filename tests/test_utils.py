@@ -153,3 +153,15 @@ def test_drop_mapped_pages_releases_a_memory_map_and_keeps_its_values(tmp_path):
     plain = np.ones(1000)
     drop_mapped_pages(plain)  # not a map: left alone
     assert plain.sum() == 1000
+
+
+def test_line_styles_keep_fourteen_lines_apart(tmp_path):
+    """Table 3's P@K figure has 14 lines: (colour of the 10-colour cycle, dash pattern) is unique
+    for each, and the figure is written."""
+    from lagnh_pyg.report import line_plot, line_style
+
+    pairs = [(i % 10, line_style(i)) for i in range(14)]
+    assert len(set(pairs)) == 14 and line_style(0) == "-" and line_style(10) != "-"
+    series = {f"m{i}": ([1, 2, 3], [0.1 * i, 0.2, 0.3]) for i in range(14)}
+    out = line_plot(tmp_path / "pk.png", series, title="t", xlabel="K", ylabel="P")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
