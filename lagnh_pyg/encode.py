@@ -10,6 +10,10 @@ Three encodings (``--encoding``, default: the run's ``encode.mode``):
   Eq. 3-5 on the attentive features (trained sigma), as in training, and the item is
   propagated through the trained GCN (Eq. 6-7) along edges *into* it only: the training
   nodes keep their degrees and embeddings, so a code never depends on what else is encoded.
+  What it needs of the training nodes (x̂, z1, degrees) is the run's cache, computed by
+  layer-wise inference over the whole training graph (:mod:`lagnh_pyg.training.encoder_cache`)
+  and memory-mapped here; past ``EXACT_MAX_NODES`` training nodes the FAISS index is built in
+  chunks over the memory-mapped features (PCA + IVF, exact re-rank): bounded memory at 1M.
 * ``self`` — no edges: the item's own self-loop only (the GCN acts as an MLP).
 * ``faithful`` — the release: unshuffled batches of ``encode.batch_size`` (256), the dense
   graph and the attention built inside each batch; codes depend on batch-mates.
@@ -246,11 +250,16 @@ class LagnhEncoder:
             z = torch.cat([self._encode_block(x[s : s + SIM_CHUNK], a[s : s + SIM_CHUNK],
                                               features[s : s + SIM_CHUNK], aux[s : s + SIM_CHUNK])
                            for s in range(0, len(x), SIM_CHUNK)]) if len(x) else x.new_zeros((0, self.bits))
-        for arr in self._maps:  # the training rows read for these items need not stay resident
+        return z.float().cpu().numpy()
+
+    def _release(self) -> None:
+        """Drop the resident pages of the memory maps a block of ``SIM_CHUNK`` items read (the
+        cache rows of its training neighbours, the dataset rows of its re-rank candidates):
+        at 1M training nodes, dropping them once per 8,192 items let ~3.5 GiB pile up."""
+        for arr in self._maps:
             drop_mapped_pages(arr)
         if self.training_neighbours is not None:
             self.training_neighbours.release()
-        return z.float().cpu().numpy()
 
     def neighbours(self, features: np.ndarray, aux: np.ndarray, xhat: Tensor, aux_unit: Tensor
                    ) -> tuple[Tensor, Tensor, Tensor]:
@@ -296,6 +305,7 @@ class LagnhEncoder:
         ew = torch.cat([norm, norm_self])
         z1_new = m.generator.layer1(torch.cat([self.cache["xhat"][sel], xhat]), ei, ew)[n_sel:]
         z = m.generator.layer2(torch.cat([self.cache["z1"][sel], z1_new]), ei, ew)[n_sel:]
+        self._release()
         return z
 
 

@@ -383,6 +383,9 @@ class EncoderCacheFile:
         self.header_len = len(self._header("0" * 16))
         self.fd, tmp = tempfile.mkstemp(prefix=f".{ENCODER_FILE}.tmp-", dir=directory)
         self.name = Path(tmp).name
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(self.fd, 0o666 & ~umask)  # as the run's other files, not mkstemp's 0600
         self._maps: dict[str, np.memmap] = {}
         os.ftruncate(self.fd, 8 + self.header_len + pos)
         self._write_header("0" * 16)

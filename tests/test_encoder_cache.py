@@ -2,6 +2,7 @@
 and the neighbours encoding of sampled runs, against whole-graph forwards of the same model."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from lagnh_pyg.data.store import Dataset
-from lagnh_pyg.graph import build_graph, topology_of_graph
+from lagnh_pyg.graph import build_graph
 from lagnh_pyg.knn import l2_normalize
 from lagnh_pyg.nn import LAGNH
 from lagnh_pyg.rundir import ENCODER_FILE, EncoderCacheFile, Run, load_encoder_cache
@@ -19,6 +20,7 @@ from lagnh_pyg.training.encoder_cache import (
     build_encoder_cache,
     cache_shapes,
     graph_edges,
+    sampling_topology_for_cache,
 )
 
 TINY = {
@@ -71,11 +73,12 @@ def test_layerwise_cache_equals_a_whole_graph_forward(small):
     assert np.array_equal(codes[16384], codes[100]) and np.array_equal(codes[16384], codes[7])
 
 
-def test_graph_edges_rebuild_the_training_graph_from_its_sampling_topology(small):
-    _, _, _, g, _ = small
-    topo = topology_of_graph(g)
-    topo.aux_unit = g.aux_unit
-    ei, s_a, au = graph_edges(topo)
+@pytest.mark.parametrize("index", ["flat", "chunked"])
+def test_graph_edges_rebuild_the_training_graph_from_its_sampling_topology(small, index):
+    _, X, A, g, _ = small
+    if index == "chunked":  # the >200k backend (its S^a by a sampled matmul)
+        g = build_graph(X, A, 5, index="chunked")
+    ei, s_a, au = graph_edges(sampling_topology_for_cache(g))
     assert torch.equal(ei, g.edge_index) and torch.equal(s_a, g.s_a) and au is g.aux_unit
 
 
@@ -88,6 +91,9 @@ def test_cache_file_is_written_in_blocks_and_loaded_memory_mapped(small, tmp_pat
     _cache(model, X, A, g, 64, f)
     f.commit(tmp_path, "fedcba9876543210")
     assert [p.name for p in tmp_path.iterdir()] == [ENCODER_FILE]  # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / ENCODER_FILE).stat().st_mode & 0o777 == 0o666 & ~umask
     run = Run(tmp_path, {"model_fingerprint": "fedcba9876543210"})
     got = load_encoder_cache(run, {"xhat", "z1", "degree", "aux_unit"})
     maps = open("/proc/self/maps").read()

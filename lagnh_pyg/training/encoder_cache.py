@@ -40,11 +40,11 @@ from torch import Tensor, nn
 
 from ..graph import (
     csr_adjacency,
-    edge_aux_similarity,
     edge_sq_dist,
     normalize_edge_weight,
     self_mass,
     sort_by_target,
+    topology_of_graph,
 )
 from ..knn import read_rows
 from ..utils import drop_mapped_pages
@@ -81,12 +81,22 @@ def cache_shapes(model: nn.Module, n: int) -> dict[str, tuple[int, ...]]:
             "degree": (n,), "aux_unit": (n, model.aux_dim)}
 
 
+def sampling_topology_for_cache(graph):
+    """:func:`~lagnh_pyg.graph.topology_of_graph` of a :func:`~lagnh_pyg.graph.build_graph`
+    graph, also holding what :func:`graph_edges` needs to give the graph back: the unit aux
+    rows and each node's self-loop S^a (n floats)."""
+    topology = topology_of_graph(graph)
+    src, dst = graph.edge_index
+    topology.aux_unit, topology.loop_s_a = graph.aux_unit, graph.s_a[src == dst]  # sorted by target: node order
+    return topology
+
+
 def graph_edges(topology) -> tuple[Tensor, Tensor, Tensor]:
     """The training graph's ``edge_index`` (sorted by target, then source, one self-loop per
     node), ``s_a`` and ``aux_unit`` from what sampled training keeps of it: its sampling
-    topology (:func:`~lagnh_pyg.graph.sampling_topology`: the graph's edges in their order, the
-    self-loops removed) and the unit aux rows. The self-loops are put back in place, not
-    sorted in (a sort of 18M edges would hold three more copies of them)."""
+    topology (:func:`sampling_topology_for_cache`: the graph's edges in their order without
+    the self-loops, whose S^a it keeps aside). The self-loops are put back in place, not
+    sorted in (a sort of 36M edges would hold three more copies of them)."""
     n = topology.num_nodes
     ei, s_a = sort_by_target(topology.edge_index, topology.s_a)  # as they are when already sorted
     e = ei.shape[1]
@@ -98,7 +108,7 @@ def graph_edges(topology) -> tuple[Tensor, Tensor, Tensor]:
     out, s_out = torch.empty((2, e + n), dtype=ei.dtype), torch.empty(e + n, dtype=s_a.dtype)
     out[:, new], s_out[new] = ei, s_a
     out[:, loop] = nodes
-    s_out[loop] = edge_aux_similarity(topology.aux_unit, nodes.repeat(2, 1))  # as build_graph sets S^a_ii
+    s_out[loop] = topology.loop_s_a
     return out, s_out, topology.aux_unit
 
 
@@ -150,12 +160,13 @@ def build_encoder_cache(model: nn.Module, features, aux: np.ndarray, edge_index:
     d2, d2_sigma = _edge_distances(xhat, edge_index, spans, dev)  # 2.
     if progress:
         progress("edge distances")
-    model.update_sigma2(xhat[:1].to(dev), edge_index.to(dev), d2_sigma.to(dev))  # 3.
-    w = model.edge_weights(None, edge_index, s_a.to(d2), d2)
-    norm_w, deg = normalize_edge_weight(edge_index, w, n, model.normalization)
+    ei = edge_index.to(dev)  # 3. on the model's device (no copy on a CPU)
+    model.update_sigma2(xhat[:1].to(dev), ei, d2_sigma.to(dev))
+    w = model.edge_weights(None, ei, s_a.to(dev), d2)
+    norm_w, deg = normalize_edge_weight(ei, w, n, model.normalization)
     logger.info(f"final graph: sigma^2 {float(model.sigma2):.4g}, mean self-loop share of the normalised "
-                f"graph {self_mass(edge_index, norm_w, n):.3f} (1.0 would make the GCN a per-node MLP)")
-    del d2, d2_sigma, w
+                f"graph {self_mass(ei, norm_w, n):.3f} (1.0 would make the GCN a per-node MLP)")
+    del d2, d2_sigma, w, ei
     _layer1(model, xhat, edge_index, norm_w, spans, store, dev)  # 4.
     store.write("degree", 0, deg.cpu().numpy())
     store.write("aux_unit", 0, aux_unit.cpu().numpy())

@@ -32,10 +32,16 @@ from ..data.store import Dataset
 from ..device import resolve_device
 from ..distributed import DistContext, init_distributed, shutdown
 from ..errors import InputError
-from ..graph import EXACT_MAX_NODES, build_graph, topology_of_graph
+from ..graph import EXACT_MAX_NODES, build_graph
 from ..rundir import CHECKPOINT_FILE, EncoderCacheFile, RunWriter, check_resumable, load_checkpoint
 from ..utils import threads_set
-from .encoder_cache import MemoryCache, build_encoder_cache, cache_shapes, graph_edges
+from .encoder_cache import (
+    MemoryCache,
+    build_encoder_cache,
+    cache_shapes,
+    graph_edges,
+    sampling_topology_for_cache,
+)
 from .loop import Bar, fit, restore, training_state
 from .sampled import BatchFetcher, SampledModule, feature_stats
 from .sources import BatchSource, FaithfulSource, FullGraphSource, SampledSource
@@ -189,8 +195,7 @@ def _setup(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext) -> _
         graph = graph.to(dev)
         return _Setup(trainer, FullGraphSource(model, graph), graph, stats, n)
     fetch = BatchFetcher(x, aux, None, dev) if x is not None else BatchFetcher(ds.features, aux, rows, dev)
-    topology = topology_of_graph(graph)
-    topology.aux_unit = graph.aux_unit
+    topology = sampling_topology_for_cache(graph)
     source = SampledSource(_sampled_module(trainer, ctx, dev), topology, fetch,
                            cfg.train.num_neighbors, ctx.shard(torch.arange(n)), cfg.train.seed_batch_size,
                            cfg.train.seed + 7919 * ctx.rank, cfg.train.max_batches or None,
