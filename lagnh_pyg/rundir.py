@@ -52,7 +52,14 @@ import numpy as np
 from .codes import check_bits
 from .data.store import Dataset
 from .errors import InputError
-from .utils import atomic_path, load_npy, read_json, sha256_file, write_json_atomic
+from .utils import (
+    atomic_path,
+    drop_mapped_pages,
+    load_npy,
+    read_json,
+    sha256_file,
+    write_json_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +279,7 @@ def encode_splits(
             if codes.shape != (len(feats), run.bits):
                 raise InputError(f"encoder returned shape {codes.shape}, expected {(len(feats), run.bits)}")
             parts.append(pack_codes(codes))
+            drop_mapped_pages(ds.features)  # read once: a million items' pages need not stay resident
             if progress is not None:
                 progress(split, len(feats))
         packed = np.concatenate(parts) if parts else np.zeros((0, run.bits // 8), np.uint8)
