@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.utils import add_self_loops, scatter
 
-from ..graph import edge_sq_dist, sort_by_target
+from ..graph import sort_by_target
 
 logger = logging.getLogger(__name__)
 
@@ -196,22 +196,3 @@ def feature_stats(features, rows: np.ndarray, chunk: int = 65536) -> tuple[Tenso
     mean = s1 / n
     var = np.maximum(s2 - n * mean * mean, 0) / max(n - 1, 1)  # unbiased, as torch.std
     return torch.from_numpy(mean).float(), torch.from_numpy(np.sqrt(var)).float()
-
-
-@torch.no_grad()
-def sampled_sigma_inputs(model, loader, fetch, batches: int = 8) -> tuple[Tensor, Tensor, Tensor]:
-    """Eq. 3's 'auto' sigma^2 on the final model from a few sampled batches: their attentive
-    features' squared distances over the sampled edges (mean = the full graph's in
-    expectation). Returns (xhat, edge_index, d2) stacked over the batches."""
-    xs, eis, d2s, offset = [], [], [], 0
-    for i, batch in enumerate(loader):
-        b = fetch(batch)
-        xhat = model.attentive_features(b.x, b.aux)
-        ei, _ = sort_by_target(b.edge_index, b.s_a)
-        xs.append(xhat)
-        eis.append(ei + offset)
-        d2s.append(edge_sq_dist(xhat, ei))
-        offset += b.num_nodes
-        if i + 1 >= batches:
-            break
-    return torch.cat(xs), torch.cat(eis, 1), torch.cat(d2s)

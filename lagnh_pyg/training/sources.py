@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from ..sampling import make_neighbor_loader
-from .sampled import BatchFetcher, SampledModule, sampled_sigma_inputs, seeds_only
+from .sampled import BatchFetcher, SampledModule, seeds_only
 from .trainer import Step, dense_step_of, graph_step_of
 
 
@@ -124,17 +124,6 @@ class SampledSource:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, g in self._generators().items():
             g.set_state(state[name])
-
-    @torch.no_grad()
-    def sigma_inputs(self, model: nn.Module, batches: int = 8) -> tuple[Tensor, Tensor, Tensor]:
-        """Eq. 3's sigma inputs from a few sampled batches, leaving the source's generators
-        as they were (the final checkpoint must hold the state after the last epoch)."""
-        saved = self.state_dict()
-        try:
-            return sampled_sigma_inputs(model, self.loader, self.fetch, batches)
-        finally:
-            self.load_state_dict(saved)
-
 
 
 def sampled_step_of(module: nn.Module, b: Data, g_steps: int | None = None) -> Step:
