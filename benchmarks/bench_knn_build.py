@@ -32,7 +32,7 @@ def recall(features, rows: np.ndarray, ids_of, k: int, sample: int = 1000, seed:
     """Mean |approx kNN ∩ exact kNN| / k over ``sample`` random nodes (cosine, self excluded)."""
     import faiss
 
-    from lagnh_pyg.graph import l2_normalize
+    from lagnh_pyg.knn import l2_normalize
 
     rng = np.random.default_rng(seed)
     q = np.sort(rng.choice(len(rows), size=min(sample, len(rows)), replace=False))

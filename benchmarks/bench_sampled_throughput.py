@@ -58,10 +58,10 @@ def main() -> None:
     from lagnh_pyg.config import load_config
     from lagnh_pyg.data.store import Dataset
     from lagnh_pyg.experiments.scaling import SCALING_CONFIG, _fresh_trainer
+    from lagnh_pyg.runtime import set_threads
     from lagnh_pyg.training import SampledSource
     from lagnh_pyg.training.sampled import BatchFetcher, SampledModule
     from lagnh_pyg.training.sources import sampled_step_of
-    from lagnh_pyg.utils import set_threads
 
     sys.path.insert(0, os.path.dirname(__file__))
     import profile_sampled as prof

@@ -103,7 +103,7 @@ def baselines(data_dir: str, bits: int) -> dict[str, float]:
 def lagnh_map(data_dir: str, config: str, bits: int, sets: list[str], encodings: list[str]) -> dict:
     from lagnh_pyg.data.store import Dataset
     from lagnh_pyg.encode import load_lagnh_encoder
-    from lagnh_pyg.run import Run
+    from lagnh_pyg.rundir import Run
     from lagnh_pyg.training import train_run
 
     ds = Dataset.open(data_dir)

@@ -24,9 +24,10 @@ import torch  # noqa: E402
 
 from lagnh_pyg.data.synthetic import SyntheticSpec, generate
 from lagnh_pyg.device import faiss_has_gpu, resolve_device
-from lagnh_pyg.rundir import Run, encode_splits
+from lagnh_pyg.encoders import encode_splits
+from lagnh_pyg.ownership import remove_owned
+from lagnh_pyg.rundir import Run
 from lagnh_pyg.training import train_run
-from lagnh_pyg.utils import remove_owned
 
 MARKER = ".lagnh-gpu-check"  # marks --work as this script's own scratch folder
 

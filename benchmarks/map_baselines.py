@@ -26,8 +26,9 @@ def main() -> None:
 
     from lagnh_pyg.baselines import fit_run
     from lagnh_pyg.data.store import Dataset
+    from lagnh_pyg.encoders import encode_splits
     from lagnh_pyg.metrics import mean_average_precision
-    from lagnh_pyg.run import Run, encode_splits
+    from lagnh_pyg.rundir import Run
 
     ds = Dataset.open(args.data_dir)
     qlab, dlab = ds.label_rows(ds.split("query")), ds.label_rows(ds.split("database"))

@@ -36,7 +36,7 @@ def baseline(
 ) -> None:
     from lagnh_pyg.baselines import BASELINES, DeepBaseline, baseline_class, fit_run
     from lagnh_pyg.device import resolve_device
-    from lagnh_pyg.run import Run
+    from lagnh_pyg.rundir import Run
 
     deep = issubclass(baseline_class(name), DeepBaseline) if name.lower() in BASELINES else False
     dev = resolve_device(device) if deep else "cpu"

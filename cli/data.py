@@ -86,7 +86,7 @@ def import_npy(
 
 
 def _read_lines(path: Path, what: str) -> list[str]:
-    from lagnh_pyg.utils import read_text
+    from lagnh_pyg.files import read_text
 
     if not path.is_file():
         raise InputError(f"{what} file {path} does not exist")

@@ -29,7 +29,7 @@ def demo(
     from lagnh_pyg.demo import run_demo
     from lagnh_pyg.device import resolve_device
     from lagnh_pyg.experiments.common import parse_list
-    from lagnh_pyg.utils import check_writable_target
+    from lagnh_pyg.ownership import check_writable_target
 
     check_writable_target(out_dir, "--out", directory=True)  # before the data build and training
     res = run_demo(out_dir, data_dir=data, methods=parse_list(methods, "methods"),

@@ -43,7 +43,8 @@ def encode(
     from rich.progress import Progress
 
     from lagnh_pyg.device import resolve_device
-    from lagnh_pyg.run import Run, encode_splits
+    from lagnh_pyg.encoders import encode_splits
+    from lagnh_pyg.rundir import Run
 
     if split not in SPLIT_CHOICES:
         raise InputError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
@@ -94,8 +95,9 @@ class _ProgressLog:
 def _check_codes_out(out_dir: Path, run) -> None:
     """``--out`` must be new, empty, or codes this project wrote (their old .npy files are
     replaced), and never the run's own directory or the dataset's."""
-    from lagnh_pyg.utils import check_replaceable, check_writable_target
+    from lagnh_pyg.codes import CODES_FORMAT
+    from lagnh_pyg.ownership import check_replaceable, check_writable_target
 
     check_writable_target(out_dir, "--out", directory=True)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        check_replaceable(out_dir, ("lagnh-codes",), inputs=[run.root / "run.json", run.model_path])
+        check_replaceable(out_dir, (CODES_FORMAT,), inputs=[run.meta_path, run.model_path])

@@ -43,7 +43,7 @@ def _spec(data, out_dir, topk, protocol, seeds, config, overrides, device, reuse
 
 def _check_out(out_dir) -> None:
     """A report directory that cannot be written is refused before hours of work."""
-    from lagnh_pyg.utils import check_writable_target
+    from lagnh_pyg.ownership import check_writable_target
 
     check_writable_target(out_dir, "--out", directory=True)
 

@@ -46,7 +46,7 @@ def folder_split(n: int) -> tuple[int, int]:
 
 def _train(method: str, data: Path, bits: int, run_dir: Path, config: Path, overrides: list[str], device: str) -> None:
     from lagnh_pyg.data.store import Dataset
-    from lagnh_pyg.rundir import CHECKPOINT_FILE
+    from lagnh_pyg.rundir import RunPaths
 
     from .baseline import baseline
     from .train import train
@@ -57,7 +57,7 @@ def _train(method: str, data: Path, bits: int, run_dir: Path, config: Path, over
     n_train = len(Dataset.open(data).split("train"))
     small = [f"model.anchors={min(128, n_train)}", f"encode.k={min(20, n_train)}", f"graph.k={min(10, n_train - 1)}"]
     train(data, config, bits, run_dir, set_=small + list(overrides),
-          resume=(run_dir / CHECKPOINT_FILE).is_file(), device=device, progress=True)
+          resume=RunPaths(run_dir).checkpoint_path.is_file(), device=device, progress=True)
 
 
 def _add_queries(run_dir: Path) -> None:
@@ -115,7 +115,8 @@ def index_folder(
     from lagnh_pyg.data.folder import list_images
     from lagnh_pyg.demo import demo_config
     from lagnh_pyg.device import resolve_device
-    from lagnh_pyg.run import Run
+    from lagnh_pyg.index import is_index_dir
+    from lagnh_pyg.rundir import Run, RunPaths
 
     from . import extract as x
     from .data import import_folder
@@ -141,12 +142,13 @@ def index_folder(
     n_train, n_query = folder_split(n_ok)
     _stage("import", (data / "manifest.json").is_file(), timings, import_folder, photos, out_dir=data,
            features=feats / "features.npy", aux=aux_file, csv_file=tags, n_train=n_train, n_query=n_query)
-    _stage("train", (out_dir / "run.json").is_file(), timings, _train, method, data, bits, out_dir,
+    paths = RunPaths(out_dir)
+    _stage("train", paths.meta_path.is_file(), timings, _train, method, data, bits, out_dir,
            config or demo_config(), set_ or [], dev)
     run = Run.open(out_dir)
-    coded = (out_dir / "codes" / "meta.json").is_file() and run.codes_meta().get("model_fingerprint") == run.model_fingerprint
-    _stage("encode", coded and (out_dir / "codes" / "query.npy").is_file(), timings, encode, out_dir, device=dev)
-    _stage("index", (out_dir / "index" / "meta.json").is_file(), timings, index, out_dir)
+    coded = run.codes_meta_path().is_file() and run.codes_meta().get("model_fingerprint") == run.model_fingerprint
+    _stage("encode", coded and run.codes_file("query").is_file(), timings, encode, out_dir, device=dev)
+    _stage("index", is_index_dir(run.index_dir()), timings, index, out_dir)
     _stage("queries", False, timings, _add_queries, out_dir)
     total = time.perf_counter() - t_all
     say("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) + f"; total {total:.1f} s")

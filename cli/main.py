@@ -61,7 +61,7 @@ def _root(
     threads: Annotated[int | None, typer.Option(help="Threads for torch and FAISS (default: all cores).", envvar="LAGNH_THREADS")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    from lagnh_pyg.utils import set_threads
+    from lagnh_pyg.runtime import set_threads
 
     from .common import setup_logging
 

@@ -43,9 +43,10 @@ def evaluate(
     plots: Annotated[bool, typer.Option(help="Write the P@K and PR plots (PNG).")] = True,
 ) -> None:
     """MAP@K, precision@K and precision-recall of a run; results in RUN_DIR/metrics/."""
+    from lagnh_pyg.files import write_json_atomic
     from lagnh_pyg.metrics import check_protocol
+    from lagnh_pyg.ownership import check_writable_target
     from lagnh_pyg.retrieval import evaluate_run, topk_label
-    from lagnh_pyg.utils import check_writable_target, write_json_atomic
 
     k = parse_topk(topk)
     check_protocol(protocol)
@@ -100,9 +101,10 @@ def search(
     device: Annotated[str, typer.Option(help="cpu, auto or cuda (GPU FAISS for a flat index when installed).")] = "cpu",
 ) -> None:
     """The top-k database items of a query: rank, id, Hamming distance, image path."""
-    from lagnh_pyg.report import contact_sheet_html, write_text
+    from lagnh_pyg.files import write_text
+    from lagnh_pyg.report.contact_sheet import contact_sheet_html
     from lagnh_pyg.retrieval import encode_image, search_run
-    from lagnh_pyg.run import Run
+    from lagnh_pyg.rundir import Run
 
     if (item is None) == (image is None):
         raise InputError("give exactly one of --id ITEM or --image PATH")
@@ -111,7 +113,7 @@ def search(
     if k < 1:
         raise InputError(f"-k must be a positive integer, got {k}")
     if html_file is not None:
-        from lagnh_pyg.utils import check_writable_target
+        from lagnh_pyg.ownership import check_writable_target
 
         check_writable_target(html_file, "--html file")
     run = Run.open(run_dir)

@@ -32,8 +32,8 @@ def train(
 
     Example: lagnh train data/syn --config configs/demo.yaml --bits 32 --out runs/demo32
     """
+    from lagnh_pyg.ownership import check_writable_target
     from lagnh_pyg.training import train_run
-    from lagnh_pyg.utils import check_writable_target
 
     check_writable_target(out_dir, "--out", directory=True)  # before the data loads
     run_dir = train_run(data_dir, config, bits, out_dir, overrides=set_ or (), resume=resume, device=device,

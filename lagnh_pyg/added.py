@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .utils import atomic_path, write_json_atomic
+from .files import atomic_path, write_json_atomic
+from .rundir import RunPaths
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class AddedLog:
     """
 
     def __init__(self, run_dir: str | os.PathLike, bits: int, model_fingerprint: str) -> None:
-        self.root = Path(run_dir) / "added"
+        self.root = RunPaths(run_dir).added_dir()
         self.bits = int(bits)
         self.model_fingerprint = model_fingerprint
         self.log_path = self.root / "log.jsonl"

@@ -3,13 +3,28 @@
 Codes are stored packed, ``numpy.packbits(codes > 0, axis=1)``: uint8, ``bits / 8`` bytes an
 item, the first bit of a code in the most significant bit of its first byte. ``bits`` must
 be a multiple of 8.
+
+A codes directory (a run's ``codes/``, or ``lagnh encode --out DIR``) holds one packed file a
+split, ``<split>.npy`` (rows in the order of the split's index array), and ``meta.json``
+(format ``lagnh-codes``) naming the model and the dataset they came from.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from .errors import InputError
+
+CODES_FORMAT = "lagnh-codes"
+CODES_META = "meta.json"
+
+
+def codes_file(directory: str | os.PathLike, split: str) -> Path:
+    """The packed codes of ``split`` in a codes directory."""
+    return Path(directory) / f"{split}.npy"
 
 
 def check_bits(bits: int) -> int:

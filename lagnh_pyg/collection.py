@@ -143,7 +143,7 @@ class Collection:
     def image_of(self, item_id: str) -> Path | None:
         """The picture of an item: the added copy, or the dataset's recorded path (absolute or
         relative to the dataset directory). Looked up by id, never built from it."""
-        from .report import resolve_image
+        from .report.contact_sheet import resolve_image
 
         if item_id in self.added:
             p = self.log.image_path(self.added[item_id])
@@ -190,8 +190,8 @@ class Collection:
         """Packed codes of new pictures: featurized like the run's dataset (its recorded recipe),
         encoded by the run's model, one code each (the encoders are batch-independent)."""
         from .codes import pack_codes
+        from .encoders import load_encoder
         from .extract import featurize_like
-        from .rundir import load_encoder
 
         with self._encode_lock:
             if self._encoder is None:

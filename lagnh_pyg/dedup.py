@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .utils import atomic_path
+from .files import atomic_path
 
 logger = logging.getLogger(__name__)
 SHOWN_PER_GROUP = 25  # items of a group on the HTML sheet (a group of identical codes may be huge)
@@ -150,7 +150,7 @@ def groups_html(result: DedupResult, codes: np.ndarray, ids: list[str], image_of
                 meta_lines: list[str]) -> str:
     """A contact sheet: one row a group, its first item as the reference, distances to it."""
     from .metrics import hamming_distances
-    from .report import contact_sheets_html
+    from .report.contact_sheet import contact_sheets_html
 
     sheets = []
     for g in result.groups:

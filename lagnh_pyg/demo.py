@@ -73,10 +73,10 @@ def prepare_demo_data(out_dir: Path, data_dir: Path | None, device: str, log: Ca
 
 def example_queries_html(run_dir: Path, out_html: Path, n_queries: int = 8, k: int = 12, device: str = "cpu") -> Path:
     """An HTML page of ``n_queries`` query images (spread over the query split) and their top-k."""
-    from .report import contact_sheets_html
+    from .files import atomic_path
+    from .report.contact_sheet import contact_sheets_html
     from .retrieval import build_index, codes_dataset, search_run
     from .rundir import Run
-    from .utils import atomic_path
 
     run = Run.open(run_dir)
     build_index(run)

@@ -32,18 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .cache_file import load_encoder_cache
+from .checkpoint import config_of_checkpoint, load_checkpoint
+from .encoders import register_method
 from .errors import InputError
 from .knn import EXACT_MAX_NODES, ip_index, l2_normalize, read_rows
 from .nn import LAGNH
-from .rundir import (
-    Run,
-    config_of_checkpoint,
-    fingerprint,
-    load_checkpoint,
-    load_encoder_cache,
-    register_method,
-)
-from .utils import drop_mapped_pages
+from .rundir import Run, fingerprint
+from .runtime import drop_mapped_pages
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +123,7 @@ class TrainingNeighbours:
 
     def release(self) -> None:
         """Drop the resident pages of the memory-mapped rows read so far (the re-rank's):
-        :func:`~lagnh_pyg.utils.drop_mapped_pages`."""
+        :func:`~lagnh_pyg.runtime.drop_mapped_pages`."""
         for base, *_ in self.parts:
             if isinstance(base, _UnitRows):
                 drop_mapped_pages(base.arr)

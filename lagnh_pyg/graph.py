@@ -28,7 +28,7 @@ from torch_geometric.data import Data
 from torch_geometric.utils import remove_self_loops, scatter, sort_edge_index, to_torch_csr_tensor
 
 from .errors import InputError
-from .knn import CHUNK, EXACT_MAX_NODES, ivf_knn, knn_search, l2_normalize  # noqa: F401  (re-exported)
+from .knn import CHUNK, EXACT_MAX_NODES, ivf_knn, knn_search, l2_normalize
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from .codes import check_bits
 from .errors import InputError
-from .utils import atomic_dir, read_json, read_text
+from .files import atomic_dir, read_json, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,14 @@ BIT_ORDER = "packbits-msb-first"
 KINDS = ("flat", "hash", "multihash")
 _MISSING = np.iinfo(np.int32).max
 TIE_MARGIN = 32  # extra neighbours asked of a flat index, to settle ties at the k-th distance in one scan
+
+INDEX_META = "meta.json"
+
+
+def is_index_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an index directory written by :meth:`HammingIndex.save`."""
+    return (Path(path) / INDEX_META).is_file()
+
 
 
 @dataclass
@@ -334,7 +342,7 @@ class HammingIndex:
                 "extra": self.extra,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             }
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+            (tmp / INDEX_META).write_text(json.dumps(meta, indent=2) + "\n")
         return out_dir
 
     @classmethod
@@ -344,7 +352,7 @@ class HammingIndex:
         """Read an index directory; refuse it when ``expect_fingerprint`` names another model."""
 
         index_dir = Path(index_dir)
-        mp = index_dir / "meta.json"
+        mp = index_dir / INDEX_META
         if not mp.is_file():
             raise InputError(f"{index_dir} is not an index directory (no meta.json); build one with `lagnh index RUN_DIR`")
         meta = read_json(mp, "index metadata")

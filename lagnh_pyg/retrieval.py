@@ -19,11 +19,13 @@ import numpy as np
 
 from .data.store import Dataset
 from .errors import InputError
-from .index import HammingIndex
+from .files import write_json_atomic
+from .index import HammingIndex, is_index_dir
 from .metrics import DEFAULT_PK_CUTOFFS, RetrievalResult, check_protocol, evaluate_retrieval
-from .report import line_plot, provenance, write_csv
+from .report.plots import line_plot
+from .report.provenance import provenance
+from .report.tables import write_csv
 from .rundir import Run
-from .utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +163,7 @@ def open_index(run: Run, device: str = "cpu") -> tuple[HammingIndex, bool]:
     """The run's saved index (checked against its model and dataset), or an exact in-memory
     one built from the database codes when none was saved. Returns ``(index, was_saved)``."""
     path = run.index_dir()
-    if not (path / "meta.json").is_file():
+    if not is_index_dir(path):
         return build_index(run, save=False, device=device), False
     index = HammingIndex.load(path, expect_fingerprint=run.model_fingerprint, device=device)
     meta = run.codes_meta()
@@ -208,7 +210,7 @@ def query_code_for_item(run: Run, ds: Dataset, row: int, device: str = "cpu") ->
             if len(codes) == len(idx):
                 return codes[hit[0] : hit[0] + 1]
     from .codes import pack_codes
-    from .rundir import load_encoder
+    from .encoders import load_encoder
 
     enc = load_encoder(run, device)
     rows = np.array([row])
@@ -224,8 +226,8 @@ def encode_image(
     ``tags`` (``"a;b"`` cells) give the picture's aux where the dataset's aux is a tag vocabulary.
     """
     from .codes import pack_codes
+    from .encoders import load_encoder
     from .extract import featurize_like
-    from .rundir import load_encoder
 
     run = _open_run(run)
     image = Path(image)

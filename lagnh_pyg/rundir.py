@@ -1,65 +1,52 @@
-"""The run directory: the one module that knows its layout, its commit order, the checkpoint
-format and the fingerprints. `train` and `baseline` write it; every later stage reads it
-through :class:`Run`.
+"""The run directory: the one module that knows its file names, its commit order and the
+fingerprints. ``train`` and ``baseline`` write it; every later stage reads it through
+:class:`Run`, whose properties are the only way to a path inside it.
 
 Layout::
 
     RUN_DIR/
       run.json             format, version, method, bits, data_dir, data_fingerprint,
                            model_file, model_fingerprint, config, created
-      <model_file>         the fitted model (LAGNH: checkpoint.pt, a torch.save file of tensors
-                           and plain types, read with ``weights_only=True``, never unpickling
-                           code; baselines: model.npz)
-      encoder.safetensors  LAGNH's out-of-sample encoder cache (training nodes' xhat, z1, ...),
-                           written in row blocks and read memory-mapped (any number of nodes)
+      <model_file>         the fitted model: LAGNH's checkpoint.pt (:mod:`lagnh_pyg.checkpoint`);
+                           a shallow baseline's model.npz, a deep baseline's model.safetensors
+      encoder.safetensors  LAGNH's out-of-sample encoder cache (:mod:`lagnh_pyg.cache_file`)
       config.yaml          the resolved config; log.jsonl: one row of loss terms per epoch
       .lock                held (flock) while a `train` writes the directory
-      codes/               query.npy, database.npy (packed uint8) and meta.json
-      index/               the FAISS binary index (``lagnh index``)
+      codes/               the codes of the splits (:mod:`lagnh_pyg.codes`: <split>.npy, meta.json)
+      index/               the FAISS binary index (``lagnh index``, :mod:`lagnh_pyg.index`)
       metrics/             evaluation outputs (``lagnh evaluate``)
+      added/               items added to the collection later (``lagnh add``, :mod:`lagnh_pyg.added`)
+      cell.json            in an experiment's runs: the settings and result of the cell
 
 Commit order of a training run (:class:`RunWriter`): the directory is built in a hidden
 temporary sibling until its first checkpoint, then renamed into place (so an interrupted
 first epoch leaves nothing behind that blocks a rerun); checkpoints are written atomically;
 at the end the complete checkpoint, then the encoder cache (naming the checkpoint's
 fingerprint), then config.yaml, and run.json last: a directory with a run.json is complete.
-
-Methods register a loader here; ``load_encoder(run)`` returns an object with
-``bits`` and ``encode(features, aux) -> (n, bits) array`` whose positive entries are the
-1-bits. Encoders must be batch-independent (one item, one code) unless they say otherwise
-with ``batch_independent = False``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import errno
-import importlib
 import json
 import logging
 import os
-import pickle
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from .codes import check_bits
+from .cache_file import EncoderCacheFile
+from .checkpoint import load_checkpoint, save_checkpoint
+from .codes import CODES_META, check_bits, codes_file
 from .data.store import Dataset
 from .errors import InputError
-from .utils import (
-    atomic_path,
-    drop_mapped_pages,
-    load_npy,
-    read_json,
-    sha256_file,
-    write_json_atomic,
-)
+from .files import atomic_path, load_npy, read_json, sha256_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -69,27 +56,74 @@ ENCODER_FILE = "encoder.safetensors"
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "log.jsonl"
 LOCK_FILE = ".lock"
-CODES_DIR, INDEX_DIR, METRICS_DIR = "codes", "index", "metrics"
-CHECKPOINT_FORMAT = "lagnh-checkpoint"
-CHECKPOINT_VERSION = 1
-ENCODER_CACHE_FORMAT = "lagnh-encoder-cache"
+CELL_FILE = "cell.json"  # an experiment's record of the settings and results of its run
+CODES_DIR, INDEX_DIR, METRICS_DIR, ADDED_DIR = "codes", "index", "metrics", "added"
+MODEL_STEM = "model"  # a baseline's model file: model.npz (shallow) or model.safetensors (deep)
 RUN_FORMAT = "lagnh-run"
 RUN_VERSION = 1
 
-# method name -> "module:callable(run, device) -> Encoder"; imported lazily.
-METHODS: dict[str, str] = {}
+
+def baseline_model_file(suffix: str) -> str:
+    """The name of a baseline's model file in its run directory (``suffix``: ``.npz`` or
+    ``.safetensors``)."""
+    return MODEL_STEM + suffix
 
 
-def register_method(name: str, loader: str) -> None:
-    """Register ``loader`` ("module:callable") as the encoder factory of method ``name``."""
-    METHODS[name] = loader
+class RunPaths:
+    """The paths inside a run directory ``root`` (complete or still being written)."""
 
+    root: Path
 
-class Encoder(Protocol):
-    bits: int
-    batch_independent: bool
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
 
-    def encode(self, features: np.ndarray, aux: np.ndarray) -> np.ndarray: ...
+    @property
+    def meta_path(self) -> Path:
+        """``run.json``: written last, so a directory holding it is complete."""
+        return self.root / RUN_FILE
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.root / CHECKPOINT_FILE
+
+    @property
+    def encoder_cache_path(self) -> Path:
+        return self.root / ENCODER_FILE
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / LOG_FILE
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK_FILE
+
+    @property
+    def cell_path(self) -> Path:
+        return self.root / CELL_FILE
+
+    def codes_dir(self) -> Path:
+        return self.root / CODES_DIR
+
+    def codes_file(self, split: str) -> Path:
+        """The packed codes of ``split`` in the run's codes directory."""
+        return codes_file(self.codes_dir(), split)
+
+    def codes_meta_path(self) -> Path:
+        return self.codes_dir() / CODES_META
+
+    def index_dir(self) -> Path:
+        return self.root / INDEX_DIR
+
+    def metrics_dir(self) -> Path:
+        return self.root / METRICS_DIR
+
+    def added_dir(self) -> Path:
+        return self.root / ADDED_DIR
 
 
 def write_run_meta(
@@ -120,7 +154,7 @@ def write_run_meta(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }
-    write_json_atomic(run_dir / RUN_FILE, meta)
+    write_json_atomic(RunPaths(run_dir).meta_path, meta)
     return meta
 
 
@@ -131,14 +165,19 @@ def fingerprint(path: str | os.PathLike) -> str:
 
 
 @dataclass
-class Run:
+class Run(RunPaths):
+    """A complete run directory: ``root`` and its ``run.json`` (``meta``)."""
+
     root: Path
     meta: dict
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike) -> "Run":
         root = Path(run_dir)
-        p = root / RUN_FILE
+        p = RunPaths(root).meta_path
         if not p.is_file():
             raise InputError(f"{root} is not a run directory (no run.json); create one with `lagnh train` or `lagnh baseline`")
         meta = read_json(p, "run metadata")
@@ -177,24 +216,15 @@ class Run:
             )
         return ds
 
-    def codes_dir(self) -> Path:
-        return self.root / CODES_DIR
-
-    def index_dir(self) -> Path:
-        return self.root / INDEX_DIR
-
-    def metrics_dir(self) -> Path:
-        return self.root / METRICS_DIR
-
     def codes_meta(self) -> dict:
-        p = self.codes_dir() / "meta.json"
+        p = self.codes_meta_path()
         if not p.is_file():
             raise InputError(f"run {self.root} has no codes yet; run `lagnh encode {self.root}` first")
         return read_json(p, "codes metadata")
 
     def load_codes(self, split: str) -> np.ndarray:
         """Packed uint8 codes of ``split`` (query or database), checked against this model."""
-        p = self.codes_dir() / f"{split}.npy"
+        p = self.codes_file(split)
         if not p.is_file():
             raise InputError(f"{p} does not exist; run `lagnh encode {self.root} --split {split}` first")
         meta = self.codes_meta()
@@ -204,302 +234,6 @@ class Run:
         if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] * 8 != self.bits:
             raise InputError(f"{p} is not a packed {self.bits}-bit code file")
         return codes
-
-
-def load_encoder(run: Run, device: str = "cpu", **options: Any) -> Encoder:
-    """Instantiate the fitted encoder of ``run`` through the method registry.
-
-    ``options`` (e.g. LAGNH's ``encoding``) go to the method's loader; None values are dropped.
-    """
-    _ensure_registered()
-    spec = METHODS.get(run.method)
-    if spec is None:
-        raise InputError(f"run {run.root} was made by unknown method {run.method!r}; known: {', '.join(sorted(METHODS))}")
-    module, func = spec.split(":")
-    options = {k: v for k, v in options.items() if v is not None}
-    return getattr(importlib.import_module(module), func)(run, device, **options)
-
-
-def _ensure_registered() -> None:
-    # Importing these modules registers their methods (cheap: they import lazily inside).
-    for mod in ("lagnh_pyg.encode", "lagnh_pyg.baselines"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:  # a method family not built yet
-            if e.name != mod:
-                raise
-
-
-def encode_splits(
-    run: Run,
-    splits: list[str],
-    *,
-    data_dir: str | os.PathLike | None = None,
-    device: str = "cpu",
-    chunk: int = 8192,
-    progress=None,
-    encoder_options: dict[str, Any] | None = None,
-    out_dir: str | os.PathLike | None = None,
-) -> dict[str, Path]:
-    """Encode the items of ``splits`` with the run's model; write packed codes atomically.
-
-    Codes go to ``RUN_DIR/codes/<split>.npy`` (rows in the order of the split's index
-    array) with ``codes/meta.json`` naming the model and the dataset they came from.
-    ``chunk`` only bounds memory: encoders are batch-independent, so it never changes a code
-    (the faithful LAGNH encoder, which is not, rounds it to its own batch size).
-    ``encoder_options`` are passed to the method's loader (LAGNH: ``{"encoding": ...}``).
-    """
-    from .codes import pack_codes
-    from .utils import save_npy_atomic
-
-    ds = run.dataset(data_dir)
-    enc = load_encoder(run, device, **(encoder_options or {}))
-    if enc.bits != run.bits:
-        raise InputError(f"model of {run.root} produces {enc.bits}-bit codes but run.json says {run.bits}")
-    step = getattr(enc, "encode_chunk_multiple", 1)
-    chunk = max(step, (chunk // step) * step)
-    out_dir = Path(out_dir) if out_dir is not None else run.codes_dir()  # elsewhere: another dataset's codes
-    out_dir.mkdir(parents=True, exist_ok=True)
-    meta_path = out_dir / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    same_source = (
-        meta.get("model_fingerprint") == run.model_fingerprint
-        and meta.get("data_fingerprint") == ds.fingerprint
-    )
-    if not same_source:  # codes of another model or dataset must not mix with the new ones
-        for old in out_dir.glob("*.npy"):
-            old.unlink()
-        meta = {"splits": {}}
-    written = {}
-    for split in splits:
-        idx = ds.split(split)
-        parts = []
-        for _, feats, aux in ds.iter_rows(idx, chunk):
-            codes = np.asarray(enc.encode(feats, aux))
-            if codes.shape != (len(feats), run.bits):
-                raise InputError(f"encoder returned shape {codes.shape}, expected {(len(feats), run.bits)}")
-            parts.append(pack_codes(codes))
-            drop_mapped_pages(ds.features)  # read once: a million items' pages need not stay resident
-            if progress is not None:
-                progress(split, len(feats))
-        packed = np.concatenate(parts) if parts else np.zeros((0, run.bits // 8), np.uint8)
-        path = out_dir / f"{split}.npy"
-        save_npy_atomic(path, packed)
-        meta["splits"][split] = int(len(packed))
-        written[split] = path
-    meta.update(
-        {
-            "format": "lagnh-codes",
-            "bits": run.bits,
-            "bit_order": "packbits-msb-first",
-            "method": run.method,
-            "model_fingerprint": run.model_fingerprint,
-            "data_dir": str(Path(ds.root).resolve()),
-            "data_fingerprint": ds.fingerprint,
-            "encoding": getattr(enc, "encoding_name", "default"),
-        }
-    )
-    write_json_atomic(meta_path, meta)
-    return written
-
-
-# -- checkpoints ------------------------------------------------------------------------------
-def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
-    """Write a checkpoint atomically: ``state`` (tensors and plain types only) plus the format
-    marker and version, as a ``torch.save`` file that :func:`load_checkpoint` reads with
-    ``weights_only=True``."""
-    import torch
-
-    ck = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **dict(state)}
-    with atomic_path(path) as tmp:
-        torch.save(ck, tmp)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; foreign, old or corrupt files raise
-    InputError with one line."""
-    import warnings
-
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist")
-    try:
-        with warnings.catch_warnings():  # torch warns before refusing a pickled object: one line only
-            warnings.simplefilter("ignore")
-            ck = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        # truncated zip, garbage bytes, pickled foreign objects (refused by weights_only) ...
-        msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise InputError(f"checkpoint {path} is corrupt or not a lagnh checkpoint ({msg})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path} is not a lagnh checkpoint")
-    if ck.get("version") != CHECKPOINT_VERSION:
-        raise InputError(f"checkpoint {path} has version {ck.get('version')}; this lagnh-pyg reads {CHECKPOINT_VERSION}")
-    return ck
-
-
-def config_of_checkpoint(ck: Mapping[str, Any]):
-    """The resolved :class:`~lagnh_pyg.config.Config` a checkpoint was trained with."""
-    import yaml
-
-    from .config import load_config
-
-    return load_config(yaml.safe_load(ck["config_yaml"]))
-
-
-def check_resumable(ck: Mapping[str, Any], path: Path, config_digest: str, bits: int, ds: Dataset) -> None:
-    """A checkpoint ``--resume`` may continue: same config (but ``train.epochs``), code length
-    and dataset; one clear InputError line otherwise."""
-    if ck.get("config_digest") != config_digest:
-        raise InputError(f"checkpoint {path} was made with another config; resume with the same config "
-                         "(only train.epochs may change) or train into a new --out")
-    if int(ck.get("bits", -1)) != bits:
-        raise InputError(f"checkpoint {path} has {ck.get('bits')}-bit codes, not --bits {bits}")
-    if ck.get("data_fingerprint") != ds.fingerprint:
-        raise InputError(f"checkpoint {path} was trained on another dataset than {ds.root}")
-
-
-# -- the encoder cache ---------------------------------------------------------------------------
-# The cache is a safetensors file (float32 tensors, metadata naming the checkpoint), written in
-# row blocks by EncoderCacheFile and read back memory-mapped, so that neither side ever holds
-# it whole: at a million training nodes it is N x (att_dim + hidden + aux_dim + 1) floats.
-_CACHE_HEADER_ROOM = 256  # spaces reserved in the header for the checkpoint's fingerprint
-
-
-class EncoderCacheFile:
-    """The encoder cache being written: a temporary safetensors file in ``directory`` whose
-    layout (names, shapes) is fixed up front; rows are written in blocks (``os.pwrite``: no
-    mapping, so written rows do not stay in the process's memory); :meth:`commit` names the
-    checkpoint in the header and renames the file into place. The writer of the cache reads
-    what it wrote through :meth:`array` (a memory map).
-
-    Args:
-        directory: where the file goes (the run directory; it may be renamed meanwhile: the
-            file is found again by its name in :meth:`commit`'s directory).
-        shapes: tensor name -> shape; every tensor is float32.
-    """
-
-    def __init__(self, directory: str | os.PathLike, shapes: Mapping[str, tuple[int, ...]]) -> None:
-        self.shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
-        self.offsets, pos = {}, 0
-        for name, shape in self.shapes.items():
-            size = 4 * int(np.prod(shape, dtype=np.int64))
-            self.offsets[name] = (pos, pos + size)
-            pos += size
-        self.header_len = len(self._header("0" * 16))
-        self.fd, tmp = tempfile.mkstemp(prefix=f".{ENCODER_FILE}.tmp-", dir=directory)
-        self.name = Path(tmp).name
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(self.fd, 0o666 & ~umask)  # as the run's other files, not mkstemp's 0600
-        self._maps: dict[str, np.memmap] = {}
-        os.ftruncate(self.fd, 8 + self.header_len + pos)
-        self._write_header("0" * 16)
-
-    def _header(self, model_fingerprint: str) -> bytes:
-        head = {"__metadata__": {"format": ENCODER_CACHE_FORMAT, "model_fingerprint": model_fingerprint}}
-        head.update({k: {"dtype": "F32", "shape": list(s), "data_offsets": list(self.offsets[k])}
-                     for k, s in self.shapes.items()})
-        raw = json.dumps(head, separators=(",", ":")).encode()
-        room = len(raw) + _CACHE_HEADER_ROOM
-        return raw.ljust(room + (-room) % 8)  # spaces; 8-aligned data
-
-    def _write_header(self, model_fingerprint: str) -> None:
-        raw = self._header(model_fingerprint).ljust(self.header_len)
-        if len(raw) != self.header_len:
-            raise ValueError("encoder cache header outgrew its room")
-        os.pwrite(self.fd, len(raw).to_bytes(8, "little") + raw, 0)
-
-    def write(self, name: str, start: int, block: np.ndarray) -> None:
-        """Rows ``start:start + len(block)`` of tensor ``name``."""
-        block = np.ascontiguousarray(block, dtype=np.float32)
-        row = 4 * int(np.prod(self.shapes[name][1:], dtype=np.int64))
-        if block.size and block.shape[1:] != self.shapes[name][1:]:
-            raise ValueError(f"{name}: block of shape {block.shape} for a {self.shapes[name]} tensor")
-        pos = 8 + self.header_len + self.offsets[name][0] + start * row
-        view = memoryview(block).cast("B")
-        while len(view):
-            done = os.pwrite(self.fd, view, pos)
-            view, pos = view[done:], pos + done
-
-    def array(self, name: str) -> np.ndarray:
-        """What has been written of ``name``, memory-mapped (read-only)."""
-        if name not in self._maps:
-            self._maps[name] = np.memmap(f"/proc/self/fd/{self.fd}", np.float32, "r+", 8 + self.header_len +
-                                         self.offsets[name][0], self.shapes[name])
-        return self._maps[name]
-
-    def commit(self, directory: str | os.PathLike, model_fingerprint: str) -> Path:
-        """Name the checkpoint ``model_fingerprint`` in the header, sync, rename to
-        ``directory/ENCODER_FILE``; returns the path."""
-        self._maps.clear()
-        self._write_header(model_fingerprint)
-        os.fsync(self.fd)
-        os.close(self.fd)
-        self.fd = -1
-        path = Path(directory) / ENCODER_FILE
-        os.replace(Path(directory) / self.name, path)
-        return path
-
-    def abort(self, directory: str | os.PathLike) -> None:
-        """Remove the temporary file (a failed or interrupted training)."""
-        self._maps.clear()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-            (Path(directory) / self.name).unlink(missing_ok=True)
-
-
-def load_encoder_cache(run: Run, required: set[str]) -> dict[str, Any]:
-    """The run's encoder cache, memory-mapped (float32 tensors sharing the file's pages,
-    :class:`MappedTensors`),
-    checked to belong to the run's model and to hold ``required`` with consistent row counts."""
-    import warnings
-
-    import torch
-    from safetensors import SafetensorError, safe_open
-
-    path = run.root / ENCODER_FILE
-    if not path.is_file():
-        raise InputError(f"{path} is missing; neighbours encoding needs it (use --encoding self or faithful, "
-                         "or re-train)")
-    try:
-        with safe_open(str(path), framework="pt") as f:  # validates the header against the file size
-            meta = f.metadata() or {}
-        with open(path, "rb") as fh:
-            n_head = int.from_bytes(fh.read(8), "little")
-            head = json.loads(fh.read(n_head))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise InputError(f"{path} is corrupt ({str(e).splitlines()[0][:120]})") from None
-    if meta.get("format") != ENCODER_CACHE_FORMAT or meta.get("model_fingerprint") != run.model_fingerprint:
-        raise InputError(f"{path} belongs to another model than {run.root / RUN_FILE} names; re-train")
-    missing = required - set(head)
-    if missing:
-        raise InputError(f"{path} lacks {', '.join(sorted(missing))}; re-train")
-    rows = {int(head[k]["shape"][0]) if head[k]["shape"] else -1 for k in required}
-    if any(head[k]["dtype"] != "F32" for k in required) or len(rows) != 1:
-        raise InputError(f"{path} is corrupt (its tensors are not float32 rows of the same training nodes)")
-    out = MappedTensors()
-    with warnings.catch_warnings():  # torch warns that the read-only map is not writable: never written
-        warnings.simplefilter("ignore")
-        for k in required:
-            begin = 8 + n_head + int(head[k]["data_offsets"][0])
-            shape = tuple(head[k]["shape"])
-            arr = np.memmap(path, np.float32, "r", begin, shape) if np.prod(shape) else np.zeros(shape, np.float32)
-            out[k] = torch.from_numpy(arr)
-            out.maps.append(arr)
-    return out
-
-
-class MappedTensors(dict):
-    """name -> tensor sharing the pages of a memory map; ``maps``: those maps (whose resident
-    pages a long reader may drop now and then: :func:`~lagnh_pyg.utils.drop_mapped_pages`)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.maps: list[np.ndarray] = []
 
 
 # -- a training run being written ----------------------------------------------------------------
@@ -629,7 +363,7 @@ class RunWriter:
 
     def encoder_cache_file(self, shapes: Mapping[str, tuple[int, ...]]) -> EncoderCacheFile:
         """A new encoder cache being written into this run (committed by :meth:`finish`)."""
-        return EncoderCacheFile(self.path, shapes)
+        return EncoderCacheFile(self.path, shapes, ENCODER_FILE)
 
     def finish(self, state: Mapping[str, Any], *, encoder_cache: EncoderCacheFile | None, config_yaml: str,
                run_meta: Mapping[str, Any]) -> Path:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from lagnh_pyg.data.store import Dataset
-from lagnh_pyg.run import Run, encode_splits, register_method, write_run_meta
+from lagnh_pyg.encoders import encode_splits, register_method
+from lagnh_pyg.rundir import Run, write_run_meta
 
 METHOD = "fakeproj"
 

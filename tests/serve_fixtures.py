@@ -45,8 +45,9 @@ def write_photos(folder: Path, n: int, seed: int = 3) -> list[str]:
 
 def synthetic_run(data_dir: Path, out: Path, bits: int = 16) -> Path:
     from lagnh_pyg.baselines import fit_run
+    from lagnh_pyg.encoders import encode_splits
     from lagnh_pyg.retrieval import build_index
-    from lagnh_pyg.run import Run, encode_splits
+    from lagnh_pyg.rundir import Run
 
     fit_run("itq", data_dir, bits, out)
     encode_splits(Run.open(out), ["query", "database"])

@@ -24,8 +24,9 @@ from lagnh_pyg.baselines.sgh import RHO, transformed_features, unit_rows
 from lagnh_pyg.baselines.sh import enumerate_modes
 from lagnh_pyg.codes import pack_codes
 from lagnh_pyg.data.store import Dataset
+from lagnh_pyg.encoders import load_encoder
 from lagnh_pyg.errors import InputError
-from lagnh_pyg.run import Run, load_encoder
+from lagnh_pyg.rundir import Run
 
 METHODS = [cls.name for cls in SHALLOW]  # the deep ones: test_deep_baselines.py
 RANDOMISED = ["lsh", "sklsh", "itq", "sgh"]  # the others ignore the seed

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from lagnh_pyg.data.store import Dataset, write_dataset
-from lagnh_pyg.utils import sha256_file
+from lagnh_pyg.files import sha256_file
 
 runner = CliRunner()
 N, D, C, M = 60, 8, 6, 4

@@ -84,7 +84,7 @@ def test_evaluate_writes_metrics_and_names_protocol(run_dir, tmp_path):
 
 @pytest.mark.parametrize("protocol,topk", [("calctopmap", "all"), ("hit", "7"), ("lagnh", "100")])
 def test_evaluate_matches_the_metric(run_dir, protocol, topk):
-    from lagnh_pyg.run import Run
+    from lagnh_pyg.rundir import Run
 
     out = ok(runner.invoke(app, ["evaluate", str(run_dir), "--topk", topk, "--protocol", protocol, "--no-plots"]))
     run = Run.open(run_dir)
@@ -141,7 +141,7 @@ def test_hash_index_through_the_cli(fresh_run):
 
 def test_search_results_equal_brute_force(fresh_run):
     from lagnh_pyg.metrics import hamming_rank
-    from lagnh_pyg.run import Run
+    from lagnh_pyg.rundir import Run
 
     run = Run.open(fresh_run)
     ds = codes_dataset(run)

@@ -84,7 +84,7 @@ def test_ddp_resume_raising_epochs_equals_uninterrupted(small_synthetic, tmp_pat
     --resume with 4, gives rank 0's model of 4 epochs at once."""
     import yaml
 
-    from lagnh_pyg.rundir import load_checkpoint
+    from lagnh_pyg.checkpoint import load_checkpoint
 
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({**CFG, "train": {**CFG["train"], "epochs": 4}}))

@@ -10,11 +10,12 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from lagnh_pyg.cache_file import EncoderCacheFile, load_encoder_cache
 from lagnh_pyg.data.store import Dataset
 from lagnh_pyg.graph import build_graph
 from lagnh_pyg.knn import l2_normalize
 from lagnh_pyg.nn import LAGNH
-from lagnh_pyg.rundir import ENCODER_FILE, EncoderCacheFile, Run, load_encoder_cache
+from lagnh_pyg.rundir import ENCODER_FILE, Run
 from lagnh_pyg.training.encoder_cache import (
     MemoryCache,
     build_encoder_cache,
@@ -87,7 +88,7 @@ def test_cache_file_is_written_in_blocks_and_loaded_memory_mapped(small, tmp_pat
     /proc/self/maps while the tensors live) and never copies it."""
     _, X, A, g, model = small
     mem = _cache(model, X, A, g, 64).tensors()
-    f = EncoderCacheFile(tmp_path, cache_shapes(model, len(X)))
+    f = EncoderCacheFile(tmp_path, cache_shapes(model, len(X)), ENCODER_FILE)
     _cache(model, X, A, g, 64, f)
     f.commit(tmp_path, "fedcba9876543210")
     assert [p.name for p in tmp_path.iterdir()] == [ENCODER_FILE]  # no temporary left

@@ -25,7 +25,7 @@ from lagnh_pyg.experiments import (
 )
 from lagnh_pyg.metrics import mean_average_precision
 from lagnh_pyg.retrieval import codes_dataset
-from lagnh_pyg.run import Run
+from lagnh_pyg.rundir import Run
 
 runner = CliRunner()
 

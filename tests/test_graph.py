@@ -8,12 +8,11 @@ from lagnh_pyg.graph import (
     build_graph,
     edge_sq_dist,
     fused_edge_weight,
-    knn_search,
-    l2_normalize,
     normalize_edge_weight,
     self_mass,
     sort_by_target,
 )
+from lagnh_pyg.knn import knn_search, l2_normalize
 
 
 def _data(rng, n=60, d=8, c=5, zero_aux=()):

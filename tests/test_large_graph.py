@@ -85,7 +85,8 @@ def test_list_blocked_join_returns_the_ivf_search_result():
 
 
 def test_sddmm_aux_similarity_equals_the_gathered_one():
-    from lagnh_pyg.graph import edge_aux_similarity, l2_normalize
+    from lagnh_pyg.graph import edge_aux_similarity
+    from lagnh_pyg.knn import l2_normalize
 
     _, aux = _data(n=40)
     au = torch.from_numpy(l2_normalize(aux))

@@ -6,9 +6,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from lagnh_pyg.checkpoint import load_checkpoint
 from lagnh_pyg.config import load_config
+from lagnh_pyg.encoders import encode_splits
 from lagnh_pyg.errors import InputError
-from lagnh_pyg.rundir import Run, encode_splits, load_checkpoint
+from lagnh_pyg.rundir import Run
 from lagnh_pyg.training import Trainer, train_run
 
 TINY = {

@@ -10,9 +10,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from lagnh_pyg.checkpoint import load_checkpoint
 from lagnh_pyg.config import load_config
+from lagnh_pyg.encoders import encode_splits
 from lagnh_pyg.errors import InputError
-from lagnh_pyg.rundir import Run, RunWriter, encode_splits, fingerprint, load_checkpoint
+from lagnh_pyg.rundir import Run, RunWriter, fingerprint
 from lagnh_pyg.training import Trainer, TrainingDiverged, train_run
 
 TINY = {

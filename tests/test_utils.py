@@ -1,4 +1,4 @@
-"""Atomic writes, the replace guard, strict text and .npy reading (lagnh_pyg.utils)."""
+"""Atomic writes, the replace guard, strict text and .npy reading (lagnh_pyg.files, lagnh_pyg.ownership, lagnh_pyg.runtime)."""
 
 import errno
 import json
@@ -8,15 +8,8 @@ import numpy as np
 import pytest
 
 from lagnh_pyg.errors import InputError, LagnhError
-from lagnh_pyg.utils import (
-    atomic_dir,
-    atomic_path,
-    check_writable_target,
-    load_npy,
-    npy_header,
-    read_text,
-    remove_owned,
-)
+from lagnh_pyg.files import atomic_dir, atomic_path, load_npy, npy_header, read_text
+from lagnh_pyg.ownership import check_writable_target, remove_owned
 
 
 def _ours(path, fmt="lagnh-dataset"):
@@ -141,7 +134,7 @@ def _rss_file_kib() -> int:
 
 
 def test_drop_mapped_pages_releases_a_memory_map_and_keeps_its_values(tmp_path):
-    from lagnh_pyg.utils import drop_mapped_pages
+    from lagnh_pyg.runtime import drop_mapped_pages
 
     np.save(tmp_path / "a.npy", np.arange(16 * 2**20, dtype=np.float32))  # 64 MiB
     a = np.load(tmp_path / "a.npy", mmap_mode="r")
@@ -158,7 +151,7 @@ def test_drop_mapped_pages_releases_a_memory_map_and_keeps_its_values(tmp_path):
 def test_line_styles_keep_fourteen_lines_apart(tmp_path):
     """Table 3's P@K figure has 14 lines: (colour of the 10-colour cycle, dash pattern) is unique
     for each, and the figure is written."""
-    from lagnh_pyg.report import line_plot, line_style
+    from lagnh_pyg.report.plots import line_plot, line_style
 
     pairs = [(i % 10, line_style(i)) for i in range(14)]
     assert len(set(pairs)) == 14 and line_style(0) == "-" and line_style(10) != "-"

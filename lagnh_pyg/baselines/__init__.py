@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from ..encoders import register_method
 from ..errors import InputError
-from ..run import register_method
 from .base import MODEL_FORMAT, HashingBaseline, Param
 from .bihalf import BiHalf
 from .cibhash import CIBHash
@@ -65,7 +65,6 @@ logger = logging.getLogger(__name__)
 SHALLOW = (LSH, SKLSH, SH, PCAH, ITQ, SGH)
 DEEP = (UHBDNN, DeepBit, SSDH, SADH, TBH, CIBHash, BiHalf)
 BASELINES: dict[str, type[HashingBaseline]] = {cls.name: cls for cls in (*SHALLOW, *DEEP)}
-MODEL_FILE = "model.npz"
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "baselines"
 
 for _name in BASELINES:
@@ -105,7 +104,7 @@ def load_model(path: str | os.PathLike) -> HashingBaseline:
 
 
 def load_run_encoder(run, device: str = "cpu") -> HashingBaseline:
-    """The encoder of a baseline run (the factory registered in :mod:`lagnh_pyg.run`).
+    """The encoder of a baseline run (the factory registered in :mod:`lagnh_pyg.encoders`).
 
     Shallow baselines run on the CPU with NumPy/BLAS (``device`` is ignored); deep ones
     encode on ``device``.
@@ -157,7 +156,7 @@ def fit_run(
     """Fit baseline ``name`` on the training split of ``data_dir``; write run directory ``out_dir``.
 
     The run directory (``model.npz`` or ``model.safetensors`` + ``run.json``, see
-    :mod:`lagnh_pyg.run`) is built in a temporary sibling and renamed into place, so it exists
+    :mod:`lagnh_pyg.rundir`) is built in a temporary sibling and renamed into place, so it exists
     only once complete. ``out_dir`` must not exist.
 
     Args:
@@ -175,8 +174,8 @@ def fit_run(
         ``Path(out_dir)``.
     """
     from ..data.store import Dataset
-    from ..run import write_run_meta
-    from ..utils import atomic_dir
+    from ..files import atomic_dir
+    from ..rundir import baseline_model_file, write_run_meta
 
     out_dir = Path(out_dir)
     file_params, source = load_params(name, config)
@@ -192,7 +191,7 @@ def fit_run(
         model.fit(ds.feature_rows(train), views=views)
     else:
         model.fit(ds.feature_rows(train))
-    model_file = getattr(model, "model_file", MODEL_FILE)
+    model_file = baseline_model_file(getattr(model, "model_suffix", ".npz"))
     with atomic_dir(out_dir) as tmp:
         model.save(tmp / model_file)
         write_run_meta(

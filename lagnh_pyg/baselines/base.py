@@ -29,7 +29,7 @@ import numpy as np
 
 from ..codes import check_bits
 from ..errors import InputError
-from ..utils import atomic_path
+from ..files import atomic_path
 
 MODEL_FORMAT = "lagnh-baseline"
 

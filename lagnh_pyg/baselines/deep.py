@@ -39,10 +39,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import InputError
-from ..utils import atomic_path
+from ..files import atomic_path
 from .base import MODEL_FORMAT, HashingBaseline, Param, as_features
-
-SAFETENSORS_FILE = "model.safetensors"
 
 #: the feature-level augmentation used when a dataset has no stored views
 VIEW_DROPOUT = Param("view_dropout", 0.2, "float", "fallback views: feature dropout rate", minimum=0)
@@ -166,7 +164,7 @@ class DeepBaseline(HashingBaseline):
     """
 
     uses_views: ClassVar[bool] = False
-    model_file: ClassVar[str] = SAFETENSORS_FILE
+    model_suffix: ClassVar[str] = ".safetensors"  # the model file of its run: model.safetensors
 
     def __init__(self, bits: int, seed: int = 0, **params: Any) -> None:
         super().__init__(bits, seed, **params)

@@ -24,7 +24,7 @@ def add_views(data_dir, extraction_dir, out, split: str = "train"):
 
     from ..errors import InputError
     from ..extract.features import load_extraction
-    from ..utils import atomic_dir, load_npy, sha256_file
+    from ..files import atomic_dir, load_npy, sha256_file
     from .store import VERSION, Dataset, as_stored
 
     ds = Dataset.open(data_dir)

@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from ..utils import read_text
+from ..files import read_text
 from .sources import Catalog, seeded_splits, vocabulary
 
 logger = logging.getLogger(__name__)

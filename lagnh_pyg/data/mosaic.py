@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..utils import check_replaceable
+from ..ownership import check_replaceable
 from .views import RECIPE as VIEWS_RECIPE
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from ..utils import npy_header, read_text
+from ..files import npy_header, read_text
 from .store import as_stored, write_dataset
 
 logger = logging.getLogger(__name__)

@@ -39,7 +39,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from ..utils import atomic_dir, npy_header, read_json, read_text, sha256_file, software_versions
+from ..files import atomic_dir, npy_header, read_json, read_text, sha256_file
+from ..report.provenance import software_versions
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..codes import check_bits
-from ..report import line_plot
+from ..report.plots import line_plot
 from .common import Cell, ExperimentSpec, check_methods, fmt_mean, run_cell, table, write_report
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def run_accuracy(spec: ExperimentSpec, methods: Sequence[str], bits: Sequence[in
 def stored_numbers(run_dir: str | Path) -> int | None:
     """How many numbers a run's fitted model stores: the arrays of a baseline's ``.npz``, or
     every tensor of the run's ``.safetensors`` files (deep baselines; LAGNH's encoder)."""
-    from ..run import Run
+    from ..rundir import Run
 
     run = Run.open(run_dir)
     if run.model_path.suffix == ".npz":
@@ -69,7 +69,7 @@ def stored_numbers(run_dir: str | Path) -> int | None:
 
 
 def _augmentation(run_dir: str) -> str:
-    from ..run import Run
+    from ..rundir import Run
 
     aug = Run.open(run_dir).meta.get("fit", {}).get("augmentation")
     return aug["variant"] if aug else "-"

@@ -26,16 +26,18 @@ import numpy as np
 
 from ..data.store import Dataset
 from ..errors import InputError
+from ..files import write_json_atomic, write_text
 from ..metrics import PROTOCOL_DESCRIPTIONS, check_protocol
-from ..report import markdown_table, provenance, provenance_markdown, write_csv, write_text
-from ..utils import remove_owned, write_json_atomic
+from ..ownership import remove_owned
+from ..report.provenance import provenance, provenance_markdown
+from ..report.tables import markdown_table, write_csv
+from ..rundir import CELL_FILE, CHECKPOINT_FILE, LOG_FILE, RUN_FORMAT, RunPaths
 
 logger = logging.getLogger(__name__)
 
 LAGNH = "lagnh"
-CELL_FILE = "cell.json"
 # what marks a directory as an experiment's own (possibly unfinished) run, safe to start over
-RUN_MARKERS = (CELL_FILE, "checkpoint.pt", "log.jsonl")
+RUN_MARKERS = (CELL_FILE, CHECKPOINT_FILE, LOG_FILE)
 #: LAGNH under other settings, usable as method names (e.g. --methods lagnh,lagnh-faithful,itq):
 #: ``lagnh-faithful`` trains and encodes as the authors' release does.
 LAGNH_MODES: dict[str, tuple[str, ...]] = {LAGNH: (), "lagnh-faithful": ("train.mode=faithful",)}
@@ -182,7 +184,7 @@ class Cell:
 
 def _cell_spec(spec: ExperimentSpec, cell: Cell) -> dict[str, Any]:
     """What must match for a finished run to be reused."""
-    from ..utils import sha256_file
+    from ..files import sha256_file
 
     conf = spec.config
     if conf is not None and not isinstance(conf, Mapping):
@@ -216,7 +218,8 @@ def fit_method(method: str, spec: ExperimentSpec, bits: int, run_dir: Path, seed
 def encode_cell(spec: ExperimentSpec, run_dir: Path, cell: Cell) -> Cell:
     """Encode the query and database splits with the run's model; time it."""
     from ..device import resolve_device
-    from ..rundir import Run, encode_splits
+    from ..encoders import encode_splits
+    from ..rundir import Run
 
     run = Run.open(run_dir)
     t0 = time.perf_counter()
@@ -258,7 +261,7 @@ def run_cell(spec: ExperimentSpec, method: str, bits: int, seed: int, name: str,
     run_dir = spec.out_dir / "runs" / name
     cell.run_dir = str(run_dir)
     want = _cell_spec(spec, cell)
-    cell_file = run_dir / CELL_FILE
+    cell_file = RunPaths(run_dir).cell_path
     if spec.reuse and cell_file.is_file():
         try:
             old = json.loads(cell_file.read_text())
@@ -275,7 +278,7 @@ def run_cell(spec: ExperimentSpec, method: str, bits: int, seed: int, name: str,
                 logger.info("[%s] reusing finished run %s", name, run_dir)
             return done
     # an unfinished or different run in our own report directory (nothing else is deleted)
-    remove_owned(run_dir, ("lagnh-run",), markers=RUN_MARKERS)
+    remove_owned(run_dir, (RUN_FORMAT,), markers=RUN_MARKERS)
     t0 = time.perf_counter()
     fit_method(method, spec, bits, run_dir, seed, overrides)
     cell.train_seconds = time.perf_counter() - t0

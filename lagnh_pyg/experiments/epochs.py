@@ -13,8 +13,9 @@ from pathlib import Path
 
 from ..codes import check_bits
 from ..errors import InputError
-from ..report import line_plot
-from ..utils import remove_owned
+from ..ownership import remove_owned
+from ..report.plots import line_plot
+from ..rundir import RUN_FORMAT
 from .common import (
     LAGNH,
     RUN_MARKERS,
@@ -40,7 +41,7 @@ def run_epochs(spec: ExperimentSpec, epochs: Sequence[int], bits: Sequence[int] 
             name = f"lagnh-{b}bits-seed{s}-epochs"
             run_dir = spec.out_dir / "runs" / name
             # a curve is one continuous training: start it over (only a run of ours is deleted)
-            remove_owned(run_dir, ("lagnh-run",), markers=RUN_MARKERS)
+            remove_owned(run_dir, (RUN_FORMAT,), markers=RUN_MARKERS)
             total = 0.0
             for i, e in enumerate(epochs):
                 t0 = time.perf_counter()

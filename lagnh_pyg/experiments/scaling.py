@@ -66,10 +66,11 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
     from ..config import load_config
     from ..data.store import Dataset
     from ..device import resolve_device
-    from ..graph import EXACT_MAX_NODES, build_graph, topology_of_graph
+    from ..graph import build_graph, topology_of_graph
+    from ..knn import EXACT_MAX_NODES
+    from ..runtime import set_threads
     from ..training import FullGraphSource, SampledSource, fit
     from ..training.sampled import BatchFetcher, SampledModule
-    from ..utils import set_threads
 
     set_threads(threads)
     dev = resolve_device(device)
@@ -145,22 +146,24 @@ def _map_of_codes(model, graph, ds, rows: np.ndarray, cfg, dev: str, db_max: int
     ``neighbours`` encoding at every N. Its cache is built as ``lagnh train`` builds it
     (:func:`~lagnh_pyg.training.encoder_cache.build_encoder_cache`: sigma^2 calibrated on the
     whole graph, layer-wise inference in node chunks, written by blocks to a temporary
-    :class:`~lagnh_pyg.rundir.EncoderCacheFile` and read back memory-mapped), the training
+    :class:`~lagnh_pyg.cache_file.EncoderCacheFile` and read back memory-mapped), the training
     neighbours by :func:`~lagnh_pyg.encode.dataset_neighbours` (chunked IVF past
     ``EXACT_MAX_NODES``)."""
     import tempfile
 
+    from ..cache_file import EncoderCacheFile, load_encoder_cache
     from ..codes import pack_codes
     from ..encode import LagnhEncoder, dataset_neighbours
     from ..metrics import mean_average_precision
-    from ..rundir import EncoderCacheFile, Run, load_encoder_cache
+    from ..rundir import Run
     from ..training.encoder_cache import build_encoder_cache, cache_shapes
 
     n = len(rows)
     features, frows = (graph.x.numpy(), None) if "x" in graph else (ds.features, rows)
     with tempfile.TemporaryDirectory(prefix="lagnh-scaling-cache-") as tmp:
         t0 = time.perf_counter()
-        store = EncoderCacheFile(tmp, cache_shapes(model, n))
+        run = Run(Path(tmp), {"model_fingerprint": "scaling"})
+        store = EncoderCacheFile(tmp, cache_shapes(model, n), run.encoder_cache_path.name)
         try:
             build_encoder_cache(model, features, ds.aux_rows(rows), graph.edge_index, graph.s_a, graph.aux_unit,
                                 store, rows=frows)
@@ -168,7 +171,7 @@ def _map_of_codes(model, graph, ds, rows: np.ndarray, cfg, dev: str, db_max: int
         finally:
             store.abort(tmp)
         cache_s = time.perf_counter() - t0
-        cache = load_encoder_cache(Run(Path(tmp), {"model_fingerprint": "scaling"}), {"xhat", "z1", "degree", "aux_unit"})
+        cache = load_encoder_cache(run, {"xhat", "z1", "degree", "aux_unit"})
         t0 = time.perf_counter()
         near = dataset_neighbours(ds, cfg)
         index_s = time.perf_counter() - t0
@@ -233,7 +236,9 @@ def run_scaling(sizes: list[int], out_dir: str | os.PathLike, *, data_root: str 
 
 
 def write_scaling_report(rows: list[dict], out: Path, *, max_batches: int, db_max: int, epochs: int = 1) -> Path:
-    from ..report import _pyplot, markdown_table, provenance, provenance_markdown
+    from ..report.plots import pyplot
+    from ..report.provenance import provenance, provenance_markdown
+    from ..report.tables import markdown_table
 
     header = ["N", "kNN index", "graph build s", "full-graph s/epoch", "sampled s/epoch (batches)", "seeds/s",
               "peak RSS GiB", "MAP@1000 (encoding)"]
@@ -268,7 +273,7 @@ def write_scaling_report(rows: list[dict], out: Path, *, max_batches: int, db_ma
         provenance_markdown(provenance()),
     ]
     (out / "scaling.md").write_text("\n".join(md) + "\n")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=110)
     ns = [r["N"] for r in rows]
     ax.plot(ns, [r["graph_s"] for r in rows], marker="o", label="graph build (s)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..codes import check_bits
 from ..errors import InputError
-from ..report import line_plot
+from ..report.plots import line_plot
 from .common import LAGNH, Cell, ExperimentSpec, fmt_mean, mean_std, run_cell, table, write_report
 
 PARAMETERS = {"alpha": "loss.alpha", "beta": "loss.beta", "lambda": "loss.lam", "eta": "graph.eta"}

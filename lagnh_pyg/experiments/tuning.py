@@ -19,9 +19,10 @@ import numpy as np
 
 from ..data.store import Dataset
 from ..errors import InputError
+from ..files import write_json_atomic, write_text
 from ..metrics import PROTOCOL_DESCRIPTIONS, check_protocol, mean_average_precision
-from ..report import markdown_table, provenance, provenance_markdown, write_text
-from ..utils import write_json_atomic
+from ..report.provenance import provenance, provenance_markdown
+from ..report.tables import markdown_table
 
 
 def validation_split(train: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

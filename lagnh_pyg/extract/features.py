@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, LagnhError
-from ..utils import atomic_dir, check_replaceable, read_json, write_json_atomic
+from ..files import atomic_dir, read_json, write_json_atomic
+from ..ownership import check_replaceable
 from .backbones import Backbone
 from .images import ImageList, iterate_batches
 

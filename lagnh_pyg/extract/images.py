@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..utils import read_text
+from ..files import read_text
 
 logger = logging.getLogger(__name__)
 

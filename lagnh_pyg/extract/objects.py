@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError, LagnhError
-from ..utils import atomic_dir
+from ..files import atomic_dir
 from .backbones import INIT_SEED
 from .features import FORMAT, VERSION, check_out, input_paths
 from .images import ImageList, iterate_batches

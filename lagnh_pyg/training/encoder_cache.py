@@ -23,7 +23,7 @@ every step (:meth:`LAGNH.attentive_features`, :func:`~lagnh_pyg.graph.edge_sq_di
 
 Memory: rows (features, xhat, z1) are only ever held a chunk's worth at a time, plus the
 gathered rows of the chunk's neighbours; the cache goes to a store: an
-:class:`~lagnh_pyg.rundir.EncoderCacheFile` in a run directory (written by blocks, read back
+:class:`~lagnh_pyg.cache_file.EncoderCacheFile` in a run directory (written by blocks, read back
 memory-mapped) or :class:`MemoryCache`. With the whole graph in one chunk (up to ``CHUNK``
 nodes, e.g. the demo) every call is the one a whole-graph forward makes, so the cache is
 bit for bit the one :meth:`LAGNH.forward` would give.
@@ -47,7 +47,7 @@ from ..graph import (
     topology_of_graph,
 )
 from ..knn import read_rows
-from ..utils import drop_mapped_pages
+from ..runtime import drop_mapped_pages
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ EDGE_BLOCK = 1 << 18  # edges per block of the sigma distances
 
 class MemoryCache:
     """A cache store in memory (name -> float32 array), the interface of
-    :class:`~lagnh_pyg.rundir.EncoderCacheFile` without the file."""
+    :class:`~lagnh_pyg.cache_file.EncoderCacheFile` without the file."""
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
         self.arrays = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
@@ -131,7 +131,7 @@ def build_encoder_cache(model: nn.Module, features, aux: np.ndarray, edge_index:
         features: (n, d) training features, or (M, d) with ``rows`` (a memory map is fine).
         aux: (n, c) training aux. edge_index: (2, E) the training graph with one self-loop per
             node; s_a: (E,) its S^a; aux_unit: (n, c) unit aux rows (as the graph holds them).
-        store: :class:`MemoryCache` or :class:`~lagnh_pyg.rundir.EncoderCacheFile` with
+        store: :class:`MemoryCache` or :class:`~lagnh_pyg.cache_file.EncoderCacheFile` with
             :func:`cache_shapes`.
         chunk: nodes per chunk (default: ``CHUNK``, or fewer for wide layers and dense
             graphs, see ``CHUNK_BYTES``).

@@ -26,15 +26,18 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
+from ..cache_file import EncoderCacheFile
+from ..checkpoint import check_resumable, load_checkpoint
 from ..codes import check_bits
 from ..config import Config, load_config
 from ..data.store import Dataset
 from ..device import resolve_device
 from ..distributed import DistContext, init_distributed, shutdown
 from ..errors import InputError
-from ..graph import EXACT_MAX_NODES, build_graph
-from ..rundir import CHECKPOINT_FILE, EncoderCacheFile, RunWriter, check_resumable, load_checkpoint
-from ..utils import threads_set
+from ..graph import build_graph
+from ..knn import EXACT_MAX_NODES
+from ..rundir import RunPaths, RunWriter
+from ..runtime import threads_set
 from .encoder_cache import (
     MemoryCache,
     build_encoder_cache,
@@ -113,9 +116,9 @@ def _checkpoint_to_resume(writer: RunWriter | None, out: Path, resume: bool, cfg
     if ctx.enabled:
         resume = ctx.all_gather_object(resume)[0]
     if writer is None:
-        ck = load_checkpoint(out / CHECKPOINT_FILE, dev) if resume else None
+        ck = load_checkpoint(RunPaths(out).checkpoint_path, dev) if resume else None
     if ck is not None:
-        check_resumable(ck, out / CHECKPOINT_FILE, cfg.digest(), bits, ds)
+        check_resumable(ck, RunPaths(out).checkpoint_path, cfg.digest(), bits, ds)
     return ck
 
 

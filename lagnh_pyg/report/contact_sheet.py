@@ -1,170 +1,23 @@
-"""Writing results: CSV and markdown tables, P@K / PR plots (matplotlib, Agg), the provenance
-block every report carries, and the self-contained HTML contact sheet of a search.
-
-Everything here is output formatting: numbers come in computed (``metrics``), files go out
-atomically (``utils.atomic_path``).
+"""The self-contained HTML contact sheet of a search: the query, then its results as
+thumbnails (base64 ``data:`` URIs, so the page is one file), green for relevant, red for not.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import logging
 import os
-import platform
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-from .utils import atomic_path, software_versions
 
 logger = logging.getLogger(__name__)
 
 _MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
          ".webp": "image/webp", ".bmp": "image/bmp"}
 THUMB_PX = 160
-
-
-# -- provenance ------------------------------------------------------------------------------
-def machine_info() -> dict[str, Any]:
-    """The machine a number was measured on (CPU count, model, GPU when torch sees one)."""
-    info: dict[str, Any] = {
-        "hostname": platform.node(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "processor": _cpu_model(),
-    }
-    try:
-        import psutil
-
-        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
-    except ImportError:  # pragma: no cover - psutil is a dependency
-        pass
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:  # pragma: no cover
-        pass
-    return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def provenance(**extra: Any) -> dict[str, Any]:
-    """The block every report records: software versions, machine, and the caller's fields."""
-    return {**extra, "software": software_versions(), "machine": machine_info()}
-
-
-# -- tables ------------------------------------------------------------------------------------
-def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for r in rows:
-            w.writerow([_fmt_cell(v, csv_=True) for v in r])
-    return path
-
-
-def _fmt_cell(v: Any, csv_: bool = False) -> str:
-    if v is None:
-        return "" if csv_ else "–"
-    if isinstance(v, float):
-        return f"{v:.6f}" if csv_ else f"{v:.4f}"
-    return str(v)
-
-
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt_cell(v) for v in r) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
-
-
-def provenance_markdown(prov: Mapping[str, Any]) -> str:
-    """A "how this was measured" section for a markdown report."""
-    lines = ["## Provenance", ""]
-    for k, v in prov.items():
-        if isinstance(v, Mapping):
-            lines.append(f"- **{k}**: " + ", ".join(f"{a}={b}" for a, b in v.items()))
-        else:
-            lines.append(f"- **{k}**: {v}")
-    return "\n".join(lines) + "\n"
-
-
-# -- plots -------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-#: matplotlib's default colour cycle has 10 colours; Table 3 plots 14 methods
-LINE_STYLES = ("-", "--", ":", "-.")
-
-
-def line_style(i: int) -> str:
-    """The dash pattern of the ``i``-th line: a new one each time the 10 colours come round
-    again, so that (colour, dashes) stays unique for up to 40 lines."""
-    return LINE_STYLES[(i // 10) % len(LINE_STYLES)]
-
-
-def line_plot(
-    path: str | os.PathLike,
-    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-    *,
-    title: str,
-    xlabel: str,
-    ylabel: str,
-    ylim: tuple[float, float] | None = (0.0, 1.0),
-    xscale: str = "linear",
-) -> Path:
-    """One PNG with one line per entry of ``series`` (``name -> (x, y)``), written atomically."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=110)
-    for i, (name, (x, y)) in enumerate(series.items()):
-        ax.plot(list(x), list(y), marker="o" if len(x) <= 25 else None, markersize=3, label=name,
-                linestyle=line_style(i))
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if ylim is not None:
-        ax.set_ylim(*ylim)
-    if xscale == "symlog":
-        ax.set_xscale("symlog", linthresh=min((abs(v) for _, (x, _) in series.items() for v in x if v), default=1.0))
-    elif xscale != "linear":
-        ax.set_xscale(xscale)
-    ax.grid(alpha=0.3)
-    if len(series) > 1 or any(series):
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
 
 
 # -- the HTML contact sheet ------------------------------------------------------------------
