@@ -71,7 +71,7 @@ def knn_check(n_train, n_test, image_size):
     import numpy as np
     import torch
 
-    from lagnh_pyg.data.mosaic import load_fashion_mnist
+    from lagnh_pyg.demo.fashion_mnist import load_fashion_mnist
     from lagnh_pyg.extract.backbones import build_backbone
     from lagnh_pyg.extract.features import embed
 

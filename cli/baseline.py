@@ -9,7 +9,7 @@ import typer
 
 from lagnh_pyg.errors import InputError
 
-from .common import handle_errors, out
+from .common import DeviceOpt, handle_errors, out
 
 
 def parse_sets(items: list[str] | None) -> dict[str, str]:
@@ -32,7 +32,7 @@ def baseline(
     seed: Annotated[int, typer.Option(help="Seed of the method's random choices.")] = 0,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Method parameter key=value (repeatable; see above).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file of parameters (default: configs/baselines/NAME.yaml).")] = None,
-    device: Annotated[str, typer.Option(help="Where a deep method trains: auto (a GPU when visible), cpu or cuda[:N].")] = "auto",
+    device: DeviceOpt = "auto",
 ) -> None:
     from lagnh_pyg.baselines import BASELINES, DeepBaseline, baseline_class, fit_run
     from lagnh_pyg.device import resolve_device

@@ -1,4 +1,6 @@
-"""Shared CLI plumbing: one clear error line and the contract's exit codes."""
+"""What every command shares: the consoles and ``say``, the options written once (``--device``),
+the progress bar, and the one place library errors become the contract's line and exit code
+(:mod:`lagnh_pyg.errors`: ``InputError`` 2, ``LagnhError`` 1)."""
 
 from __future__ import annotations
 
@@ -6,16 +8,62 @@ import functools
 import logging
 import sys
 import warnings
-from typing import Callable, TypeVar
+from typing import Annotated, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from lagnh_pyg.errors import InputError, LagnhError
 
 console = Console(stderr=True)
 out = Console()
 F = TypeVar("F", bound=Callable)
+
+#: ``--device``: where a command computes (resolved by :func:`lagnh_pyg.device.resolve_device`)
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (a GPU when visible), cpu or cuda[:N].")]
+
+
+def say(message: str) -> None:
+    """One plain line on stdout (no Rich markup, no wrapping: output is parsed by scripts)."""
+    out.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def parse_topk(value: str) -> int | None:
+    """``--topk``: a positive integer, or ``all`` (the whole ranking)."""
+    if value.strip().lower() in ("all", "none"):
+        return None
+    try:
+        k = int(value)
+    except ValueError:
+        raise InputError(f"--topk must be a positive integer or 'all', got {value!r}") from None
+    if k < 1:
+        raise InputError(f"--topk must be a positive integer or 'all', got {value!r}")
+    return k
+
+
+class _Rate(ProgressColumn):
+    """Images a second over the whole run so far."""
+
+    def render(self, task) -> Text:
+        elapsed = task.elapsed or 0.0
+        rate = task.completed / elapsed if elapsed > 0 else 0.0
+        return Text(f"{rate:.1f} img/s")
+
+
+def image_progress() -> Progress:
+    """The progress bar of the commands that go through images (on stderr, removed when done)."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=True)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -27,8 +75,8 @@ def fail(message: str, code: int = 2) -> None:
 def handle_errors(func: F) -> F:
     """Turn library errors into one line on stderr and the contract's exit code.
 
-    InputError (and ValueError-like bad input surfaced as InputError) -> exit 2;
-    LagnhError -> exit 1; a missing optional dependency -> exit 2 with the install hint.
+    A :class:`~lagnh_pyg.errors.LagnhError` exits with its class's ``exit_code`` (InputError:
+    2, any other LagnhError: 1); a missing optional dependency -> exit 2 with the install hint.
     Python warnings raised meanwhile (torch's, numpy's) are held back and shown once the
     command succeeds (with -v always): before an error line they would break the one-line
     contract.
@@ -61,10 +109,8 @@ def _call(func: Callable, args, kwargs):
         return func(*args, **kwargs)
     except (typer.Exit, typer.Abort, SystemExit):
         raise
-    except InputError as e:
-        fail(str(e), 2)
-    except LagnhError as e:
-        fail(str(e), 1)
+    except LagnhError as e:  # InputError included: the exit code is the error class's
+        fail(str(e), e.exit_code)
     except ModuleNotFoundError as e:
         fail(f"missing optional dependency {e.name!r}; install it (e.g. pip install 'lagnh-pyg[vision]')", 2)
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""`lagnh data ...`: create, import and inspect dataset directories."""
+"""`lagnh data ...`: create (synthetic, demo), import, inspect dataset directories, and add views to one."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 
 from lagnh_pyg.errors import InputError
 
-from .common import handle_errors, out
+from .common import DeviceOpt, handle_errors, image_progress, out
 
 app = typer.Typer(no_args_is_help=True, help="Create, import and inspect dataset directories.")
 import_app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
@@ -388,3 +388,73 @@ def synthetic(
         task = bar.add_task("generating", total=n)
         generate(spec, out_dir, progress=lambda m: bar.advance(task, m))
     out.print(f"wrote synthetic dataset {out_dir} ({n} items, {dim}-d)")
+
+
+@app.command("demo")
+@handle_errors
+def data_demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Dataset directory to create (reused when already built with the same options).")],
+    aux: Annotated[str, typer.Option(help="detector (tile-classifier detections, COCO-like) or tags (noisy tags, NUS-WIDE-like).")] = "detector",
+    n_train: Annotated[int, typer.Option(help="Training mosaics.")] = 5000,
+    extra_train: Annotated[int, typer.Option(help="Training mosaics added without changing any other mosaic (same queries and database as without them): e.g. 45000 for 50,000 training mosaics.")] = 0,
+    n_query: Annotated[int, typer.Option(help="Query mosaics (built from Fashion-MNIST test items only).")] = 1000,
+    n_database: Annotated[int, typer.Option(help="Database mosaics.")] = 20000,
+    train_in_database: Annotated[bool, typer.Option(help="Let the database hold the training mosaics too.")] = False,
+    image_size: Annotated[int, typer.Option(help="Side the 56-px mosaics are resized to for EfficientNet-Lite0.")] = 80,
+    detector_threshold: Annotated[float, typer.Option(help="Detector score threshold in (0, 1).")] = 0.5,
+    detector_pool: Annotated[int, typer.Option(help="Fashion-MNIST training items reserved for the detector (in no mosaic).")] = 10000,
+    seed: Annotated[int, typer.Option(help="Random seed of every choice.")] = 0,
+    fashion_mnist_dir: Annotated[Path | None, typer.Option(help="Folder with the four Fashion-MNIST IDX files (default: the Debian package's, else download).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Where features are cached (default ~/.cache/lagnh-pyg/demo, or $LAGNH_CACHE).")] = None,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int, typer.Option(help="Mosaics a forward pass.")] = 64,
+    images: Annotated[bool, typer.Option(help="Write the mosaics as PNG files to DATA_DIR/images (thumbnails).")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Rebuild even if --out exists.")] = False,
+    views: Annotated[int, typer.Option(help="Also store features of this many augmented renderings of each training mosaic (for cibhash/deepbit; 0: none).")] = 0,
+) -> None:
+    """The offline demo dataset: real Fashion-MNIST images in 2x2 mosaics (multi-label), EfficientNet-Lite0 features.
+
+    Example: lagnh data demo --out data/demo; with 50,000 training mosaics and the same queries and
+    database: lagnh data demo --extra-train 45000 --out data/demo50k
+    """
+    from lagnh_pyg.demo.build import build_demo
+    from lagnh_pyg.demo.mosaics import DemoSpec
+    from lagnh_pyg.device import resolve_device
+
+    spec = DemoSpec(n_train=n_train, extra_train=extra_train, n_query=n_query, n_database=n_database, train_in_database=train_in_database,
+                    aux=aux, detector_threshold=detector_threshold, detector_pool=detector_pool, image_size=image_size,
+                    seed=seed)
+    spec.validate()
+    dev = resolve_device(device)
+    with image_progress() as bar:
+        task = bar.add_task("EfficientNet-Lite0 features", total=spec.n_mosaics)
+        res = build_demo(spec, out_dir, fashion_mnist_dir=fashion_mnist_dir, cache_dir=cache_dir, device=dev,
+                         batch_size=batch_size, write_images=images, overwrite=overwrite,
+                         progress=lambda k: bar.advance(task, k), log=lambda m: bar.console.print(m), views=views)
+    if res["cached"]:
+        out.print(f"demo dataset {out_dir} is already built with these options (cached); nothing to do")
+        return
+    t = res["timings"]
+    out.print(f"wrote demo dataset {out_dir}: {res['n_items']} mosaics, {res['feature_dim']}-d features, "
+              f"{res['aux_dim']} aux columns ({aux}), {res['mean_labels_per_mosaic']:.2f} labels a mosaic; "
+              f"{t['total_s']:.0f} s (features {t['features_s']:.0f} s)")
+
+
+@app.command("add-views")
+@handle_errors
+def add_views(
+    data_dir: Annotated[Path, typer.Argument(help="A dataset directory.")],
+    extraction: Annotated[Path, typer.Argument(help="An extraction directory written by `lagnh extract features --views K`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="The dataset copy to create (files hard-linked where possible).")],
+    split: Annotated[str, typer.Option(help="Whose views to store (train: what cibhash and deepbit read).")] = "train",
+) -> None:
+    """Store the features of augmented views (for the view-based baselines) in a copy of a dataset.
+
+    Example: lagnh extract features data/coco --views 4 --out feats-views/ && lagnh data add-views data/coco feats-views/ --out data/coco-views
+    """
+    from lagnh_pyg.data.add_views import add_views as _add_views
+    from lagnh_pyg.data.store import Dataset
+
+    path = _add_views(data_dir, extraction, out_dir, split)
+    v = Dataset.open(path).manifest["views"]
+    out.print(f"wrote {path}: {v['k']} views of each of {v['rows']} {split} items")

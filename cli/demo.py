@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import handle_errors, out
+from .common import DeviceOpt, handle_errors, out
 
 
 @handle_errors
@@ -16,7 +16,7 @@ def demo(
     data: Annotated[Optional[Path], typer.Option(help="Run on this dataset directory instead of the built-in demo data.")] = None,
     bits: Annotated[str, typer.Option(help="Code lengths, comma-separated.")] = "16,32,64",
     methods: Annotated[str, typer.Option(help="Methods, comma-separated (LAGNH and baselines).")] = "lagnh,itq,lsh,pcah",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    device: DeviceOpt = "auto",
     faithful_bits: Annotated[int, typer.Option(help="Also train the authors' release (lagnh-faithful) at this code length; 0 skips it.")] = 32,
 ) -> None:
     """Build (or reuse) the offline demo dataset, train LAGNH, fit baselines, evaluate, report.
@@ -26,7 +26,7 @@ def demo(
     independent tile "detector". Prints the MAP@1000 table (protocol named) and where the
     P@K plots and the HTML page of example queries are.
     """
-    from lagnh_pyg.demo import run_demo
+    from lagnh_pyg.demo.pipeline import run_demo
     from lagnh_pyg.device import resolve_device
     from lagnh_pyg.experiments.common import parse_list
     from lagnh_pyg.ownership import check_writable_target

@@ -10,7 +10,7 @@ import typer
 
 from lagnh_pyg.errors import InputError
 
-from .common import handle_errors, out
+from .common import DeviceOpt, handle_errors, out
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def encode(
     run_dir: Annotated[Path, typer.Argument(help="A run directory made by `lagnh train` or `lagnh baseline`.")],
     split: Annotated[str, typer.Option(help="query, database, train, or all (= query and database).")] = "all",
     data: Annotated[Optional[Path], typer.Option(help="Encode the items of another dataset directory with this model.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    device: DeviceOpt = "auto",
     chunk: Annotated[int, typer.Option(help="Items per encoding chunk (memory only; codes do not depend on it).")] = 8192,
     encoding: Annotated[Optional[str], typer.Option(help="LAGNH runs only: neighbours (default), self, or faithful (batches of 256, as released).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write the codes to this directory instead of RUN_DIR/codes (needed with --data: another dataset's codes never replace the run's own).")] = None,

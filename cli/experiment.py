@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from .common import handle_errors, out
+from .common import DeviceOpt, handle_errors, out, parse_topk
 
 app = typer.Typer(no_args_is_help=True, help="The paper's tables and figures: accuracy, timing, ablation, epochs, sensitivity.")
 
@@ -25,7 +25,6 @@ Protocol = Annotated[str, typer.Option("--protocol", help="lagnh, calctopmap or 
 Seeds = Annotated[str, typer.Option("--seeds", help="Seeds, comma-separated: one run each, tables show mean ± std.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="LAGNH config YAML (default: built-in defaults).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="LAGNH override key=value (repeatable).")]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N] for LAGNH.")]
 Reuse = Annotated[bool, typer.Option("--reuse/--no-reuse", help="Reuse finished runs in OUT/runs whose settings match.")]
 
 
@@ -33,7 +32,6 @@ def _spec(data, out_dir, topk, protocol, seeds, config, overrides, device, reuse
     from lagnh_pyg.experiments import ExperimentSpec
     from lagnh_pyg.experiments.common import parse_list
 
-    from .retrieval import parse_topk
 
     _check_out(out_dir)
     return ExperimentSpec(data_dir=data, out_dir=out_dir, config=config, overrides=tuple(overrides or ()),
@@ -68,7 +66,7 @@ def accuracy(
     data: Data, out_dir: Out,
     methods: Annotated[str, typer.Option("--methods", help="Methods, comma-separated: lagnh, lagnh-faithful and the baselines (lsh sklsh sh pcah itq sgh; uhbdnn deepbit ssdh sadh tbh cibhash bihalf), or all (Table 3 + cibhash, bihalf).")] = "lagnh,itq,lsh,pcah",
     bits: Bits = "16,32,64,128", topk: TopK = "1000", protocol: Protocol = "lagnh", seeds: Seeds = "0",
-    config: ConfigOpt = None, overrides: SetOpt = None, device: Device = "auto", reuse: Reuse = True,
+    config: ConfigOpt = None, overrides: SetOpt = None, device: DeviceOpt = "auto", reuse: Reuse = True,
 ) -> None:
     """Table 3: MAP@K of each method at each code length, P@K curves (Fig. 2) and the size/time table (Table 4).
 
@@ -87,7 +85,7 @@ def timing(
     data: Data, out_dir: Out,
     methods: Annotated[str, typer.Option("--methods", help="Methods, comma-separated.")] = "lagnh,itq,lsh,pcah,sh,sklsh,sgh",
     bits: Bits = "32", topk: TopK = "1000", protocol: Protocol = "lagnh", seeds: Seeds = "0",
-    config: ConfigOpt = None, overrides: SetOpt = None, device: Device = "auto",
+    config: ConfigOpt = None, overrides: SetOpt = None, device: DeviceOpt = "auto",
 ) -> None:
     """Table 4: training and encoding seconds per method (always measured afresh)."""
     from lagnh_pyg.experiments import run_timing
@@ -103,7 +101,7 @@ def ablation(
     data: Data, out_dir: Out,
     variants: Annotated[str | None, typer.Option("--variants", help="LAGNH variants, comma-separated (default: Table 5's nine).")] = None,
     bits: Bits = "32", topk: TopK = "1000", protocol: Protocol = "lagnh", seeds: Seeds = "0",
-    config: ConfigOpt = None, overrides: SetOpt = None, device: Device = "auto", reuse: Reuse = True,
+    config: ConfigOpt = None, overrides: SetOpt = None, device: DeviceOpt = "auto", reuse: Reuse = True,
 ) -> None:
     """Table 5: MAP@K of the LAGNH variants."""
     from lagnh_pyg.experiments import TABLE5_VARIANTS, run_ablation
@@ -120,7 +118,7 @@ def epochs(
     data: Data, out_dir: Out,
     epoch_list: Annotated[str, typer.Option("--epochs", help="Increasing epoch counts at which to evaluate.")] = "10,25,50,100,200,300",
     bits: Bits = "32", topk: TopK = "1000", protocol: Protocol = "lagnh", seeds: Seeds = "0",
-    config: ConfigOpt = None, overrides: SetOpt = None, device: Device = "auto",
+    config: ConfigOpt = None, overrides: SetOpt = None, device: DeviceOpt = "auto",
 ) -> None:
     """Fig. 3: MAP versus training epochs (one run per code length, resumed between points)."""
     from lagnh_pyg.experiments import run_epochs
@@ -136,7 +134,7 @@ def sensitivity(
     data: Data, out_dir: Out,
     param: Annotated[list[str] | None, typer.Option("--param", help="NAME or NAME=v1,v2,... (alpha, beta, lambda, eta; repeatable). Default: all four on their default grids.")] = None,
     bits: Bits = "32", topk: TopK = "1000", protocol: Protocol = "lagnh", seeds: Seeds = "0",
-    config: ConfigOpt = None, overrides: SetOpt = None, device: Device = "auto", reuse: Reuse = True,
+    config: ConfigOpt = None, overrides: SetOpt = None, device: DeviceOpt = "auto", reuse: Reuse = True,
 ) -> None:
     """Fig. 4: MAP versus alpha, beta, lambda and eta (one varied at a time)."""
     from lagnh_pyg.errors import InputError
@@ -167,7 +165,7 @@ def scaling(
     data_root: Annotated[Path | None, typer.Option(help="Where the synthetic datasets go (default OUT/data; /tmp for big N).")] = None,
     keep_data: Annotated[bool, typer.Option(help="Keep the generated datasets.")] = False,
     threads: Annotated[int, typer.Option(help="torch/FAISS threads of each measurement.")] = 2,
-    device: Device = "auto",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Graph build, epoch seconds (full and sampled), peak RSS and MAP@1000 versus N on synthetic data.
 
@@ -193,7 +191,7 @@ def tune(
     fraction: Annotated[float, typer.Option(help="Share of the training split held out for validation.")] = 0.2,
     topk: TopK = "1000", protocol: Protocol = "lagnh",
     seed: Annotated[int, typer.Option(help="Seed of the split and the fits.")] = 0,
-    device: Device = "cpu",
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Choose a baseline's unstated hyper-parameters on a validation split of the training data (never the queries).
 
@@ -204,7 +202,6 @@ def tune(
     from lagnh_pyg.experiments.common import parse_list
     from lagnh_pyg.experiments.tuning import tune_baseline
 
-    from .retrieval import parse_topk
 
     values: dict[str, list[str]] = {}
     for g in grid or []:

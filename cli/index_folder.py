@@ -17,11 +17,7 @@ import typer
 
 from lagnh_pyg.errors import InputError
 
-from .common import handle_errors, out
-
-
-def say(message: str) -> None:
-    out.print(message, markup=False, highlight=False, soft_wrap=True)
+from .common import DeviceOpt, handle_errors, say
 
 
 def _stage(name: str, done: bool, timings: dict, fn, *args, **kwargs) -> None:
@@ -103,7 +99,7 @@ def index_folder(
     bits: Annotated[int, typer.Option(help="Code length.")] = 32,
     config: Annotated[Path | None, typer.Option(help="LAGNH config (default configs/demo.yaml).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="LAGNH config override key=value (repeatable).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    device: DeviceOpt = "auto",
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,
 ) -> None:
     """Folder of pictures -> served index: extract -> import -> train -> encode -> index.
@@ -112,16 +108,16 @@ def index_folder(
 
     Example: lagnh index-folder photos/ --out runs/photos
     """
-    from lagnh_pyg.data.folder import list_images
-    from lagnh_pyg.demo import demo_config
+    from lagnh_pyg.config import shipped_config
     from lagnh_pyg.device import resolve_device
+    from lagnh_pyg.extract.images import list_images
     from lagnh_pyg.index import is_index_dir
     from lagnh_pyg.rundir import Run, RunPaths
 
     from . import extract as x
     from .data import import_folder
     from .encode import encode
-    from .retrieval import index
+    from .index import index
 
     t_all = time.perf_counter()
     work = work or out_dir.with_name(out_dir.name + ".work")
@@ -144,7 +140,7 @@ def index_folder(
            features=feats / "features.npy", aux=aux_file, csv_file=tags, n_train=n_train, n_query=n_query)
     paths = RunPaths(out_dir)
     _stage("train", paths.meta_path.is_file(), timings, _train, method, data, bits, out_dir,
-           config or demo_config(), set_ or [], dev)
+           config or shipped_config("demo.yaml"), set_ or [], dev)
     run = Run.open(out_dir)
     coded = run.codes_meta_path().is_file() and run.codes_meta().get("model_fingerprint") == run.model_fingerprint
     _stage("encode", coded and run.codes_file("query").is_file(), timings, encode, out_dir, device=dev)

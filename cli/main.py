@@ -1,4 +1,6 @@
-"""The `lagnh` command line: thin wrappers that parse, call the library and print."""
+"""The `lagnh` command line: one module of cli/ per command or command group (``lagnh data ...``
+in data.py, ``lagnh search`` in search.py, ...), each a thin wrapper that parses, calls the
+library and prints; what they share is in common.py."""
 
 from __future__ import annotations
 
@@ -18,19 +20,18 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
 # torch's one-time notes that sparse CSR tensors are "beta" (the library silences them locally too)
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
-from . import data as data_cli
-from . import experiment as experiment_cli
-from . import retrieval as retrieval_cli
+from . import data, experiment, extract
+from .add import add
 from .baseline import baseline
-from .collection import add, dedup
+from .dedup import dedup
 from .demo import demo
 from .encode import encode
-from .extract import app as extract_app
-from .extract import data_demo
+from .evaluate import evaluate
+from .index import index
 from .index_folder import index_folder
+from .search import search
 from .serve import serve
 from .train import train
-from .views import add_views
 
 app = typer.Typer(
     name="lagnh",
@@ -38,17 +39,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Unsupervised hashing for scalable image retrieval (LAGNH on PyTorch Geometric).",
 )
-app.add_typer(data_cli.app, name="data")
-data_cli.app.command("demo")(data_demo)
-data_cli.app.command("add-views")(add_views)
-app.add_typer(extract_app, name="extract")
+# one file of cli/ per command (group), in the order of the data flow
+app.add_typer(data.app, name="data")
+app.add_typer(extract.app, name="extract")
 app.command()(train)
 app.command()(baseline)
 app.command()(encode)
-app.command()(retrieval_cli.evaluate)
-app.command(name="index")(retrieval_cli.index)
-app.command()(retrieval_cli.search)
-app.add_typer(experiment_cli.app, name="experiment")
+app.command()(evaluate)
+app.command()(index)
+app.command()(search)
+app.add_typer(experiment.app, name="experiment")
 app.command()(demo)
 app.command()(serve)
 app.command()(add)

@@ -12,7 +12,7 @@ import typer
 
 from lagnh_pyg.errors import InputError
 
-from .common import handle_errors, out
+from .common import DeviceOpt, handle_errors, out
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def serve(
     token: Annotated[str | None, typer.Option(help="Bearer token that adding and deleting need (Authorization: Bearer T).", envvar="LAGNH_TOKEN")] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body (uploads), in MB.")] = 20.0,
     max_pixels: Annotated[int, typer.Option(help="Largest picture decoded, in pixels (decompression-bomb guard).")] = 40_000_000,
-    device: Annotated[str, typer.Option(help="Where uploads are featurized and encoded: cpu, auto or cuda[:N].")] = "cpu",
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Serve RUN_DIR: search by item id or by a picture, add and delete items, a web page at /.
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .common import handle_errors, out
+from .common import DeviceOpt, handle_errors, out
 
 
 @handle_errors
@@ -19,7 +19,7 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory to create.")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value, e.g. --set train.epochs=50 (repeatable).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR/checkpoint.pt (same config; train.epochs may grow).")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    device: DeviceOpt = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar with the loss terms.")] = True,
     distributed: Annotated[bool, typer.Option(help="Data-parallel training (train.mode=sampled) under `torchrun --nproc_per_node=N -m cli.main train ...`.")] = False,
 ) -> None:

@@ -38,6 +38,18 @@ import yaml
 
 from .errors import InputError
 
+#: the YAML configs that come with the project (coco.yaml, nuswide.yaml, demo.yaml, baselines/)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def shipped_config(name: str) -> Path:
+    """``configs/<name>`` of the project (e.g. ``demo.yaml``, the default of ``lagnh demo`` and
+    ``lagnh index-folder``)."""
+    path = CONFIG_DIR / name
+    if not path.is_file():
+        raise InputError(f"{path} is missing; run this from a checkout of lagnh-pyg")
+    return path
+
 
 @dataclass
 class GraphConfig:

@@ -30,7 +30,7 @@ def add_pictures(coll, source: str | os.PathLike, *, tags_csv: str | os.PathLike
     collection are skipped, so an interrupted run is resumed by running it again; pictures
     that cannot be read are skipped and counted. Paths are recorded absolute (not copied).
     """
-    from .data.folder import read_tag_csv, split_terms
+    from .extract.tags import read_tag_csv, split_terms
 
     pics = _picture_list(source)
     tags = read_tag_csv(tags_csv, pics.ids).tags if tags_csv is not None else [[] for _ in pics.ids]

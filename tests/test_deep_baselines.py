@@ -265,7 +265,7 @@ def test_views_round_trip_and_version_1_still_read(tmp_path, clustered):
 
 
 def test_demo_augmentation_is_seeded():
-    from lagnh_pyg.data.views import augment, view_features
+    from lagnh_pyg.extract.views import augment, view_features
 
     imgs = (np.random.default_rng(0).random((3, 56, 56)) * 255).astype(np.uint8)
     a = augment(imgs, torch.Generator().manual_seed(1))

@@ -1,6 +1,6 @@
 import numpy as np
 
-from lagnh_pyg.demo import run_demo
+from lagnh_pyg.demo.pipeline import run_demo
 
 
 def test_demo_pipeline_on_small_data(small_synthetic, tmp_path):

@@ -14,6 +14,8 @@ from lagnh_pyg.data import coco, folder, mat, nuswide
 from lagnh_pyg.data.sources import Catalog, read_ids, seeded_splits, write_catalog
 from lagnh_pyg.data.store import Dataset
 from lagnh_pyg.errors import InputError
+from lagnh_pyg.extract.images import list_images
+from lagnh_pyg.extract.tags import split_terms
 
 runner = CliRunner()
 
@@ -393,8 +395,8 @@ def _write_folder(tmp_path, n=12):
 
 def test_folder_listing_and_tags(tmp_path):
     root, names = _write_folder(tmp_path)
-    assert folder.list_images(root) == names  # hidden files and non-images skipped
-    assert folder.split_terms(" Dog; beach|Sky ;dog") == ["dog", "beach", "sky"]
+    assert list_images(root) == names  # hidden files and non-images skipped
+    assert split_terms(" Dog; beach|Sky ;dog") == ["dog", "beach", "sky"]
     cat = folder.build_catalog(root, csv_path=tmp_path / "tags.csv", min_tag_count=2, n_train=4, n_query=3, seed=0)
     assert cat.ids == names and cat.paths[0] == str(root / names[0])
     assert cat.aux_names == ["beach", "dog", "sky"]  # "once" is used by one image only
@@ -444,10 +446,10 @@ def test_folder_errors(tmp_path):
     with pytest.raises(InputError, match="cannot hold"):
         folder.build_catalog(root, n_train=10, n_query=5)
     with pytest.raises(InputError, match="image folder .* does not exist"):
-        folder.list_images(tmp_path / "nope")
+        list_images(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no images"):
-        folder.list_images(tmp_path / "empty")
+        list_images(tmp_path / "empty")
     cat = folder.build_catalog(root, csv_path=tmp_path / "tags.csv", n_train=2, n_query=2)
     with pytest.raises(InputError, match="features have 5 rows"):
         write_catalog(cat, tmp_path / "ds", np.zeros((5, 2), np.float32))

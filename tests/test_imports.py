@@ -114,7 +114,7 @@ def test_importing_the_library_changes_no_process_state():
 # may join them without a reason written at its top ("long because ..." in its docstring)
 LONG_FUNCTIONS = {
     ("lagnh_pyg/data/mat.py", "build"): 104,
-    ("lagnh_pyg/data/mosaic.py", "build_demo"): 126,
+    ("lagnh_pyg/demo/build.py", "build_demo"): 126,
     ("lagnh_pyg/data/nuswide.py", "build_catalog"): 120,
     ("lagnh_pyg/extract/features.py", "extract_features"): 168,
     ("lagnh_pyg/metrics.py", "evaluate_retrieval"): 93,

@@ -12,17 +12,12 @@ from typer.testing import CliRunner
 pytest.importorskip("timm")
 
 from cli.main import app
-from lagnh_pyg.data import mosaic
-from lagnh_pyg.data.mosaic import (
-    CLASSES,
-    DemoSpec,
-    TileDetector,
-    build_demo,
-    compose,
-    load_fashion_mnist,
-    render,
-)
 from lagnh_pyg.data.store import Dataset
+from lagnh_pyg.demo import fashion_mnist as mosaic
+from lagnh_pyg.demo.build import build_demo
+from lagnh_pyg.demo.detector import TileDetector
+from lagnh_pyg.demo.fashion_mnist import CLASSES, load_fashion_mnist
+from lagnh_pyg.demo.mosaics import DemoSpec, compose, render
 from lagnh_pyg.errors import InputError
 
 runner = CliRunner()

@@ -1,7 +1,5 @@
-"""`lagnh data add-views`: a dataset copy that holds the augmented views an extraction made.
-
-Kept apart from :mod:`lagnh_pyg.data.views` because it reads extraction directories
-(:mod:`lagnh_pyg.extract.features`), which themselves use the augmentation of that module.
+"""`lagnh data add-views`: a dataset copy that holds the augmented views an extraction made
+(:mod:`lagnh_pyg.extract.features` with ``views``; the augmentation: :mod:`lagnh_pyg.extract.views`).
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """A folder of images, with an optional CSV of tags and labels.
 
-The items are the image files under the folder (recursively), sorted by their path relative
-to it; that path is the item id. The optional CSV has a header and one row per image:
-
-- ``path`` (or ``file``, ``file_name``, ``filename``, ``image``): the image, relative to the
-  folder, or its bare file name when that is unique;
-- ``tags``: user tags separated by ``;`` or ``|`` — the auxiliary semantics, a multi-hot over
-  the tags used by at least ``min_tag_count`` images (stored sparse for large vocabularies);
-- ``labels`` (optional): ground-truth classes, same separators — used only for evaluation.
+The items are the image files under the folder (recursively,
+:func:`~lagnh_pyg.extract.images.list_images`), sorted by their path relative to it; that path
+is the item id. The optional CSV (:mod:`lagnh_pyg.extract.tags`) gives each image its tags
+(the auxiliary semantics) and, optionally, labels (used only for evaluation).
 
 Features are not computed here: give them aligned with :func:`list_images` (or with an id
 list), or let feature extraction, which reuses :func:`list_images` and :func:`read_tag_csv`,
@@ -20,133 +16,19 @@ warning, and named in the dataset's provenance (``dropped``).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..errors import InputError
-from ..files import read_text
-from .sources import Catalog, seeded_splits, vocabulary
+from ..extract.images import list_images
+from ..extract.tags import TagTable, multi_hot, read_tag_csv
+from .sources import Catalog, seeded_splits
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-PATH_COLUMNS = ("path", "file", "file_name", "filename", "image")
-_SEP = re.compile(r"[;|]")
-
-
-def list_images(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
-    """Image files under ``root`` (recursive, hidden entries skipped) as sorted relative POSIX paths."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"image folder {root} does not exist")
-    exts = {e.lower() for e in extensions}
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for f in filenames:
-            if not f.startswith(".") and os.path.splitext(f)[1].lower() in exts:
-                found.append(Path(dirpath, f).relative_to(root).as_posix())
-    if not found:
-        raise InputError(f"no images ({', '.join(sorted(exts))}) under {root}")
-    return sorted(found)
-
-
-def split_terms(cell: str | None) -> list[str]:
-    """``"dog; beach|Sky "`` -> ``["dog", "beach", "sky"]`` (lower-cased, de-duplicated, ordered)."""
-    if not cell:
-        return []
-    out: list[str] = []
-    for t in _SEP.split(cell):
-        t = t.strip().lower()
-        if t and t not in out:
-            out.append(t)
-    return out
-
-
-@dataclass
-class TagTable:
-    """The CSV's rows matched to images: tags and labels per image (empty lists where absent)."""
-
-    tags: list[list[str]]
-    labels: list[list[str]] | None  # None when the CSV has no labels column
-
-
-def read_tag_csv(path: str | os.PathLike, images: Sequence[str]) -> TagTable:
-    """Parse the tag CSV and match its rows to ``images`` (relative paths from :func:`list_images`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"tag CSV {path} does not exist")
-    by_path = {p: i for i, p in enumerate(images)}
-    names: dict[str, int] = {}
-    for i, p in enumerate(images):
-        n = p.rsplit("/", 1)[-1]
-        names[n] = -1 if n in names else i  # -1: ambiguous bare name
-    tags: list[list[str]] = [[] for _ in images]
-    labels: list[list[str]] = [[] for _ in images]
-    seen = np.zeros(len(images), dtype=bool)
-    unmatched = []
-    with io.StringIO(read_text(path, "tag CSV"), newline="") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip().lower() for h in (reader.fieldnames or [])]
-        if not header:
-            raise InputError(f"tag CSV {path} is empty; it needs a header row with a path column and tags")
-        reader.fieldnames = header
-        col = next((c for c in PATH_COLUMNS if c in header), None)
-        if col is None:
-            raise InputError(f"tag CSV {path} has no image column; name one of {', '.join(PATH_COLUMNS)} (found: {', '.join(header)})")
-        if "tags" not in header and "labels" not in header:
-            raise InputError(f"tag CSV {path} has neither a 'tags' nor a 'labels' column (found: {', '.join(header)})")
-        for line, row in enumerate(reader, start=2):
-            key = (row.get(col) or "").strip().replace("\\", "/")
-            key = key.removeprefix("./")
-            if not key:
-                raise InputError(f"tag CSV {path}, line {line}: empty {col!r}")
-            i = by_path.get(key)
-            if i is None:
-                i = names.get(key.rsplit("/", 1)[-1])
-                if i == -1:
-                    raise InputError(f"tag CSV {path}, line {line}: file name {key!r} matches several images; give the relative path")
-            if i is None:
-                unmatched.append(key)
-                continue
-            if seen[i]:
-                raise InputError(f"tag CSV {path}, line {line}: image {images[i]!r} appears twice")
-            seen[i] = True
-            tags[i] = split_terms(row.get("tags"))
-            labels[i] = split_terms(row.get("labels"))
-    if unmatched:
-        raise InputError(
-            f"tag CSV {path} names {len(unmatched)} image(s) not in the folder (first: {', '.join(unmatched[:3])})"
-        )
-    return TagTable(tags=tags, labels=labels if "labels" in header else None)
-
-
-def multi_hot(terms: Sequence[Sequence[str]], min_count: int = 1) -> tuple[sp.csr_matrix, list[str]]:
-    """Rows of terms -> a CSR multi-hot over the terms used by at least ``min_count`` rows (sorted)."""
-    vocab = sorted({t for ts in terms for t in ts})
-    if not vocab:
-        raise InputError("no tags or labels found in the CSV")
-    col = {t: j for j, t in enumerate(vocab)}
-    indptr = np.zeros(len(terms) + 1, dtype=np.int64)
-    indices = []
-    for i, ts in enumerate(terms):
-        indices.extend(col[t] for t in ts)
-        indptr[i + 1] = len(indices)
-    m = sp.csr_matrix(
-        (np.ones(len(indices), dtype=np.float32), np.asarray(indices, dtype=np.int64), indptr),
-        shape=(len(terms), len(vocab)),
-    )
-    keep, names = vocabulary(np.asarray(m.sum(0)).ravel(), vocab, min_count)
-    return m[:, keep].tocsr(), names
 
 
 def build_catalog(

@@ -29,7 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from .sources import Catalog, vocabulary
+from ..extract.tags import vocabulary
+from .sources import Catalog
 
 logger = logging.getLogger(__name__)
 

@@ -407,13 +407,3 @@ def write_catalog(
         provenance=prov,
         overwrite=overwrite,
     )
-
-
-def vocabulary(counts: np.ndarray, names: Sequence[str] | None, min_count: int) -> tuple[np.ndarray, list[str] | None]:
-    """Columns used by at least ``min_count`` items, and their names."""
-    if min_count < 1:
-        raise InputError(f"--min-tag-count must be at least 1, got {min_count}")
-    keep = np.flatnonzero(np.asarray(counts).ravel() >= min_count)
-    if keep.size == 0:
-        raise InputError(f"no tag is used by {min_count} or more items; lower --min-tag-count")
-    return keep, None if names is None else [names[i] for i in keep]

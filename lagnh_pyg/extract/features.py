@@ -10,7 +10,7 @@ Layout of the output (format ``lagnh-extract``, kind ``features``)::
       paths.txt        image path of each row
       skipped.tsv      id <TAB> path <TAB> reason, for every image that could not be decoded
       views.npy        with --views K: N_ok x K x d float16, features of K augmented versions
-                       of each image (lagnh_pyg.data.views: random crop, rotation, flip,
+                       of each image (lagnh_pyg.extract.views: random crop, rotation, flip,
                        contrast), for `lagnh data add-views`
 
 Work is done in shards of ``shard_size`` images saved in ``.OUT.partial/``; an interrupted run
@@ -128,7 +128,7 @@ def extract_features(
         dtype: ``float32`` or ``float16`` storage.
         progress: called with the number of images finished (decoded or skipped).
         views: also extract the features of this many augmented versions of each image
-            (``views.npy``; :func:`lagnh_pyg.data.views.augment_tensor` on the network's
+            (``views.npy``; :func:`lagnh_pyg.extract.views.augment_tensor` on the network's
             input, seeded per shard so a resumed run gives the same views).
 
     Returns:
@@ -281,8 +281,8 @@ def _views_generator(shard: int):
 
 def _augment_views(x, gen):
     """A random augmentation of the normalised batch ``x`` (geometric + contrast: see
-    :func:`lagnh_pyg.data.views.augment_tensor`)."""
-    from ..data.views import augment_tensor
+    :func:`lagnh_pyg.extract.views.augment_tensor`)."""
+    from .views import augment_tensor
 
     return augment_tensor(x, gen, photometric=False)
 
@@ -299,7 +299,7 @@ def _stack_views(parts: list[list[np.ndarray]], n: int, dim: int) -> np.ndarray:
 
 
 def _views_manifest(views: int) -> dict:
-    from ..data.views import RECIPE
+    from .views import RECIPE
 
     recipe = {k: v for k, v in RECIPE.items() if k != "brightness"}
     return {"file": "views.npy", "k": views, "dtype": "float16", "seed": VIEWS_SEED,

@@ -2,7 +2,7 @@
 
 An image source is one of:
 
-- a folder: every image file under it (recursive; :func:`lagnh_pyg.data.folder.list_images`),
+- a folder: every image file under it (recursive; :func:`list_images`),
   the item id being the path relative to the folder;
 - a list file (``.txt``/``.lst``/``.csv`` without header): one image path a line, relative
   paths taken relative to the list file's folder, the line itself the item id;
@@ -26,6 +26,26 @@ from ..errors import InputError
 from ..files import read_text
 
 logger = logging.getLogger(__name__)
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def list_images(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
+    """Image files under ``root`` (recursive, hidden entries skipped) as sorted relative POSIX paths."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"image folder {root} does not exist")
+    exts = {e.lower() for e in extensions}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in exts:
+                found.append(Path(dirpath, f).relative_to(root).as_posix())
+    if not found:
+        raise InputError(f"no images ({', '.join(sorted(exts))}) under {root}")
+    return sorted(found)
 
 
 @dataclass
@@ -64,8 +84,6 @@ def list_image_source(source: str | os.PathLike) -> ImageList:
         paths = [p if os.path.isabs(p) or Path(p).exists() else str(base / p) for p in paths]
         return ImageList(ids, paths, {"kind": "dataset", "path": str(src), "format": manifest.get("format")})
     if src.is_dir():
-        from ..data.folder import list_images
-
         rel = list_images(src)
         return ImageList(rel, [str(src / r) for r in rel], {"kind": "folder", "path": str(src)})
     # a list file

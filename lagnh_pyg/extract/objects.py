@@ -186,7 +186,7 @@ def tags_aux(
     Raises:
         InputError: the CSV is malformed or names images that are not in ``images``.
     """
-    from ..data.folder import multi_hot, read_tag_csv
+    from .tags import multi_hot, read_tag_csv
 
     out = Path(out)
     check_out(out, overwrite, images, csv_path)

@@ -149,7 +149,7 @@ def detections_like(dataset: Any, rec: dict, paths: Sequence[str], device: str =
 
 def tags_like(dataset: Any, tags: Sequence[str]) -> np.ndarray:
     """One multi-hot row of ``tags`` over the dataset's aux vocabulary (unknown tags warned)."""
-    from ..data.folder import split_terms
+    from .tags import split_terms
 
     names = dataset.aux_names
     if not names:

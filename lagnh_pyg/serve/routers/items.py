@@ -15,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ...added import AddedItem, code_from_hex
 from ...collection import NotFoundError
-from ...data.folder import split_terms
 from ...errors import InputError
+from ...extract.tags import split_terms
 from ..deps import PayloadTooLarge, json_body, require_token, thumbnail_url
 from ..models import (
     AddCodesRequest,

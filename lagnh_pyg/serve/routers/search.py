@@ -89,7 +89,7 @@ async def search_by_upload(request: Request) -> JSONResponse:
                 return coll.encode_pictures([path], tags=[tags] if tags else None)
 
         code = await run_in_threadpool(encode)
-        from ...data.folder import split_terms
+        from ...extract.tags import split_terms
 
         q = QueryModel(kind="image", id=name, code=code.tobytes().hex(), tags=split_terms(tags) or None)
         return await run_in_threadpool(_results, coll, code, k, q, {"encode": (time.perf_counter() - t0) * 1000.0})

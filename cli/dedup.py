@@ -1,4 +1,4 @@
-"""`lagnh add` (new pictures into a run's collection) and `lagnh dedup` (near-duplicates)."""
+"""`lagnh dedup`: near-duplicates of a run's collection within a Hamming radius."""
 
 from __future__ import annotations
 
@@ -7,40 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lagnh_pyg.errors import InputError
-
-from .common import handle_errors, out
-
-
-def say(message: str) -> None:
-    out.print(message, markup=False, highlight=False, soft_wrap=True)
-
-
-@handle_errors
-def add(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory with database codes.")],
-    images: Annotated[Path, typer.Argument(help="A folder of pictures (recursive), a list file, or one picture.")],
-    tags: Annotated[Path | None, typer.Option(help="A tag CSV (path,tags) for the pictures, where the run's aux are tags.")] = None,
-    prefix: Annotated[str, typer.Option(help="Prepended to each picture's id (its path relative to the folder).")] = "",
-    batch: Annotated[int, typer.Option(help="Pictures a commit: an interruption loses at most one batch; rerunning skips what is in.")] = 64,
-    device: Annotated[str, typer.Option(help="cpu, auto or cuda[:N].")] = "cpu",
-) -> None:
-    """Add pictures to RUN_DIR's collection without re-indexing: featurized like the dataset,
-    encoded by the run's model, appended to RUN_DIR/added (what `lagnh serve` and
-    `lagnh dedup` search; a running server sees them after a restart).
-
-    Example: lagnh add runs/photos32 new_photos/ --tags new_tags.csv
-    """
-    from lagnh_pyg.collection import Collection
-    from lagnh_pyg.device import resolve_device
-    from lagnh_pyg.ingest import add_pictures
-
-    if batch < 1:
-        raise InputError("--batch must be positive")
-    coll = Collection(run_dir, device=resolve_device(device))
-    res = add_pictures(coll, images, tags_csv=tags, prefix=prefix, batch=batch, log=say)
-    say(f"added {res['added']} picture(s) to {run_dir} ({res['already']} already in, {res['unreadable']} unreadable); "
-        f"{len(coll)} items now")
+from .common import handle_errors, say
 
 
 @handle_errors

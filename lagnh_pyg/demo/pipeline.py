@@ -2,7 +2,7 @@
 
 Real images end to end on a 2-core CPU in minutes: build (or reuse) the offline demo
 dataset (real Fashion-MNIST items in 2x2 mosaics, pretrained EfficientNet-Lite0 features,
-see :mod:`lagnh_pyg.data.mosaic`), train LAGNH with ``configs/demo.yaml``, fit the baselines,
+see :mod:`lagnh_pyg.demo.build`), train LAGNH with ``configs/demo.yaml``, fit the baselines,
 encode, evaluate MAP@1000 under the authors' protocol, and write the P@K plots and an HTML
 page of example queries. Without Fashion-MNIST it says so and runs on synthetic data.
 """
@@ -18,11 +18,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from ..config import shipped_config
+from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEMO_METHODS = ("lagnh", "itq", "lsh", "pcah")
 DEMO_BITS = (16, 32, 64)
 
@@ -39,18 +39,12 @@ class DemoResult:
     serve_run: Path | None = None  # the run `lagnh serve` is pointed at (indexed by example_queries_html)
 
 
-def demo_config() -> Path:
-    path = REPO_CONFIGS / "demo.yaml"
-    if not path.is_file():
-        raise InputError(f"{path} is missing; run the demo from a checkout of lagnh-pyg")
-    return path
-
-
 def prepare_demo_data(out_dir: Path, data_dir: Path | None, device: str, log: Callable[[str], None]) -> tuple[Path, bool]:
     """The dataset the demo runs on: given, cached/built mosaics, or synthetic as a fallback."""
     if data_dir is not None:
         return Path(data_dir), True
-    from .data.mosaic import DemoSpec, build_demo, default_cache_dir
+    from .build import build_demo, default_cache_dir
+    from .mosaics import DemoSpec
 
     target = default_cache_dir() / "dataset"
     try:
@@ -63,7 +57,7 @@ def prepare_demo_data(out_dir: Path, data_dir: Path | None, device: str, log: Ca
             raise
         log(f"NOTE: {e}")
         log("NOTE: running the demo on SYNTHETIC data instead (not real images).")
-    from .data.synthetic import SyntheticSpec, generate
+    from ..data.synthetic import SyntheticSpec, generate
 
     syn = out_dir / "synthetic-data"
     if not (syn / "manifest.json").is_file():
@@ -73,10 +67,10 @@ def prepare_demo_data(out_dir: Path, data_dir: Path | None, device: str, log: Ca
 
 def example_queries_html(run_dir: Path, out_html: Path, n_queries: int = 8, k: int = 12, device: str = "cpu") -> Path:
     """An HTML page of ``n_queries`` query images (spread over the query split) and their top-k."""
-    from .files import atomic_path
-    from .report.contact_sheet import contact_sheets_html
-    from .retrieval import build_index, codes_dataset, search_run
-    from .rundir import Run
+    from ..files import atomic_path
+    from ..report.contact_sheet import contact_sheets_html
+    from ..retrieval import build_index, codes_dataset, search_run
+    from ..rundir import Run
 
     run = Run.open(run_dir)
     build_index(run)
@@ -132,22 +126,22 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo; ``faithful_bits``: also train the authors' release (``lagnh-faithful``)
     at that code length, so the default is always reported next to it and ITQ."""
-    from .experiments.accuracy import run_accuracy
-    from .experiments.common import ExperimentSpec
+    from ..experiments.accuracy import run_accuracy
+    from ..experiments.common import ExperimentSpec
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data, real = prepare_demo_data(out_dir, Path(data_dir) if data_dir else None, device, log)
     log(f"dataset: {data}")
-    spec = ExperimentSpec(data_dir=data, out_dir=out_dir / "report", config=demo_config(), device=device,
+    spec = ExperimentSpec(data_dir=data, out_dir=out_dir / "report", config=shipped_config("demo.yaml"), device=device,
                           overrides=tuple(overrides), progress=True)
     files = run_accuracy(spec, methods, bits)
     extra = []
     if faithful_bits and "lagnh" in methods:
         from dataclasses import asdict
 
-        from .experiments.common import run_cell
+        from ..experiments.common import run_cell
 
         cell = run_cell(spec, "lagnh-faithful", int(faithful_bits), 0, f"lagnh-faithful-{faithful_bits}bits-seed0")
         extra.append(asdict(cell))

@@ -1,4 +1,4 @@
-"""`lagnh evaluate`, `lagnh index`, `lagnh search`: retrieval over a run's codes."""
+"""`lagnh search`: the top-k database items of a query (an item id, or a new picture)."""
 
 from __future__ import annotations
 
@@ -11,82 +11,9 @@ import typer
 
 from lagnh_pyg.errors import InputError
 
-from .common import handle_errors, out
+from .common import DeviceOpt, handle_errors, say
 
 logger = logging.getLogger(__name__)
-
-
-def say(message: str) -> None:
-    """One plain line on stdout (no Rich markup, no wrapping: output is parsed by scripts)."""
-    out.print(message, markup=False, highlight=False, soft_wrap=True)
-
-
-def parse_topk(value: str) -> int | None:
-    """``--topk``: a positive integer, or ``all`` (the whole ranking)."""
-    if value.strip().lower() in ("all", "none"):
-        return None
-    try:
-        k = int(value)
-    except ValueError:
-        raise InputError(f"--topk must be a positive integer or 'all', got {value!r}") from None
-    if k < 1:
-        raise InputError(f"--topk must be a positive integer or 'all', got {value!r}")
-    return k
-
-
-@handle_errors
-def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory with codes (`lagnh encode`).")],
-    topk: Annotated[str, typer.Option(help="K of MAP@K: a positive integer, or 'all' for the whole ranking.")] = "1000",
-    protocol: Annotated[str, typer.Option(help="lagnh (authors' evaluator), calctopmap (all queries) or hit (queries with a hit in the top K).")] = "lagnh",
-    json_file: Annotated[Path | None, typer.Option("--json", help="Also write the summary (MAP, P@K, PR, provenance) to this JSON file.")] = None,
-    plots: Annotated[bool, typer.Option(help="Write the P@K and PR plots (PNG).")] = True,
-) -> None:
-    """MAP@K, precision@K and precision-recall of a run; results in RUN_DIR/metrics/."""
-    from lagnh_pyg.files import write_json_atomic
-    from lagnh_pyg.metrics import check_protocol
-    from lagnh_pyg.ownership import check_writable_target
-    from lagnh_pyg.retrieval import evaluate_run, topk_label
-
-    k = parse_topk(topk)
-    check_protocol(protocol)
-    if json_file is not None:
-        check_writable_target(json_file, "--json file")
-    ev = evaluate_run(run_dir, k, protocol, plots=plots)
-    r = ev.result
-    tag = f"(protocol {protocol})"
-    say(f"MAP@{topk_label(k)} {tag} = {r.map:.4f}  ({ev.summary['method']}, {r.bits} bits; "
-        f"{int(r.counted.sum())} of {r.n_query} queries counted; {r.n_db} database items)")
-    if r.pk.size:
-        pts = ", ".join(f"P@{int(kk)}={v:.4f}" for kk, v in zip(r.pk_cutoffs, r.pk) if kk in (50, 100, 500, 1000) or kk == r.pk_cutoffs[-1])
-        say(f"precision@K {tag}: {pts}")
-    r2 = min(2, r.bits)
-    say(f"precision within Hamming radius {r2} {tag}: per query {r.pr_precision[r2]:.4f}, "
-        f"pooled {r.pr_pooled_precision[r2]:.4f}")
-    for p in ev.files.values():
-        say(f"wrote {p} {tag}")
-    if json_file is not None:
-        write_json_atomic(json_file, ev.summary)
-        say(f"wrote {json_file} {tag}")
-
-
-@handle_errors
-def index(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory with database codes (`lagnh encode`).")],
-    kind: Annotated[str, typer.Option(help="flat (exact, default), hash or multihash (sub-linear, approximate).")] = "flat",
-    hash_bits: Annotated[int | None, typer.Option(help="Bits per hash table (hash / multihash).")] = None,
-    nhash: Annotated[int | None, typer.Option(help="Number of hash tables (multihash).")] = None,
-    nflip: Annotated[int | None, typer.Option(help="Bit flips probed at search time (hash / multihash).")] = None,
-) -> None:
-    """Build the FAISS Hamming index of the database codes into RUN_DIR/index/."""
-    import time
-
-    from lagnh_pyg.retrieval import build_index
-
-    params = {k: v for k, v in {"hash_bits": hash_bits, "nhash": nhash, "nflip": nflip}.items() if v is not None}
-    t0 = time.perf_counter()
-    ix = build_index(run_dir, kind, **params)
-    say(f"{ix!r} built in {time.perf_counter() - t0:.2f}s -> {Path(run_dir) / 'index'}")
 
 
 @handle_errors
@@ -98,7 +25,7 @@ def search(
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
     html_file: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML contact sheet here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-    device: Annotated[str, typer.Option(help="cpu, auto or cuda (GPU FAISS for a flat index when installed).")] = "cpu",
+    device: DeviceOpt = "cpu",
 ) -> None:
     """The top-k database items of a query: rank, id, Hamming distance, image path."""
     from lagnh_pyg.files import write_text
