@@ -233,7 +233,7 @@ def test_fit_run_writes_a_run_every_stage_reads(small_synthetic, tmp_path):
     assert run.method == "sgh" and run.bits == 16 and run.model_path.name == "model.npz"
     assert run.meta["config"] == {"seed": 3, "anchors": 64, "reg": 1e-6, "refine_passes": 1}
     assert run.meta["fit"]["train_items"] == len(Dataset.open(small_synthetic).split("train"))
-    encoder = load_encoder(run)  # through the method registry of lagnh_pyg.run
+    encoder = load_encoder(run)  # through the method registry of lagnh_pyg.encoders
     assert encoder.bits == 16 and encoder.batch_independent
     with pytest.raises(InputError, match="already exists"):
         fit_run("lsh", small_synthetic, 16, run_dir)
