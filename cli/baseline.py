@@ -50,7 +50,7 @@ def baseline(
 
 
 def _help() -> str:
-    from lagnh_pyg.baselines import DEEP, SHALLOW
+    from lagnh_pyg.baselines import DEEP, INPUT_CHOICES, SHALLOW
 
     lines = [
         "Fit a hashing baseline on DATA_DIR's train split; write RUN_DIR.",
@@ -75,6 +75,15 @@ def _help() -> str:
             for p in cls.params:
                 lines.append(f"           --set {p.describe()}")
         lines.append("")
+    lines.append("Every method also takes the inputs it hashes (x: an item's features, a: its aux):")
+    for choice, what in INPUT_CHOICES.items():
+        lines.append(f"  --set inputs={choice:<7} {what}")
+    lines += [
+        "  --set aux_weight=1.0   with inputs=both: the aux part is aux_weight * a/|a| beside x/|x|",
+        "Queries and database items are encoded from their own aux, as LAGNH encodes them;",
+        "experiment tune --grid aux_weight=... chooses the weight on the training data.",
+        "Example: lagnh baseline itq data/coco --bits 64 --out runs/itq64b --set inputs=both",
+    ]
     return "\n".join(lines).rstrip()
 
 

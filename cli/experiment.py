@@ -67,8 +67,15 @@ def accuracy(
     methods: Annotated[str, typer.Option("--methods", help="Methods, comma-separated: lagnh, lagnh-faithful and the baselines (lsh sklsh sh pcah itq sgh; uhbdnn deepbit ssdh sadh tbh cibhash bihalf), or all (Table 3 + cibhash, bihalf).")] = "lagnh,itq,lsh,pcah",
     bits: Bits = "16,32,64,128", topk: TopK = "1000", protocol: Protocol = "lagnh", seeds: Seeds = "0",
     config: ConfigOpt = None, overrides: SetOpt = None, device: DeviceOpt = "auto", reuse: Reuse = True,
+    blocks: Annotated[str, typer.Option("--blocks", help="Table 3 blocks, comma-separated: visual (the baselines hash the features alone: the paper's protocol), same (every baseline hashes LAGNH's inputs, inputs=both, its aux_weight chosen on a validation split of the training data).")] = "visual,same",
+    aux_weights: Annotated[str, typer.Option("--aux-weights", help="The aux_weight grid of the same-inputs block and of the tuned cosine reference.")] = "0.25,0.5,1,2,4",
 ) -> None:
     """Table 3: MAP@K of each method at each code length, P@K curves (Fig. 2) and the size/time table (Table 4).
+
+    Two blocks: "visual-only baselines (the paper's protocol)", where LAGNH alone sees the
+    aux, and "same inputs", where every baseline hashes [x/|x|, w a/|a|] with w chosen on the
+    training data. Both carry LAGNH and reference rows that do not hash (cosine ranking on the
+    features, the aux and their concatenation). Finished runs and choices in OUT are reused.
 
     Example: lagnh experiment accuracy --data data/demo-views --methods all --bits 16,32,64 --out reports/table3
     """
@@ -76,7 +83,8 @@ def accuracy(
     from lagnh_pyg.experiments.common import parse_list
 
     spec = _spec(data, out_dir, topk, protocol, seeds, config, overrides, device, reuse)
-    _done(run_accuracy(spec, parse_list(methods, "--methods"), _bits(bits)))
+    _done(run_accuracy(spec, parse_list(methods, "--methods"), _bits(bits), blocks=parse_list(blocks, "--blocks"),
+                       aux_weights=parse_list(aux_weights, "--aux-weights")))
 
 
 @app.command()
@@ -192,16 +200,22 @@ def tune(
     topk: TopK = "1000", protocol: Protocol = "lagnh",
     seed: Annotated[int, typer.Option(help="Seed of the split and the fits.")] = 0,
     device: DeviceOpt = "cpu",
+    sets: Annotated[list[str] | None, typer.Option("--set", help="A parameter key=value held fixed at every grid point (repeatable), e.g. inputs=both.")] = None,
 ) -> None:
     """Choose a baseline's unstated hyper-parameters on a validation split of the training data (never the queries).
 
+    With --set inputs=both the fit and validation items are hashed with their own aux, and
+    aux_weight can be on the grid.
+
     Example: lagnh experiment tune --data data/demo --out reports/tune --method ssdh --grid alpha=0.5,1,2 --grid lr=0.01,0.1
+    Example: lagnh experiment tune --data data/demo --out reports/tune --method itq --set inputs=both --grid aux_weight=0.25,0.5,1,2,4
     """
     from lagnh_pyg.device import resolve_device
     from lagnh_pyg.errors import InputError
     from lagnh_pyg.experiments.common import parse_list
     from lagnh_pyg.experiments.tuning import tune_baseline
 
+    from .baseline import parse_sets
 
     values: dict[str, list[str]] = {}
     for g in grid or []:
@@ -211,5 +225,5 @@ def tune(
         values[name.strip()] = parse_list(vals, f"--grid {name.strip()}")
     _check_out(out_dir)
     path = tune_baseline(method.lower(), data, bits, values, out_dir, seed=seed, fraction=fraction, topk=parse_topk(topk),
-                         protocol=protocol, device=resolve_device(device))
+                         protocol=protocol, device=resolve_device(device), fixed=parse_sets(sets))
     out.print(Path(path).read_text(), markup=False, highlight=False, soft_wrap=True)

@@ -187,13 +187,33 @@ class _Scanner:
 
     def relevance(self, s: int, e: int, db_idx: np.ndarray | None = None) -> np.ndarray:
         """Boolean relevance of queries ``s:e`` to database items (all, or ``db_idx`` per query)."""
-        ql, dl = self.p.ql, self.p.dl
-        rel = None
-        for w in range(ql.shape[0]):
-            other = dl[w][db_idx] if db_idx is not None else dl[w][None, :]
-            r = (ql[w, s:e, None] & other) != 0
-            rel = r if rel is None else (rel | r)
-        return rel
+        return _relevance(self.p.ql, self.p.dl, s, e, db_idx)
+
+
+def _relevance(ql: np.ndarray, dl: np.ndarray, s: int, e: int, db_idx: np.ndarray | None = None) -> np.ndarray:
+    """Boolean relevance (a shared label) of queries ``s:e`` to database items, from label words."""
+    rel = None
+    for w in range(ql.shape[0]):
+        other = dl[w][db_idx] if db_idx is not None else dl[w][None, :]
+        r = (ql[w, s:e, None] & other) != 0
+        rel = r if rel is None else (rel | r)
+    return rel
+
+
+def _average_precision(rel: np.ndarray, k: int, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AP@k of each row of ``rel`` (relevance in rank order, at least ``k`` columns):
+    ``(1/R_k) sum_{j<=k} rel_j * P@j`` (0 where ``R_k = 0``). Returns ``(ap, R_k, cumulative hits)``."""
+    cum = np.cumsum(rel, axis=1, dtype=np.int64)
+    relk, cumk = rel[:, :k], cum[:, :k]
+    hits = cumk[:, -1]
+    num = (np.where(relk, cumk, 0) / ranks[:k]).sum(1)
+    return np.divide(num, hits, out=np.zeros(len(rel)), where=hits > 0), hits, cum
+
+
+def _has_relevant(ql: np.ndarray, dl: np.ndarray) -> np.ndarray:
+    """(n_query,) bool: the query has a relevant item in the database (one of its labels occurs there)."""
+    union = np.bitwise_or.reduce(dl, axis=1)
+    return ((ql & union[:, None]) != 0).any(0)
 
 
 def _iter_chunks(n: int, rows: int) -> Iterator[tuple[int, int]]:
@@ -347,12 +367,7 @@ def evaluate_retrieval(
         d = sc.distances(s, e)
         order = np.argsort(d, axis=1, kind="stable")[:, :depth]
         rel = sc.relevance(s, e, order)  # (c, depth) relevance in rank order
-        cum = np.cumsum(rel, axis=1, dtype=np.int64)
-        relk, cumk = rel[:, :k], cum[:, :k]
-        hits_k[s:e] = cumk[:, -1]
-        # AP@K = (1/R_K) sum_j rel_j * cum_j / j
-        num = (np.where(relk, cumk, 0) / ranks[:k]).sum(1)
-        ap[s:e] = np.divide(num, hits_k[s:e], out=np.zeros(c), where=hits_k[s:e] > 0)
+        ap[s:e], hits_k[s:e], cum = _average_precision(rel, k, ranks)
         if cut.size:
             pk_hits[s:e] = cum[:, cut - 1]
         if curves:
@@ -365,8 +380,7 @@ def evaluate_retrieval(
         if curves:
             counted = n_rel_db > 0
         else:  # q has a relevant item iff one of its labels occurs anywhere in the database
-            union = np.bitwise_or.reduce(p.dl, axis=1)
-            counted = ((p.ql & union[:, None]) != 0).any(0)
+            counted = _has_relevant(p.ql, p.dl)
     elif protocol == "calctopmap":
         counted = np.ones(p.nq, bool)
     else:
@@ -434,3 +448,94 @@ def precision_within_radius(
     c = precision_recall_curve(query_codes, db_codes, query_labels, db_labels)
     r = min(int(radius), len(c["radius"]) - 1)
     return float(c["precision"][r]), float(c["pooled_precision"][r])
+
+
+# -- a reference without codes: ranking by cosine similarity -------------------------------
+def unique_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(distinct rows, inverse)`` with ``vectors == distinct[inverse]`` (exact equality)."""
+    distinct, inverse = np.unique(vectors, axis=0, return_inverse=True)
+    return distinct, np.asarray(inverse).reshape(-1)
+
+
+def evaluate_cosine(
+    query_vectors: Any,
+    db_vectors: Any,
+    query_labels: Any,
+    db_labels: Any,
+    topk: int | None = 1000,
+    protocol: str = "lagnh",
+    *,
+    pk_cutoffs: Sequence[int] | None = DEFAULT_PK_CUTOFFS,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+) -> RetrievalResult:
+    """MAP@K under ``protocol`` of ranking the database by cosine similarity to each query:
+    the reference that does not hash, under the rules of :func:`evaluate_retrieval`.
+
+    The database is ranked for each query by decreasing ``cos(q, x)``, **ties by database
+    order** (a stable sort), and AP@K, the protocols and P@K are those of the codes' ranking.
+    Scores are float64 products of the L2-normalised rows (an all-zero row scores 0 against
+    everything). Each distinct normalised database row is scored once, and every copy takes
+    that one score, so identical database items tie exactly (a matrix product may round the
+    same dot product differently in different columns, which would break such ties at random).
+
+    Args:
+        query_vectors / db_vectors: (n_query, d) and (n_db, d) real vectors.
+        query_labels / db_labels: multi-hot labels (items x classes).
+        topk: K of MAP@K; ``None`` = the whole ranking. protocol: as for codes.
+        pk_cutoffs: the K of the precision@K curve. memory_bytes: the working-memory budget.
+
+    Returns:
+        a :class:`RetrievalResult` with ``bits = 0``, the P@K curve and no PR curve.
+    """
+    from .knn import l2_normalize
+
+    check_protocol(protocol)
+    q = np.asarray(query_vectors)
+    db = np.asarray(db_vectors)
+    for name, v in (("query vectors", q), ("database vectors", db)):
+        if v.ndim != 2 or v.dtype.kind not in "fiu":
+            raise InputError(f"{name} must be a 2-D numeric array (items x dims), got shape {v.shape}, dtype {v.dtype}")
+        if not np.isfinite(v).all():
+            raise InputError(f"{name} contain NaN or inf")
+    if q.shape[1] != db.shape[1]:
+        raise InputError(f"query vectors have {q.shape[1]} dimensions but database vectors have {db.shape[1]}")
+    if len(db) == 0 or len(q) == 0:
+        raise InputError("cosine ranking needs at least one query and one database item")
+    ql, mq = _label_words(query_labels, "query labels", len(q))
+    dl, md = _label_words(db_labels, "database labels", len(db))
+    if mq != md:
+        raise InputError(f"query labels have {mq} classes but database labels have {md}")
+    Q = l2_normalize(q).astype(np.float64)
+    distinct, inverse = unique_rows(l2_normalize(db).astype(np.float64))
+    n_db = len(db)
+    k = clamp_topk(topk, n_db)
+    cut = np.zeros(0, np.int64)
+    if pk_cutoffs is not None and len(pk_cutoffs):
+        cut = np.asarray(sorted({min(int(c), n_db) for c in pk_cutoffs}), np.int64)
+        if (cut < 1).any():
+            raise InputError(f"precision@K cutoffs must be positive, got {list(pk_cutoffs)}")
+    depth = max(k, int(cut.max()) if cut.size else 0)
+    # bytes per (query, db item): distinct scores, scores, argsort i64, relevance, cum i64
+    rows = max(1, min(len(q), _chunk_rows(n_db, 8 + 8 + 8 + 1 + 8, memory_bytes)))
+    ranks = np.arange(1, depth + 1, dtype=np.float64)
+    ap, hits_k = np.zeros(len(q)), np.zeros(len(q), np.int64)
+    pk_hits = np.zeros((len(q), cut.size), np.int64)
+    for s, e in _iter_chunks(len(q), rows):
+        scores = (Q[s:e] @ distinct.T)[:, inverse]  # (c, n_db): copies share one score
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+        rel = _relevance(ql, dl, s, e, order)
+        ap[s:e], hits_k[s:e], cum = _average_precision(rel, k, ranks)
+        if cut.size:
+            pk_hits[s:e] = cum[:, cut - 1]
+    if protocol == "lagnh":
+        counted = _has_relevant(ql, dl)
+    elif protocol == "calctopmap":
+        counted = np.ones(len(q), bool)
+    else:
+        counted = hits_k > 0
+    res = RetrievalResult(protocol, k, _protocol_mean(ap, counted, protocol), ap, counted, len(q), n_db, 0,
+                          np.full(len(q), -1, np.int64))
+    if cut.size:
+        res.pk_cutoffs = cut
+        res.pk = (pk_hits / cut[None, :]).mean(0)
+    return res

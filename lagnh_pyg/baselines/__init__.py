@@ -24,8 +24,10 @@ Hyper-parameters: each class's ``params`` (defaults from the paper or its offici
 mirrored in ``configs/baselines/<name>.yaml``, which :func:`fit_run` reads when present;
 ``--set key=value`` overrides both.
 
-Each is a :class:`~lagnh_pyg.baselines.base.HashingBaseline`: ``fit(train_features)``,
-``encode(features) -> (n, bits)`` codes in {-1, +1}, ``save(path)`` / :func:`load_model`.
+Each is a :class:`~lagnh_pyg.baselines.base.HashingBaseline`: ``fit(train_features, aux=...)``,
+``encode(features, aux) -> (n, bits)`` codes in {-1, +1}, ``save(path)`` / :func:`load_model`.
+Every one takes ``inputs=visual|aux|both`` and ``aux_weight`` (what it hashes:
+:class:`~lagnh_pyg.baselines.base.InputTransform`; default ``visual``, the paper's Table 3).
 :func:`fit_run` fits one on a dataset's training split and writes a run directory that
 ``lagnh encode``, ``evaluate``, ``index`` and ``search`` read exactly like a LAGNH run::
 
@@ -44,7 +46,7 @@ import numpy as np
 
 from ..encoders import register_method
 from ..errors import InputError
-from .base import MODEL_FORMAT, HashingBaseline, Param
+from .base import INPUT_CHOICES, INPUT_PARAMS, MODEL_FORMAT, HashingBaseline, InputTransform, Param
 from .bihalf import BiHalf
 from .cibhash import CIBHash
 from .deep import DeepBaseline, load_safetensors_model
@@ -161,14 +163,16 @@ def fit_run(
 
     Args:
         name: a key of :data:`BASELINES`.
-        data_dir: a dataset directory (only its ``train`` split is read, and its stored views
-            of training items when the method takes views).
+        data_dir: a dataset directory (only its ``train`` split is read: the features, the aux
+            when ``inputs`` is ``aux`` or ``both``, and stored views of training items when the
+            method takes views).
         bits: code length, a positive multiple of 8.
         out_dir: the run directory to create.
         seed: seed of the method's random choices.
         device: where a deep method trains (``cpu`` or ``cuda[:N]``, resolved).
         config: a YAML file of parameters (default: ``configs/baselines/<name>.yaml`` if present).
-        **params: the method's parameters (``BASELINES[name].params``); override the file.
+        **params: the method's parameters (``BASELINES[name].params``) and the input transform
+            (``inputs``, ``aux_weight``: :data:`~lagnh_pyg.baselines.base.INPUT_PARAMS`); override the file.
 
     Returns:
         ``Path(out_dir)``.
@@ -184,13 +188,15 @@ def fit_run(
         raise InputError(f"output directory {out_dir} already exists; choose another --out or remove it")
     ds = Dataset.open(data_dir)
     train = ds.split("train")
-    logger.debug("fitting %s (%d bits) on %d training items of %s", model.name, model.bits, len(train), ds.root)
+    logger.debug("fitting %s (%d bits, inputs %s) on %d training items of %s", model.name, model.bits,
+                 model.transform.inputs, len(train), ds.root)
+    aux = ds.aux_rows(train) if model.uses_aux else None
     if isinstance(model, DeepBaseline):
         model.device = device
         views = ds.views_of(train) if model.uses_views and ds.has_views else None
-        model.fit(ds.feature_rows(train), views=views)
+        model.fit(ds.feature_rows(train), views=views, aux=aux)
     else:
-        model.fit(ds.feature_rows(train))
+        model.fit(ds.feature_rows(train), aux=aux)
     model_file = baseline_model_file(getattr(model, "model_suffix", ".npz"))
     with atomic_dir(out_dir) as tmp:
         model.save(tmp / model_file)
@@ -201,7 +207,8 @@ def fit_run(
             data=ds,
             model_file=model_file,
             config={"seed": model.seed, **model.config},
-            extra={"fit": model.fit_info, "config_file": source, "overrides": dict(params)},
+            extra={"fit": model.fit_info, "config_file": source, "overrides": dict(params),
+                   "inputs": model.transform.record()},
         )
     return out_dir
 
@@ -227,6 +234,9 @@ __all__ = [
     "SH",
     "SKLSH",
     "HashingBaseline",
+    "INPUT_CHOICES",
+    "INPUT_PARAMS",
+    "InputTransform",
     "Param",
     "baseline_class",
     "fit_run",

@@ -28,7 +28,6 @@ layers the method adds on top are trained here. A :class:`DeepBaseline` is a
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -212,13 +211,17 @@ class DeepBaseline(HashingBaseline):
         return X - self.buffers["mean"] if "mean" in self.buffers else X
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(self, features: Any, views: Any = None) -> DeepBaseline:
-        """Train on ``features`` (n, d); ``views`` (n, K, d) are used by methods that take views."""
+    def fit(self, features: Any, views: Any = None, aux: Any = None) -> DeepBaseline:
+        """Train on ``features`` (n, d) and, when ``inputs`` uses it, their ``aux`` (n, c);
+        ``views`` (n, K, d) are used by methods that take views. A stored view has features
+        only: it is transformed with its item's aux (the same aux for each of its K views)."""
         import torch
 
-        X = as_features(features, "training features")
+        X = self.inputs_of(features, aux, "training features", fitting=True)
         if X.shape[0] < 4:
             raise InputError(f"{self.name} needs at least 4 training items, got {X.shape[0]}")
+        if self.uses_views and views is not None and self.uses_aux:
+            views = self.views_inputs(views, aux, len(X), int(np.shape(features)[1]))
         start = time.perf_counter()
         device = torch.device(self.device)
         with torch.random.fork_rng(devices=[]):
@@ -237,11 +240,22 @@ class DeepBaseline(HashingBaseline):
         self.net.eval()
         self.net.to("cpu")
         self.buffers = {k: v.detach().to("cpu") for k, v in self.buffers.items()}
-        self.feature_dim = int(X.shape[1])
+        self.feature_dim = int(np.shape(features)[1])
         self.fit_info["fit_seconds"] = round(time.perf_counter() - start, 4)
         self.fit_info["train_items"] = int(X.shape[0])
         self.fit_info["device"] = str(device)
         return self
+
+    def views_inputs(self, views: Any, aux: Any, n: int, d: int) -> np.ndarray:
+        """(n, K, input_dim) transformed views: view k of item i with item i's aux."""
+        V = np.asarray(views)
+        if V.ndim != 3 or V.shape[0] != n or V.shape[2] != d:
+            raise InputError(f"views must have shape (n, K, d) = ({n}, K, {d}), got {V.shape}")
+        A = as_features(aux, "training aux")
+        out = np.empty((n, V.shape[1], self.transform.dim(V.shape[2], A.shape[1])), dtype=np.float32)
+        for k in range(V.shape[1]):
+            out[:, k] = self.transform(as_features(V[:, k], "views"), A)
+        return out
 
     # -- encoding -----------------------------------------------------------------------------
     def to(self, device: str) -> DeepBaseline:
@@ -271,20 +285,15 @@ class DeepBaseline(HashingBaseline):
             raise InputError(f"{self.name} model is not fitted; nothing to save")
         tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         tensors.update({f"buffer.{k}": v.detach().cpu().contiguous() for k, v in self.buffers.items()})
-        meta = {"format": MODEL_FORMAT, "method": self.name, "bits": str(self.bits), "seed": str(self.seed),
-                "feature_dim": str(self.feature_dim), "config": json.dumps(self.config),
-                "fit_info": json.dumps(self.fit_info)}
         path = Path(path)
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+            save_file(tensors, str(tmp), metadata=self.saved_meta())
         return path
 
     @classmethod
     def _from_safetensors(cls, meta: dict[str, str], tensors: dict[str, Any], path: Path) -> DeepBaseline:
-        model = cls(int(meta["bits"]), int(meta["seed"]), **json.loads(meta["config"]))
-        model.feature_dim = int(meta["feature_dim"])
-        model.fit_info = json.loads(meta["fit_info"])
-        model.net = model.build(model.feature_dim)
+        model = cls.from_saved_meta(meta, path)
+        model.net = model.build(model.input_dim)
         state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
         try:
             model.net.load_state_dict(state, strict=True)

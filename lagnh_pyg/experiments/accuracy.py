@@ -1,10 +1,23 @@
 """The paper's Table 3: MAP@K of every method at every code length, plus P@K curves (Fig. 2)
-and the size/time table (Table 4) of the same runs.
+and the size/time table (Table 4) of the same runs, in two blocks that cannot mislead.
 
-Writes ``accuracy.md`` (methods x bits, then per method: stored model size, training seconds
-at each code length, encoding microseconds an item, and which augmentation a view-based
-method trained with), ``accuracy.csv`` (one row per run), ``accuracy.json`` and
-``pk-<bits>bits.png`` (one line per method) into the report directory.
+* **visual-only baselines (the paper's protocol)** (block ``visual``): the baselines hash the
+  visual features alone, while LAGNH also sees every item's aux;
+* **same inputs** (block ``same``): every baseline hashes LAGNH's inputs, ``inputs=both``
+  (``[x/|x|, w a/|a|]``), with ``w`` chosen per method and code length on a validation split
+  of the training data (:mod:`lagnh_pyg.experiments.same_inputs`).
+
+Both blocks carry LAGNH's rows (one model, the same runs) and reference rows that do not hash:
+cosine ranking on the features, on the aux, and on their concatenation (weight 1 and the
+weight chosen on the validation split), under the same MAP@K protocol.
+
+Writes ``accuracy.md`` (one table per block, the aux weights chosen and their validation
+scores, then per method: stored model size, training seconds at each code length, encoding
+microseconds an item, and which augmentation a view-based method trained with),
+``accuracy.csv`` (one row per run; ``block``, ``inputs`` and ``aux_weight`` columns),
+``accuracy-references.csv`` (the reference rows), ``accuracy.json`` and ``pk-<bits>bits.png``
+(one line per method of the visual block; ``pk-same-<bits>bits.png`` for the same-inputs block)
+into the report directory.
 """
 
 from __future__ import annotations
@@ -16,35 +29,180 @@ from pathlib import Path
 import numpy as np
 
 from ..codes import check_bits
+from ..errors import InputError
 from ..report.plots import line_plot
-from .common import Cell, ExperimentSpec, check_methods, fmt_mean, run_cell, table, write_report
+from ..report.tables import write_csv
+from .common import Cell, ExperimentSpec, check_methods, fmt_mean, is_lagnh, run_cell, table, write_report
+from .same_inputs import AUX_WEIGHTS, VALIDATION, Validation, check_weights, choose_aux_weight, cosine_references
 
 logger = logging.getLogger(__name__)
 
+#: the blocks of Table 3 and their titles
+BLOCKS = {"visual": "Visual-only baselines (the paper's protocol)", "same": "Same inputs"}
 
-def run_accuracy(spec: ExperimentSpec, methods: Sequence[str], bits: Sequence[int]) -> dict[str, Path]:
-    """Fit, encode and evaluate every (method, bits, seed); write the table and the figures."""
+
+def check_blocks(blocks: Sequence[str]) -> list[str]:
+    out = []
+    for b in blocks:
+        b = str(b).strip().lower()
+        if b not in BLOCKS:
+            raise InputError(f"unknown Table 3 block {b!r}; choose visual, same or both (visual,same)")
+        if b not in out:
+            out.append(b)
+    return [b for b in BLOCKS if b in out]
+
+
+def run_accuracy(spec: ExperimentSpec, methods: Sequence[str], bits: Sequence[int],
+                 blocks: Sequence[str] = ("visual",), aux_weights: Sequence[float] = AUX_WEIGHTS) -> dict[str, Path]:
+    """Fit, encode and evaluate every (method, bits, seed) of each block; write the tables and figures.
+
+    Args:
+        blocks: ``visual`` (the paper's protocol), ``same`` (every baseline with
+            ``inputs=both``, its ``aux_weight`` chosen on the validation split), or both.
+        aux_weights: the grid the same-inputs block and the tuned cosine reference choose from.
+    """
+    from ..device import resolve_device
+
     methods = check_methods(methods)
     bits = [check_bits(int(b)) for b in bits]
+    blocks = check_blocks(blocks)
+    weights = check_weights(aux_weights)
+    validation = Validation(spec)
     cells: list[Cell] = []
     for b in bits:
         for m in methods:
-            for s in spec.seeds:
-                cells.append(run_cell(spec, m, b, s, f"{m}-{b}bits-seed{s}"))
-    by = {(c.method, c.bits): [x for x in cells if (x.method, x.bits) == (c.method, c.bits)] for c in cells}
-    rows = [[m, *[fmt_mean([c.map for c in by[(m, b)]]) for b in bits]] for m in methods]
-    body = table(["method", *[f"{b} bits" for b in bits]], rows)
-    body += "\n## Model size and time (Table 4)\n\n" + _size_time_table(methods, bits, by)
-    files = write_report(spec, "accuracy", "Retrieval accuracy (Table 3)", body, cells)
-    for b in bits:
-        series = {}
-        for m in methods:
-            cs = by[(m, b)]
-            series[m] = (cs[0].pk_cutoffs, np.mean([c.pk for c in cs], axis=0))
-        files[f"pk_{b}"] = line_plot(spec.out_dir / f"pk-{b}bits.png", series,
-                                     title=f"precision@K, {b} bits (protocol {spec.protocol})", xlabel="K",
-                                     ylabel="precision@K")
+            if "visual" in blocks or is_lagnh(m):
+                for s in spec.seeds:
+                    c = run_cell(spec, m, b, s, f"{m}-{b}bits-seed{s}")
+                    block = "visual+same" if is_lagnh(m) else "visual"
+                    c.extra.update(block=block, inputs="both" if is_lagnh(m) else "visual", aux_weight=None)
+                    cells.append(c)
+            if "same" in blocks and not is_lagnh(m):
+                choice = choose_aux_weight(spec, validation, m, b, weights, resolve_device(spec.device))
+                w = choice["aux_weight"]
+                for s in spec.seeds:
+                    c = run_cell(spec, m, b, s, f"{m}-both-{b}bits-seed{s}", ("inputs=both", f"aux_weight={w!r}"))
+                    c.extra.update(block="same", inputs="both", aux_weight=w, aux_weight_choice=choice)
+                    cells.append(c)
+    refs = cosine_references(spec, validation, weights)
+    body = "".join(_block(blk, methods, bits, cells, refs, weights) for blk in blocks)
+    body += _choices_table(methods, bits, cells, refs, weights) if "same" in blocks else ""
+    body += "\n## Model size and time (Table 4)\n\n" + _size_time_table(_rows(methods, blocks), bits, _by(cells))
+    prov = {"blocks": blocks, "model_selection": _selection_note(blocks, weights)}
+    files = write_report(spec, "accuracy", "Retrieval accuracy (Table 3)", body, cells,
+                         extra_cols=("block", "inputs", "aux_weight"), extra_json={"blocks": blocks, "references": refs},
+                         prov_extra=prov)
+    files["references_csv"] = write_csv(
+        spec.out_dir / "accuracy-references.csv",
+        ["reference", "inputs", "aux_weight", "protocol", "topk", "map", "seconds"],
+        [[r["name"], r["inputs"], r["aux_weight"], spec.protocol, "all" if spec.topk is None else spec.topk, r["map"],
+          r["seconds"]] for r in refs])
+    for blk in blocks:
+        for b in bits:
+            series = {}
+            for label, cs in _by(cells).items():
+                if label[1] == b and (label[0] in methods if blk == "visual" else label[0].endswith(SAME_SUFFIX)
+                                      or is_lagnh(label[0])):
+                    series[label[0]] = (cs[0].pk_cutoffs, np.mean([c.pk for c in cs], axis=0))
+            name = f"pk-{b}bits.png" if blk == "visual" else f"pk-same-{b}bits.png"
+            key = f"pk_{b}" if blk == "visual" else f"pk_same_{b}"
+            files[key] = line_plot(spec.out_dir / name, series, title=f"precision@K, {b} bits (protocol {spec.protocol}"
+                                   + (", same inputs)" if blk == "same" else ")"), xlabel="K", ylabel="precision@K")
     return files
+
+
+SAME_SUFFIX = " (same inputs)"
+
+
+def _label(c: Cell) -> str:
+    return c.method + (SAME_SUFFIX if c.extra.get("block") == "same" else "")
+
+
+def _by(cells: Sequence[Cell]) -> dict[tuple[str, int], list[Cell]]:
+    """Cells grouped by (row label, bits): one entry per seed."""
+    by: dict[tuple[str, int], list[Cell]] = {}
+    for c in cells:
+        by.setdefault((_label(c), c.bits), []).append(c)
+    return by
+
+
+def _rows(methods: Sequence[str], blocks: Sequence[str]) -> list[str]:
+    """The row labels of Table 4: each method of the visual block, then the same-inputs runs."""
+    rows = [m for m in methods if "visual" in blocks or is_lagnh(m)]
+    return rows + [m + SAME_SUFFIX for m in methods if "same" in blocks and not is_lagnh(m)]
+
+
+def _ref_row(r: dict, bits: Sequence[int]) -> list[str]:
+    inputs = f"[features, {r['aux_weight']:g} × aux]" if r["inputs"] == "both" else {"visual": "features"}.get(
+        r["inputs"], r["inputs"])
+    tuned = " (weight from validation)" if "validation" in r else ""
+    return [f"*{r['name']}* (no hashing)", *[f"{r['map']:.4f}" for _ in bits], inputs + tuned]
+
+
+def _block(blk: str, methods: Sequence[str], bits: Sequence[int], cells: Sequence[Cell], refs: Sequence[dict],
+           weights: Sequence[float]) -> str:
+    by = _by(cells)
+    rows = []
+    for m in methods:
+        label = m if blk == "visual" or is_lagnh(m) else m + SAME_SUFFIX
+        if (label, bits[0]) not in by:
+            continue
+        if is_lagnh(m):
+            inputs = "features + aux (graph, attention)"
+        elif blk == "visual":
+            inputs = "features"
+        else:
+            inputs = "[features, w × aux], w = " + " / ".join(f"{by[(label, b)][0].extra['aux_weight']:g}" for b in bits)
+        rows.append([m, *[fmt_mean([c.map for c in by[(label, b)]]) for b in bits], inputs])
+    rows += [_ref_row(r, bits) for r in refs]
+    if blk == "visual":
+        note = ("The baselines hash the visual features alone; LAGNH also sees the aux of every item (training, "
+                "query and database). This is the paper's comparison, and it compares methods fed different inputs.")
+    else:
+        grid = ", ".join(f"{w:g}" for w in weights)
+        note = ("Every baseline hashes LAGNH's inputs, [x/|x|, w a/|a|] (`inputs=both`), each query and database item "
+                f"with its own aux; w (`aux_weight`) is chosen per method and code length from {{{grid}}} on a "
+                f"validation split of the training data ({VALIDATION['fraction']:.0%} of it, seed "
+                f"{VALIDATION['seed']}, ranked against the rest; the query and database splits are never read), "
+                "w listed per code length.")
+    refs_note = ("Rows in *italics* rank the database by cosine similarity, without codes, under the same MAP@K "
+                 "protocol (ties by database order): one value, repeated at every code length.")
+    return (f"\n## {BLOCKS[blk]}\n\n{note} {refs_note}\n\n"
+            + table(["method", *[f"{b} bits" for b in bits], "inputs"], rows))
+
+
+def _choices_table(methods: Sequence[str], bits: Sequence[int], cells: Sequence[Cell], refs: Sequence[dict],
+                   weights: Sequence[float]) -> str:
+    """Every aux weight's validation MAP, per method and code length (the chosen one in bold)."""
+    by = _by(cells)
+    rows = []
+    for m in methods:
+        for b in bits:
+            cs = by.get((m + SAME_SUFFIX, b))
+            if not cs:
+                continue
+            choice = cs[0].extra["aux_weight_choice"]
+            rows.append([m, b, *[_mark(r, choice["aux_weight"]) for r in choice["results"]],
+                         f"{choice['seconds']:.1f}"])
+    tuned = next(r for r in refs if "validation" in r)
+    rows.append(["*cosine on [features, aux]*", "-", *[_mark(r, tuned["aux_weight"]) for r in tuned["validation"]], "-"])
+    return ("\n### aux_weight on the validation split\n\nValidation MAP of each weight (held-out training items "
+            "against the other training items; the chosen weight in bold); s: seconds of the sweep.\n\n"
+            + table(["method", "bits", *[f"w={w:g}" for w in weights], "s"], rows))
+
+
+def _mark(r: dict, chosen: float) -> str:
+    text = f"{r['validation_map']:.4f}"
+    return f"**{text}**" if r["aux_weight"] == chosen else text
+
+
+def _selection_note(blocks: Sequence[str], weights: Sequence[float]) -> str:
+    if "same" not in blocks:
+        return ("the query set chooses nothing; the tuned cosine reference's aux weight comes from a validation split of "
+                "the training data")
+    return (f"aux_weight of each same-inputs baseline and of the tuned cosine reference chosen from "
+            f"{', '.join(f'{w:g}' for w in weights)} on a validation split of the training data "
+            f"(fraction {VALIDATION['fraction']}, seed {VALIDATION['seed']}); the query set chooses nothing")
 
 
 def stored_numbers(run_dir: str | Path) -> int | None:
@@ -79,6 +237,8 @@ def _size_time_table(methods: Sequence[str], bits: Sequence[int], by: dict) -> s
     top = max(bits)
     rows = []
     for m in methods:
+        if (m, top) not in by:
+            continue
         cs_top = by[(m, top)]
         size = stored_numbers(cs_top[0].run_dir)
         rows.append([m, "-" if size is None else f"{size:,}",

@@ -200,19 +200,26 @@ def _cell_spec(spec: ExperimentSpec, cell: Cell) -> dict[str, Any]:
 
 def fit_method(method: str, spec: ExperimentSpec, bits: int, run_dir: Path, seed: int,
                overrides: Iterable[str] = (), resume: bool = False) -> Path:
-    """Fit ``method`` on the training split into ``run_dir`` (LAGNH or a baseline)."""
+    """Fit ``method`` on the training split into ``run_dir`` (LAGNH or a baseline).
+
+    ``overrides`` are LAGNH config overrides, or a baseline's ``key=value`` parameters (over its
+    ``configs/baselines/<method>.yaml``; e.g. ``inputs=both``)."""
     if is_lagnh(method):
         from ..training import train_run
 
         ov = [*spec.overrides, *LAGNH_MODES[method], f"train.seed={seed}", *overrides]
         return train_run(spec.data_dir, spec.config, bits, run_dir, overrides=ov, resume=resume,
                          device=spec.device, progress=spec.progress)
-    if overrides:
-        raise InputError(f"config overrides apply to LAGNH only, not to {method}")
     from ..baselines import fit_run
     from ..device import resolve_device
 
-    return fit_run(method, spec.data_dir, bits, run_dir, seed=seed, device=resolve_device(spec.device))
+    params = {}
+    for item in overrides:  # a baseline's parameters, e.g. inputs=both, aux_weight=0.5
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"a baseline parameter must read key=value, got {item!r}")
+        params[key] = value
+    return fit_run(method, spec.data_dir, bits, run_dir, seed=seed, device=resolve_device(spec.device), **params)
 
 
 def encode_cell(spec: ExperimentSpec, run_dir: Path, cell: Cell) -> Cell:
@@ -311,10 +318,12 @@ def cells_csv(path: Path, cells: Sequence[Cell], spec: ExperimentSpec, extra_col
 
 
 def write_report(spec: ExperimentSpec, name: str, title: str, body_md: str, cells: Sequence[Cell],
-                 extra_cols: Sequence[str] = (), extra_json: Mapping[str, Any] | None = None) -> dict[str, Path]:
+                 extra_cols: Sequence[str] = (), extra_json: Mapping[str, Any] | None = None,
+                 prov_extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """``<name>.md`` (title, body, provenance), ``<name>.csv`` (one row per cell) and
-    ``<name>.json`` (cells + provenance) in the report directory."""
-    prov = spec.record()
+    ``<name>.json`` (cells + provenance) in the report directory; ``prov_extra`` adds to (or
+    replaces) fields of the spec's provenance."""
+    prov = {**spec.record(), **(prov_extra or {})}
     k = "all" if spec.topk is None else spec.topk
     head = (f"# {title}\n\nMAP@{k}, protocol **{spec.protocol}** ({PROTOCOL_DESCRIPTIONS[spec.protocol]}); "
             "Hamming ranking with ties in database order.\n\n")

@@ -5,6 +5,10 @@ point is fitted on the fit part, and the validation items are ranked, as queries
 the fit items, as the database, with the training items' labels. The query and database
 splits are never read. The report lists every grid point; the chosen values go into
 ``configs/baselines/<method>.yaml`` by hand, with the report as their provenance.
+
+With ``inputs=both`` (or ``aux``) fixed, the fit and validation items are hashed from their own
+features and aux, so ``aux_weight`` can be tuned like any other parameter;
+:mod:`lagnh_pyg.experiments.same_inputs` chooses it this way for Table 3's same-inputs block.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,50 @@ def validation_split(train: np.ndarray, fraction: float, seed: int) -> tuple[np.
     return np.sort(train[perm[n_val:]]), np.sort(train[perm[:n_val]])
 
 
+@dataclass
+class ValidationData:
+    """The training split divided into a fit part and a validation part, with what each needs:
+    features, aux (what ``inputs=aux|both`` hash) and labels. The query and database splits
+    are never read."""
+
+    ds: Dataset
+    fit_idx: np.ndarray
+    val_idx: np.ndarray
+    X_fit: np.ndarray
+    X_val: np.ndarray
+    A_fit: np.ndarray
+    A_val: np.ndarray
+    L_fit: np.ndarray
+    L_val: np.ndarray
+
+    @classmethod
+    def of(cls, ds: Dataset, fraction: float = 0.2, seed: int = 0) -> ValidationData:
+        ds.require_labels("validation")
+        fit_idx, val_idx = validation_split(ds.split("train"), fraction, seed)
+        return cls(ds, fit_idx, val_idx, ds.feature_rows(fit_idx), ds.feature_rows(val_idx), ds.aux_rows(fit_idx),
+                   ds.aux_rows(val_idx), ds.label_rows(fit_idx), ds.label_rows(val_idx))
+
+    def score(self, method: str, bits: int, params: Mapping[str, Any], *, seed: int = 0, topk: int | None = 1000,
+              protocol: str = "lagnh", device: str = "cpu") -> dict[str, Any]:
+        """Fit ``method`` with ``params`` on the fit part (its aux too when ``inputs`` reads it);
+        return the validation items' MAP@K against the fit items, each encoded from its own
+        features and aux, with the fit's seconds and augmentation."""
+        from ..baselines import DeepBaseline, make_baseline
+
+        model = make_baseline(method, bits, seed, **params)
+        t0 = time.perf_counter()
+        if isinstance(model, DeepBaseline):
+            model.device = device
+            views = self.ds.views_of(self.fit_idx) if model.uses_views and self.ds.has_views else None
+            model.fit(self.X_fit, views=views, aux=self.A_fit)
+        else:
+            model.fit(self.X_fit, aux=self.A_fit)
+        seconds = time.perf_counter() - t0
+        score = mean_average_precision(model.encode(self.X_val, self.A_val), model.encode(self.X_fit, self.A_fit),
+                                       self.L_val, self.L_fit, topk, protocol)
+        return {"validation_map": score, "fit_seconds": seconds, "augmentation": model.fit_info.get("augmentation")}
+
+
 def tune_baseline(
     method: str,
     data_dir: str | Path,
@@ -48,50 +97,47 @@ def tune_baseline(
     topk: int | None = 1000,
     protocol: str = "lagnh",
     device: str = "cpu",
+    fixed: Mapping[str, Any] | None = None,
 ) -> Path:
     """Fit ``method`` at every point of ``grid`` on the fit part; score each on the validation
-    part; write ``tune-<method>-<bits>bits.{md,json}`` into ``out_dir``. Returns the .md path."""
-    from ..baselines import DeepBaseline, load_params, make_baseline
+    part; write ``tune-<method>-<bits>bits.{md,json}`` into ``out_dir``. Returns the .md path.
+
+    ``fixed`` parameters (e.g. ``inputs=both``) apply to every grid point; with ``inputs=aux``
+    or ``both`` the fit and validation items' aux is passed too (``--grid aux_weight=...``).
+    """
+    from ..baselines import load_params, make_baseline
 
     check_protocol(protocol)
     ds = Dataset.open(data_dir)
-    ds.require_labels("validation")
-    fit_idx, val_idx = validation_split(ds.split("train"), fraction, seed)
-    X_fit, X_val = ds.feature_rows(fit_idx), ds.feature_rows(val_idx)
-    L_fit, L_val = ds.label_rows(fit_idx), ds.label_rows(val_idx)
     base, source = load_params(method)
+    base = {**base, **(fixed or {})}
     keys = list(grid)
+    points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    for point in points:  # every grid point validated before the first fit
+        make_baseline(method, bits, seed, **{**base, **point})
+    data = ValidationData.of(ds, fraction, seed)
     rows, results = [], []
-    for values in itertools.product(*(grid[k] for k in keys)):
-        params = {**base, **dict(zip(keys, values))}
-        model = make_baseline(method, bits, seed, **params)
-        t0 = time.perf_counter()
-        if isinstance(model, DeepBaseline):
-            model.device = device
-            views = ds.views_of(fit_idx) if model.uses_views and ds.has_views else None
-            model.fit(X_fit, views=views)
-        else:
-            model.fit(X_fit)
-        seconds = time.perf_counter() - t0
-        score = mean_average_precision(model.encode(X_val), model.encode(X_fit), L_val, L_fit, topk, protocol)
-        results.append({"params": dict(zip(keys, values)), "validation_map": score, "fit_seconds": seconds,
-                        "augmentation": model.fit_info.get("augmentation")})
-        rows.append([*values, f"{score:.4f}", f"{seconds:.1f}"])
+    for point in points:
+        r = data.score(method, bits, {**base, **point}, seed=seed, topk=topk, protocol=protocol, device=device)
+        results.append({"params": point, **r})
+        rows.append([*point.values(), f"{r['validation_map']:.4f}", f"{r['fit_seconds']:.1f}"])
     best = max(results, key=lambda r: r["validation_map"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"tune-{method}-{bits}bits"
     prov = provenance(dataset=str(ds.root.resolve()), data_fingerprint=ds.fingerprint, method=method, bits=bits,
-                      base_config=source, seed=seed, fit_items=len(fit_idx), validation_items=len(val_idx),
-                      protocol=protocol, protocol_description=PROTOCOL_DESCRIPTIONS[protocol],
+                      base_config=source, fixed=dict(fixed or {}), seed=seed, fit_items=len(data.fit_idx),
+                      validation_items=len(data.val_idx), protocol=protocol,
+                      protocol_description=PROTOCOL_DESCRIPTIONS[protocol],
                       topk="all" if topk is None else topk, device=device,
                       model_selection="validation items of the training split against the other training items; "
                                       "the query and database splits are not read")
-    head = (f"# Validation sweep: {method}, {bits} bits\n\nMAP@{'all' if topk is None else topk} (protocol {protocol}) of "
-            f"{len(val_idx)} held-out training items against the other {len(fit_idx)}; every grid point is listed. "
+    fixed_note = "".join(f", {k}={v}" for k, v in (fixed or {}).items())
+    head = (f"# Validation sweep: {method}, {bits} bits{fixed_note}\n\nMAP@{'all' if topk is None else topk} (protocol {protocol}) of "
+            f"{len(data.val_idx)} held-out training items against the other {len(data.fit_idx)}; every grid point is listed. "
             f"Best: {best['params']} ({best['validation_map']:.4f}).\n\n")
     body = markdown_table([*keys, "validation MAP", "fit s"], rows)
     write_text(stem.with_suffix(".md"), head + body + "\n" + provenance_markdown(prov))
-    write_json_atomic(stem.with_suffix(".json"), {"method": method, "bits": bits, "results": results, "best": best,
-                                                  "provenance": prov})
+    write_json_atomic(stem.with_suffix(".json"), {"method": method, "bits": bits, "fixed": dict(fixed or {}),
+                                                  "results": results, "best": best, "provenance": prov})
     return stem.with_suffix(".md")

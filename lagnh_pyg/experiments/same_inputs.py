@@ -1,0 +1,170 @@
+"""Table 3's "same inputs" block: baselines that hash LAGNH's inputs, and rankings that do not hash.
+
+LAGNH sees every item's visual features ``x`` and its aux ``a`` (detections or tags); the
+paper's baselines see ``x`` alone. The same-inputs block gives every baseline
+``inputs=both``: ``[x/|x|, w a/|a|]`` (:class:`~lagnh_pyg.baselines.base.InputTransform`),
+queries and database items each with their own aux, as LAGNH encodes them.
+
+* **The weight ``w``** (``aux_weight``) is chosen per method and code length on the training
+  data only: each weight of a small grid is fitted on the fit part of the training split and
+  scored by the validation part's MAP@K against the fit part
+  (:class:`~lagnh_pyg.experiments.tuning.ValidationData`); the highest wins (ties: the first
+  in grid order). The query and database splits are never read.
+* **Reference rows** rank the database by cosine similarity, without codes
+  (:func:`lagnh_pyg.metrics.evaluate_cosine`, ties by database order as for codes): on the
+  features, on the aux, and on the concatenation with weight 1 and with its own weight chosen
+  on the validation split the same way. They bound what a hash of these inputs can give.
+
+Every choice is cached in ``REPORT_DIR/choices/<name>.json`` with what decided it (dataset,
+method config, grid, validation split, K, protocol), so a later run on the same report
+directory reuses it, and with it the finished runs that used it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..baselines.base import InputTransform
+from ..errors import InputError
+from ..files import write_json_atomic
+from .common import ExperimentSpec
+from .tuning import ValidationData
+
+logger = logging.getLogger(__name__)
+
+#: the aux weights tried on the validation split
+AUX_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
+#: the validation split of the training data (the share held out and its seed)
+VALIDATION = {"fraction": 0.2, "seed": 0}
+CHOICES_DIR = "choices"
+
+
+def check_weights(weights: Sequence[Any]) -> tuple[float, ...]:
+    """The aux-weight grid as floats: finite, >= 0, no repeats."""
+    out = []
+    for w in weights:
+        value = InputTransform.from_params({"inputs": "both", "aux_weight": w}, "--aux-weights").aux_weight
+        if value in out:
+            raise InputError(f"--aux-weights lists {value:g} twice")
+        out.append(value)
+    if not out:
+        raise InputError("--aux-weights: give at least one weight")
+    return tuple(out)
+
+
+class Validation:
+    """The training split's validation data of one spec, read once when first needed."""
+
+    def __init__(self, spec: ExperimentSpec) -> None:
+        self.spec = spec
+        self._data: ValidationData | None = None
+
+    @property
+    def data(self) -> ValidationData:
+        if self._data is None:
+            self._data = ValidationData.of(self.spec.dataset, **VALIDATION)
+        return self._data
+
+    def key(self) -> dict[str, Any]:
+        s = self.spec
+        return {"data_fingerprint": s.dataset.fingerprint, "validation": VALIDATION,
+                "topk": "all" if s.topk is None else s.topk, "protocol": s.protocol}
+
+
+def _cached(spec: ExperimentSpec, name: str, key: dict[str, Any], compute: Callable[[], dict]) -> dict[str, Any]:
+    """``compute()``, or its stored result when ``REPORT_DIR/choices/<name>.json`` has the same key."""
+    path = spec.out_dir / CHOICES_DIR / f"{name}.json"
+    key = json.loads(json.dumps(key))  # the JSON form, as it will be read back
+    if spec.reuse and path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if old.get("key") == key and "result" in old:
+            logger.info("[%s] reusing the choice in %s", name, path)
+            return {**old["result"], "reused": True}
+    result = compute()
+    write_json_atomic(path, {"key": key, "result": result})
+    return {**result, "reused": False}
+
+
+def choose_aux_weight(spec: ExperimentSpec, validation: Validation, method: str, bits: int,
+                      weights: Sequence[float], device: str = "cpu") -> dict[str, Any]:
+    """The ``aux_weight`` of ``method`` with ``inputs=both`` at ``bits``, chosen on the
+    validation split: ``{"aux_weight", "validation_map", "results": [per weight], "seconds"}``."""
+    from ..baselines import load_params
+
+    base = load_params(method)[0]
+    key = {"method": method, "bits": int(bits), "weights": list(weights), "config": base or None,
+           "seed": VALIDATION["seed"], **validation.key()}
+
+    def compute() -> dict[str, Any]:
+        t0 = time.perf_counter()
+        results = []
+        for w in weights:
+            params = {**base, "inputs": "both", "aux_weight": w}
+            r = validation.data.score(method, bits, params, seed=VALIDATION["seed"], topk=spec.topk,
+                                      protocol=spec.protocol, device=device)
+            results.append({"aux_weight": w, **r})
+            logger.info("[%s %d bits] aux_weight %g: validation MAP %.4f", method, bits, w, r["validation_map"])
+        best = max(results, key=lambda r: r["validation_map"])
+        return {"aux_weight": best["aux_weight"], "validation_map": best["validation_map"], "results": results,
+                "seconds": time.perf_counter() - t0}
+
+    return _cached(spec, f"aux_weight-{method}-{bits}bits", key, compute)
+
+
+#: the reference rows: (name, inputs, aux weight or None = chosen on the validation split)
+REFERENCES = (
+    ("cosine on features", "visual", 1.0),
+    ("cosine on aux", "aux", 1.0),
+    ("cosine on [features, aux]", "both", 1.0),
+    ("cosine on [features, aux], tuned weight", "both", None),
+)
+
+
+def _cosine_map(transform: InputTransform, X_q, A_q, X_db, A_db, L_q, L_db, spec: ExperimentSpec):
+    from ..metrics import evaluate_cosine
+
+    return evaluate_cosine(transform(X_q, A_q), transform(X_db, A_db), L_q, L_db, spec.topk, spec.protocol)
+
+
+def cosine_references(spec: ExperimentSpec, validation: Validation, weights: Sequence[float]) -> list[dict[str, Any]]:
+    """The reference rows: MAP@K of cosine ranking of the queries against the database on the
+    features, the aux, ``[x/|x|, a/|a|]`` and ``[x/|x|, w a/|a|]`` with ``w`` chosen on the
+    validation split (cached). Each row: ``name``, ``inputs``, ``aux_weight``, ``map``, ``pk``,
+    ``seconds``; the tuned row also ``validation`` (every weight's validation MAP)."""
+    key = {"weights": list(weights), **validation.key(), "references": [list(r) for r in REFERENCES]}
+
+    def compute() -> dict[str, Any]:
+        v = validation.data
+        val = []
+        for w in weights:
+            t = InputTransform("both", w)
+            val.append({"aux_weight": w, "validation_map": _cosine_map(t, v.X_val, v.A_val, v.X_fit, v.A_fit, v.L_val,
+                                                                       v.L_fit, spec).map})
+        tuned = max(val, key=lambda r: r["validation_map"])
+        ds = spec.dataset
+        q, db = ds.split("query"), ds.split("database")
+        X_q, A_q, L_q = ds.feature_rows(q), ds.aux_rows(q), ds.label_rows(q)
+        X_db, A_db, L_db = ds.feature_rows(db), ds.aux_rows(db), ds.label_rows(db)
+        rows = []
+        for name, inputs, w in REFERENCES:
+            w = tuned["aux_weight"] if w is None else w
+            t0 = time.perf_counter()
+            res = _cosine_map(InputTransform(inputs, w if inputs == "both" else 1.0), X_q, A_q, X_db, A_db, L_q,
+                              L_db, spec)
+            row = {"name": name, "inputs": inputs, "aux_weight": w if inputs == "both" else None, "map": res.map,
+                   "pk_cutoffs": res.pk_cutoffs.tolist(), "pk": res.pk.tolist(),
+                   "seconds": time.perf_counter() - t0}
+            if name.endswith("tuned weight"):
+                row["validation"] = val
+            rows.append(row)
+            logger.info("[reference] %s: MAP %.4f", name, res.map)
+        return {"rows": rows}
+
+    return _cached(spec, "cosine-references", key, compute)["rows"]
