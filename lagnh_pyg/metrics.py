@@ -451,10 +451,27 @@ def precision_within_radius(
 
 
 # -- a reference without codes: ranking by cosine similarity -------------------------------
-def unique_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(distinct rows, inverse)`` with ``vectors == distinct[inverse]`` (exact equality)."""
-    distinct, inverse = np.unique(vectors, axis=0, return_inverse=True)
-    return distinct, np.asarray(inverse).reshape(-1)
+#: cosine scores closer than this to the next higher one tie with it (float rounding of equal
+#: cosines is ~1e-13 for unit float64 vectors of a few thousand dimensions)
+COSINE_TIE = 1e-10
+
+
+def _unit64(v: np.ndarray) -> np.ndarray:
+    """Rows as float64 unit vectors; an all-zero row stays zero."""
+    v = v.astype(np.float64)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+
+
+def cosine_order(scores: np.ndarray, depth: int, tie: float = COSINE_TIE) -> np.ndarray:
+    """The ``depth`` best database positions of each row of ``scores`` (higher first), ties by
+    database order: a score within ``tie`` of the one ranked above it ties with it."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranked = np.take_along_axis(scores, order, axis=1)
+    group = np.zeros(ranked.shape, np.int64)
+    np.cumsum(ranked[:, :-1] - ranked[:, 1:] > tie, axis=1, out=group[:, 1:])
+    key = group * scores.shape[1] + order  # by tie group, then by database position
+    return np.take_along_axis(order, np.argsort(key, axis=1)[:, :depth], axis=1)
 
 
 def evaluate_cosine(
@@ -471,12 +488,11 @@ def evaluate_cosine(
     """MAP@K under ``protocol`` of ranking the database by cosine similarity to each query:
     the reference that does not hash, under the rules of :func:`evaluate_retrieval`.
 
-    The database is ranked for each query by decreasing ``cos(q, x)``, **ties by database
-    order** (a stable sort), and AP@K, the protocols and P@K are those of the codes' ranking.
-    Scores are float64 products of the L2-normalised rows (an all-zero row scores 0 against
-    everything). Each distinct normalised database row is scored once, and every copy takes
-    that one score, so identical database items tie exactly (a matrix product may round the
-    same dot product differently in different columns, which would break such ties at random).
+    The database is ranked for each query by decreasing ``cos(q, x)`` (float64; an all-zero
+    row scores 0 against everything), **ties by database order**, and AP@K, the protocols and
+    P@K are those of the codes' ranking. Equal cosines computed in floating point can differ in
+    the last bits (different norms, summation orders), so scores within :data:`COSINE_TIE`
+    of the one ranked above them tie with it (:func:`cosine_order`).
 
     Args:
         query_vectors / db_vectors: (n_query, d) and (n_db, d) real vectors.
@@ -487,8 +503,6 @@ def evaluate_cosine(
     Returns:
         a :class:`RetrievalResult` with ``bits = 0``, the P@K curve and no PR curve.
     """
-    from .knn import l2_normalize
-
     check_protocol(protocol)
     q = np.asarray(query_vectors)
     db = np.asarray(db_vectors)
@@ -505,8 +519,7 @@ def evaluate_cosine(
     dl, md = _label_words(db_labels, "database labels", len(db))
     if mq != md:
         raise InputError(f"query labels have {mq} classes but database labels have {md}")
-    Q = l2_normalize(q).astype(np.float64)
-    distinct, inverse = unique_rows(l2_normalize(db).astype(np.float64))
+    Q, D = _unit64(q), _unit64(db)
     n_db = len(db)
     k = clamp_topk(topk, n_db)
     cut = np.zeros(0, np.int64)
@@ -515,14 +528,13 @@ def evaluate_cosine(
         if (cut < 1).any():
             raise InputError(f"precision@K cutoffs must be positive, got {list(pk_cutoffs)}")
     depth = max(k, int(cut.max()) if cut.size else 0)
-    # bytes per (query, db item): distinct scores, scores, argsort i64, relevance, cum i64
-    rows = max(1, min(len(q), _chunk_rows(n_db, 8 + 8 + 8 + 1 + 8, memory_bytes)))
+    # bytes per (query, db item): scores, two argsorts, ranked scores, tie groups, keys
+    rows = max(1, min(len(q), _chunk_rows(n_db, 6 * 8, memory_bytes)))
     ranks = np.arange(1, depth + 1, dtype=np.float64)
     ap, hits_k = np.zeros(len(q)), np.zeros(len(q), np.int64)
     pk_hits = np.zeros((len(q), cut.size), np.int64)
     for s, e in _iter_chunks(len(q), rows):
-        scores = (Q[s:e] @ distinct.T)[:, inverse]  # (c, n_db): copies share one score
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+        order = cosine_order(Q[s:e] @ D.T, depth)
         rel = _relevance(ql, dl, s, e, order)
         ap[s:e], hits_k[s:e], cum = _average_precision(rel, k, ranks)
         if cut.size:

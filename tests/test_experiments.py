@@ -180,7 +180,7 @@ def test_cli_accuracy_methods_all_is_table_3_plus_two(small_synthetic, tmp_path,
     with their configs/baselines defaults, one row each in both tables."""
     out = tmp_path / "table3"
     r = runner.invoke(app, ["experiment", "accuracy", "--data", str(small_synthetic), "--out", str(out),
-                            "--methods", "all", "--bits", "16", "--topk", "100", "--device", "cpu"])
+                            "--methods", "all", "--bits", "16", "--topk", "100", "--device", "cpu", "--blocks", "visual"])
     assert r.exit_code == 0, r.output
     md = (out / "accuracy.md").read_text()
     names = ["lagnh", "lsh", "sklsh", "sh", "pcah", "itq", "sgh", "uhbdnn", "deepbit", "ssdh", "sadh", "tbh", "cibhash",

@@ -37,7 +37,7 @@ from .tuning import ValidationData
 logger = logging.getLogger(__name__)
 
 #: the aux weights tried on the validation split
-AUX_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
+AUX_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 #: the validation split of the training data (the share held out and its seed)
 VALIDATION = {"fraction": 0.2, "seed": 0}
 CHOICES_DIR = "choices"
@@ -138,7 +138,10 @@ def cosine_references(spec: ExperimentSpec, validation: Validation, weights: Seq
     features, the aux, ``[x/|x|, a/|a|]`` and ``[x/|x|, w a/|a|]`` with ``w`` chosen on the
     validation split (cached). Each row: ``name``, ``inputs``, ``aux_weight``, ``map``, ``pk``,
     ``seconds``; the tuned row also ``validation`` (every weight's validation MAP)."""
-    key = {"weights": list(weights), **validation.key(), "references": [list(r) for r in REFERENCES]}
+    from ..metrics import COSINE_TIE
+
+    key = {"weights": list(weights), **validation.key(), "references": [list(r) for r in REFERENCES],
+           "cosine_tie": COSINE_TIE}
 
     def compute() -> dict[str, Any]:
         v = validation.data
