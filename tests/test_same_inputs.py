@@ -18,7 +18,7 @@ from lagnh_pyg.errors import InputError
 from lagnh_pyg.experiments import ExperimentSpec, run_accuracy
 from lagnh_pyg.experiments.tuning import ValidationData, tune_baseline
 from lagnh_pyg.metrics import evaluate_cosine
-from lagnh_pyg.run import Run
+from lagnh_pyg.rundir import Run
 
 runner = CliRunner()
 

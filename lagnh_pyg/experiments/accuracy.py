@@ -32,8 +32,24 @@ from ..codes import check_bits
 from ..errors import InputError
 from ..report.plots import line_plot
 from ..report.tables import write_csv
-from .common import Cell, ExperimentSpec, check_methods, fmt_mean, is_lagnh, run_cell, table, write_report
-from .same_inputs import AUX_WEIGHTS, VALIDATION, Validation, check_weights, choose_aux_weight, cosine_references
+from .common import (
+    Cell,
+    ExperimentSpec,
+    check_methods,
+    fmt_mean,
+    is_lagnh,
+    run_cell,
+    table,
+    write_report,
+)
+from .same_inputs import (
+    AUX_WEIGHTS,
+    VALIDATION,
+    Validation,
+    check_weights,
+    choose_aux_weight,
+    cosine_references,
+)
 
 logger = logging.getLogger(__name__)
 
