@@ -307,6 +307,34 @@ class RetrievalResult:
         }
 
 
+def _cutoffs(pk_cutoffs: Sequence[int] | None, n_db: int) -> np.ndarray:
+    """The P@K cutoffs, sorted, clamped to the database (empty when none are asked)."""
+    if pk_cutoffs is None or not len(pk_cutoffs):
+        return np.zeros(0, np.int64)
+    cut = np.asarray(sorted({min(int(c), n_db) for c in pk_cutoffs}), np.int64)
+    if (cut < 1).any():
+        raise InputError(f"precision@K cutoffs must be positive, got {list(pk_cutoffs)}")
+    return cut
+
+
+def _counted(protocol: str, ql: np.ndarray, dl: np.ndarray, hits_k: np.ndarray,
+             n_rel_db: np.ndarray | None = None) -> np.ndarray:
+    """(n_query,) bool: the queries the protocol's mean runs over (``n_rel_db``: relevant items
+    of each query in the whole database, when already counted)."""
+    if protocol == "lagnh":
+        # q has a relevant item iff one of its labels occurs anywhere in the database
+        return n_rel_db > 0 if n_rel_db is not None else _has_relevant(ql, dl)
+    if protocol == "calctopmap":
+        return np.ones(len(hits_k), bool)
+    return hits_k > 0
+
+
+def _set_pk(res: RetrievalResult, cut: np.ndarray, pk_hits: np.ndarray) -> None:
+    if cut.size:
+        res.pk_cutoffs = cut
+        res.pk = (pk_hits / cut[None, :]).mean(0)
+
+
 def _protocol_mean(ap: np.ndarray, counted: np.ndarray, protocol: str) -> float:
     if not counted.any():
         logger.warning("no query is counted under protocol %s; MAP reported as 0", protocol)
@@ -343,11 +371,7 @@ def evaluate_retrieval(
     if query_labels is None:
         raise InputError("evaluation needs ground-truth labels for the queries and the database")
     k = clamp_topk(topk, p.ndb)
-    cut = np.zeros(0, np.int64)
-    if curves and pk_cutoffs is not None and len(pk_cutoffs):
-        cut = np.asarray(sorted({min(int(c), p.ndb) for c in pk_cutoffs}), np.int64)
-        if (cut < 1).any():
-            raise InputError(f"precision@K cutoffs must be positive, got {list(pk_cutoffs)}")
+    cut = _cutoffs(pk_cutoffs if curves else None, p.ndb)
     depth = max(k, int(cut.max()) if cut.size else 0)
     nb = p.bits + 1
     # bytes per (query, db item): xor u64, dist, argsort i64; with curves hist keys, their relevant
@@ -376,20 +400,10 @@ def evaluate_retrieval(
             keys = d.astype(np.int64) + (np.arange(c, dtype=np.int64) * nb)[:, None]
             hist_all[s:e] = np.bincount(keys.ravel(), minlength=c * nb).reshape(c, nb)
             hist_rel[s:e] = np.bincount(keys[rel_all], minlength=c * nb).reshape(c, nb)
-    if protocol == "lagnh":
-        if curves:
-            counted = n_rel_db > 0
-        else:  # q has a relevant item iff one of its labels occurs anywhere in the database
-            counted = _has_relevant(p.ql, p.dl)
-    elif protocol == "calctopmap":
-        counted = np.ones(p.nq, bool)
-    else:
-        counted = hits_k > 0
+    counted = _counted(protocol, p.ql, p.dl, hits_k, n_rel_db if curves else None)
     res = RetrievalResult(protocol, k, _protocol_mean(ap, counted, protocol), ap, counted, p.nq, p.ndb, p.bits,
                           n_rel_db)
-    if cut.size:
-        res.pk_cutoffs = cut
-        res.pk = (pk_hits / cut[None, :]).mean(0)
+    _set_pk(res, cut, pk_hits)
     if curves:
         within = np.cumsum(hist_all, axis=1)
         within_rel = np.cumsum(hist_rel, axis=1)
@@ -522,11 +536,7 @@ def evaluate_cosine(
     Q, D = _unit64(q), _unit64(db)
     n_db = len(db)
     k = clamp_topk(topk, n_db)
-    cut = np.zeros(0, np.int64)
-    if pk_cutoffs is not None and len(pk_cutoffs):
-        cut = np.asarray(sorted({min(int(c), n_db) for c in pk_cutoffs}), np.int64)
-        if (cut < 1).any():
-            raise InputError(f"precision@K cutoffs must be positive, got {list(pk_cutoffs)}")
+    cut = _cutoffs(pk_cutoffs, n_db)
     depth = max(k, int(cut.max()) if cut.size else 0)
     # bytes per (query, db item): scores, two argsorts, ranked scores, tie groups, keys
     rows = max(1, min(len(q), _chunk_rows(n_db, 6 * 8, memory_bytes)))
@@ -539,15 +549,8 @@ def evaluate_cosine(
         ap[s:e], hits_k[s:e], cum = _average_precision(rel, k, ranks)
         if cut.size:
             pk_hits[s:e] = cum[:, cut - 1]
-    if protocol == "lagnh":
-        counted = _has_relevant(ql, dl)
-    elif protocol == "calctopmap":
-        counted = np.ones(len(q), bool)
-    else:
-        counted = hits_k > 0
+    counted = _counted(protocol, ql, dl, hits_k)
     res = RetrievalResult(protocol, k, _protocol_mean(ap, counted, protocol), ap, counted, len(q), n_db, 0,
                           np.full(len(q), -1, np.int64))
-    if cut.size:
-        res.pk_cutoffs = cut
-        res.pk = (pk_hits / cut[None, :]).mean(0)
+    _set_pk(res, cut, pk_hits)
     return res
