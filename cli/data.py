@@ -96,42 +96,16 @@ def _read_lines(path: Path, what: str) -> list[str]:
 def _write_catalog(catalog, out_dir: Path, features: Optional[Path], ids: Optional[Path], aux: Optional[Path],
                    aux_ids: Optional[Path], sparse_aux: Optional[bool], features_hint: str,
                    feature_ids: Optional[list] = None) -> None:
-    """Attach given features/aux to an importer's catalog and write the dataset; print what happened.
-
-    Arrays written by `lagnh extract` bring their row ids (used when --ids / --aux-ids are not
-    given), their column names (tag vocabularies) and their recipe, recorded in the dataset's
-    provenance (``extraction``) so that `lagnh search --image` can featurize a new picture alike.
-    """
-    from lagnh_pyg.data.sources import find_extraction, read_ids, write_catalog
+    """An importer's catalog with the given features/aux written as a dataset
+    (:func:`lagnh_pyg.data.sources.import_catalog`); its notes and summary printed."""
+    from lagnh_pyg.data.sources import import_catalog
 
     for note in catalog.notes:
         out.print(note, markup=False, highlight=False)
     if features is None:
         raise InputError(f"--features is required: {features_hint}")
-    X = _load_array(features, "features")
-    A = _load_array(aux, "aux") if aux is not None else None
-    fx = find_extraction(features)
-    ax = find_extraction(aux) if aux is not None else None
-    if feature_ids is None:
-        feature_ids = read_ids(ids, "--ids") if ids is not None else (fx.ids() if fx is not None else None)
-    a_ids = read_ids(aux_ids, "--aux-ids") if aux_ids is not None else (ax.ids() if ax is not None else None)
-    extraction = {"features": fx.recipe() if fx is not None and fx.kind == "features" else None}
-    if ax is not None:
-        extraction["aux"] = ax.recipe()
-    elif aux is None and catalog.aux is not None:
-        extraction["aux"] = {"kind": "tags", "csv": catalog.provenance.get("csv"),
-                             "min_count": catalog.provenance.get("min_tag_count"), "names": catalog.aux_names}
-    else:
-        extraction["aux"] = None
-    write_catalog(catalog, out_dir, X,
-                  feature_ids=feature_ids,
-                  aux=A,
-                  aux_ids=a_ids,
-                  aux_names=ax.names() if ax is not None and ax.names() and A is not None
-                  and len(ax.names()) == A.shape[1] else None,
-                  sparse_aux=sparse_aux,
-                  provenance={"features": str(features), "aux": str(aux) if aux else None,
-                              "extraction": extraction})
+    import_catalog(catalog, out_dir, features, ids=ids, aux=aux, aux_ids=aux_ids, sparse_aux=sparse_aux,
+                   feature_ids=feature_ids)
     _print_written(out_dir, catalog)
 
 
@@ -297,18 +271,11 @@ def import_folder(
         return
     if out_dir is None:
         raise InputError("missing option --out (the dataset directory to create)")
-    from lagnh_pyg.data.sources import find_extraction, read_ids
-
-    # with ids for the feature rows, images that have none (skipped by extraction as
-    # unreadable) are dropped before the split is drawn
-    fx = find_extraction(features) if features is not None else None
-    feature_ids = read_ids(ids, "--ids") if ids is not None else (fx.ids() if fx is not None else None)
-    catalog = folder.build_catalog(root, csv_path=csv_file, min_tag_count=min_tag_count, n_train=n_train,
-                                   n_query=n_query, seed=seed, train_in_database=train_in_database,
-                                   feature_ids=feature_ids, skip_reasons=fx.skipped() if fx is not None else None)
-    _write_catalog(catalog, out_dir, features, ids, aux, aux_ids, sparse_aux,
-                   "give a .npy with one row per image in the order of `--print-list` (or named by --ids)",
-                   feature_ids=feature_ids)
+    catalog = folder.import_folder(root, out_dir, features, ids=ids, csv_path=csv_file, aux=aux, aux_ids=aux_ids,
+                                   min_tag_count=min_tag_count, n_train=n_train, n_query=n_query, seed=seed,
+                                   train_in_database=train_in_database, sparse_aux=sparse_aux,
+                                   notes=lambda m: out.print(m, markup=False, highlight=False))
+    _print_written(out_dir, catalog)
 
 
 @app.command()

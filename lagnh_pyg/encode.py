@@ -24,7 +24,6 @@ Importing this module registers the method ``lagnh`` with :mod:`lagnh_pyg.rundir
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 import numpy as np
@@ -36,7 +35,18 @@ from .cache_file import load_encoder_cache
 from .checkpoint import config_of_checkpoint, load_checkpoint
 from .encoders import register_method
 from .errors import InputError
-from .knn import EXACT_MAX_NODES, ip_index, l2_normalize, read_rows
+from .graph import normalize_edge_weight, pair_aux_similarity
+from .knn import (
+    CHUNK,
+    EXACT_MAX_NODES,
+    NPROBE,
+    TRAIN_SIZE,
+    exact_index,
+    ivf_description,
+    l2_normalize,
+    make_index,
+    read_rows,
+)
 from .nn import LAGNH
 from .rundir import Run, fingerprint
 from .runtime import drop_mapped_pages
@@ -47,9 +57,9 @@ ENCODINGS = ("neighbours", "self", "faithful")
 SIM_CHUNK = 1024  # new items per block
 RERANK_SLACK = 8  # FAISS candidates beyond k, re-ranked exactly (see TrainingNeighbours)
 RERANK_BLOCK = 256  # new items per exact re-rank block
-# past EXACT_MAX_NODES training nodes (TrainingNeighbours): the chunked index's projection,
-# lists searched and candidates re-ranked per list
-PCA_DIM, WIDE_NPROBE, WIDE_CANDIDATES = 64, 8, 64  # nprobe 8: as the training graph's chunked kNN
+# past EXACT_MAX_NODES training nodes (TrainingNeighbours): the chunked index's projection and
+# candidates re-ranked per list (lists searched: knn.NPROBE, as the training graph's chunked kNN)
+PCA_DIM, WIDE_CANDIDATES = 64, 64
 
 register_method("lagnh", "lagnh_pyg.encode:load_lagnh_encoder")
 
@@ -65,7 +75,7 @@ class TrainingNeighbours:
     other items searched with it.
 
     Up to ``EXACT_MAX_NODES`` training nodes (``graph.index`` auto or flat) the candidates are
-    the exact top ``k + RERANK_SLACK`` (:func:`~lagnh_pyg.knn.ip_index`, the unit rows in
+    the exact top ``k + RERANK_SLACK`` (:func:`~lagnh_pyg.knn.exact_index`, the unit rows in
     memory). Beyond (or ``graph.index: ivf``), as the training graph's chunked backend does,
     the index is built in chunks over the memory-mapped rows (:func:`_chunked_index`: PCA to
     ``PCA_DIM`` dimensions for the features, IVF), proposes ``WIDE_CANDIDATES``, and the
@@ -94,13 +104,12 @@ class TrainingNeighbours:
                 self.parts.append((base, None, _chunked_index(base, n, PCA_DIM), WIDE_CANDIDATES, False))
             else:
                 unit = l2_normalize(features if rows is None else features[rows])
-                self.parts.append((unit, None, ip_index(unit, "flat" if index == "auto" else index),
-                                   self.k + RERANK_SLACK, False))
+                self.parts.append((unit, None, exact_index(unit), self.k + RERANK_SLACK, False))
         if sources in ("aux", "both"):
             unit = l2_normalize(aux)
             has = np.flatnonzero(np.linalg.norm(unit, axis=1) > 0)
             if len(has) > k:  # as build_graph: the aux kNN needs more than k items with aux
-                idx = _chunked_index(unit[has], len(has), None) if wide else ip_index(unit[has], index)
+                idx = _chunked_index(unit[has], len(has), None) if wide else exact_index(unit[has])
                 self.parts.append((unit[has], has, idx, WIDE_CANDIDATES if wide else self.k + RERANK_SLACK, True))
 
     def __call__(self, features: np.ndarray, aux: np.ndarray) -> np.ndarray:
@@ -165,24 +174,16 @@ class _UnitRows:
         return unit[inv].reshape(*np.shape(ids), self.shape[1])
 
 
-def _chunked_index(base, n: int, pca_dim: int | None, train_size: int = 65536, chunk: int = 65536, seed: int = 0):
-    """A FAISS IVF index (L2 on unit rows: the cosine order) over ``base`` (an array or
-    :class:`_UnitRows`), trained on a sample and filled chunk by chunk; with ``pca_dim``, the
-    rows are projected first (FAISS ``PCAMatrix``; L2 survives its centring, inner products
-    would not). Candidates only: the caller re-ranks them exactly."""
-    import faiss
-
+def _chunked_index(base, n: int, pca_dim: int | None, train_size: int = TRAIN_SIZE, chunk: int = CHUNK, seed: int = 0):
+    """A FAISS IVF index (:func:`~lagnh_pyg.knn.make_index`, L2 on unit rows: the cosine order)
+    over ``base`` (an array or :class:`_UnitRows`), trained on a sample and filled chunk by
+    chunk; with ``pca_dim``, the rows are projected first (L2 survives the PCA's centring,
+    inner products would not). Candidates only: the caller re-ranks them exactly."""
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(train_size, n), replace=False))
     train = np.ascontiguousarray(base[sample], dtype=np.float32)
-    d = train.shape[1]
-    dim = pca_dim if pca_dim is not None and pca_dim < d else d
-    nlist = max(1, min(int(math.sqrt(n)), len(train) // 39))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist, faiss.METRIC_L2)
-    if dim < d:
-        index = faiss.IndexPreTransform(faiss.PCAMatrix(d, dim), index)
-    index.train(train)
-    faiss.extract_index_ivf(index).nprobe = min(WIDE_NPROBE, nlist)
+    description = ivf_description(n, len(train), pca_dim=pca_dim, dim=train.shape[1])
+    index = make_index(train.shape[1], description, "l2", train=train, nprobe=NPROBE, gpu=False)
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
         block = base.chunk(s, e) if isinstance(base, _UnitRows) else base[s:e]
@@ -270,7 +271,7 @@ class LagnhEncoder:
         q, col = (ids >= 0).nonzero(as_tuple=True)
         t = ids[q, col]
         xh_t = self.cache["xhat"][t]
-        s_a = (self.cache["aux_unit"][t] * aux_unit[q]).sum(1).clamp_min(0)  # Eq. 4
+        s_a = pair_aux_similarity(self.cache["aux_unit"][t], aux_unit[q])  # Eq. 4
         n_t = t.numel()
         ei = torch.stack([torch.arange(n_t, device=t.device), n_t + torch.arange(n_t, device=t.device)])
         w = m.edge_weights(torch.cat([xh_t, xhat[q]]), ei, s_a)
@@ -288,17 +289,14 @@ class LagnhEncoder:
             z1 = m.generator.layer1(xhat, ei, torch.ones(n_new, device=x.device))
             return m.generator.layer2(z1, ei, torch.ones(n_new, device=x.device))
         q, t, w = self.neighbours(np.asarray(features), np.asarray(aux_np), xhat, aux_unit)
-        deg_q = torch.zeros(n_new, dtype=w.dtype, device=w.device).index_add_(0, q, w) + w_self
-        if m.normalization == "gcn":
-            norm = w / (deg_q[q] * self.cache["degree"][t]).sqrt().clamp_min(1e-12)
-        else:
-            norm = w / deg_q[q].clamp_min(1e-12)
-        norm_self = w_self / deg_q.clamp_min(1e-12)
-        # a small graph: the selected training nodes, then the new nodes; edges only into the new
+        # a small graph: the selected training nodes, then the new nodes; edges only into the new,
+        # normalised with the training nodes' whole-graph degrees and the new items' own
         sel, local = torch.unique(t, return_inverse=True)
         n_sel = sel.numel()
         ei = torch.cat([torch.stack([local, n_sel + q]), torch.stack([n_sel + new, n_sel + new])], 1)
-        ew = torch.cat([norm, norm_self])
+        deg_q = torch.zeros(n_new, dtype=w.dtype, device=w.device).index_add_(0, q, w) + w_self
+        ew, _ = normalize_edge_weight(ei, torch.cat([w, w_self]), n_sel + n_new, m.normalization,
+                                      degree=torch.cat([self.cache["degree"][sel], deg_q]))
         z1_new = m.generator.layer1(torch.cat([self.cache["xhat"][sel], xhat]), ei, ew)[n_sel:]
         z = m.generator.layer2(torch.cat([self.cache["z1"][sel], z1_new]), ei, ew)[n_sel:]
         self._release()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import warnings
 
 import numpy as np
@@ -33,9 +34,36 @@ from .knn import CHUNK, EXACT_MAX_NODES, ivf_knn, knn_search, l2_normalize
 logger = logging.getLogger(__name__)
 
 
+# -- the formulas, each in a dense (all pairs) and a sparse (paired rows, one per edge) form ------
 def aux_similarity(aux_unit_a: Tensor, aux_unit_b: Tensor) -> Tensor:
-    """Eq. 4 between two sets of unit aux rows: max(0, cos); a zero row gives zeros."""
+    """Eq. 4 between every row of one set of unit aux rows and every row of another:
+    S^a = max(0, cos), (m, c) x (n, c) -> (m, n); a zero row gives zeros."""
     return (aux_unit_a @ aux_unit_b.T).clamp_min(0)
+
+
+def pair_aux_similarity(aux_unit_a: Tensor, aux_unit_b: Tensor) -> Tensor:
+    """Eq. 4 between paired rows (row i of one with row i of the other, e.g. the two ends of
+    each edge): (E, c), (E, c) -> (E,); the sparse form of :func:`aux_similarity`."""
+    return (aux_unit_a * aux_unit_b).sum(1).clamp_min(0)
+
+
+def sq_dist(a: Tensor, b: Tensor) -> Tensor:
+    """||a_i - b_i||^2 between paired rows: (E, a), (E, a) -> (E,); exactly 0 for equal rows.
+    The sparse form; :func:`edge_sq_dist` is its fast path on a graph's edges."""
+    return (a - b).pow(2).sum(1)
+
+
+def dense_sq_dist(a: Tensor, b: Tensor) -> Tensor:
+    """||a_i - b_j||^2 between every row of ``a`` (m, a) and every row of ``b`` (n, a) -> (m, n),
+    as ||a||^2 + ||b||^2 - 2 <a, b> (one matmul), clamped at 0 against rounding."""
+    return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2 * a @ b.T).clamp_min(0)
+
+
+def safe_degree(degree: Tensor) -> Tensor:
+    """The one rule for zero degrees, shared by every normalisation: a node without in-weight
+    is given an infinite degree, so that its normalised weights are 0 (never NaN or inf; its
+    raw weights are all 0 anyway)."""
+    return degree.masked_fill(degree == 0, math.inf)
 
 
 def build_graph(
@@ -151,7 +179,7 @@ def edge_aux_similarity(aux_unit: Tensor, edge_index: Tensor, chunk: int = 1 << 
     for s in range(0, src.numel(), chunk):
         e = slice(s, s + chunk)
         if not sddmm:
-            out[e] = (aux_unit[src[e]] * aux_unit[dst[e]]).sum(1).clamp_min(0)
+            out[e] = pair_aux_similarity(aux_unit[src[e]], aux_unit[dst[e]])
             continue
         lo, hi = int(dst[s]), int(dst[e][-1]) + 1
         crow = torch.searchsorted(dst[e], torch.arange(lo, hi + 1))
@@ -219,7 +247,8 @@ def sort_by_target(edge_index: Tensor, *edge_attrs: Tensor) -> tuple[Tensor, ...
 
 
 def edge_sq_dist(xhat: Tensor, edge_index: Tensor) -> Tensor:
-    """||xhat_i - xhat_j||^2 on every edge: (E,); exactly 0 on self-loops.
+    """||xhat_i - xhat_j||^2 on every edge (:func:`sq_dist` of the edges' ends): (E,); exactly 0
+    on self-loops.
 
     Computed as ||a||^2 + ||b||^2 - 2 <a, b> with the inner products of a sampled sparse
     matmul (SDDMM) on the edge pattern: an order of magnitude faster on CPU than gathering
@@ -241,7 +270,7 @@ def auto_sigma2(xhat: Tensor, edge_index: Tensor, d2: Tensor | None = None) -> T
     if not off.any():
         return torch.ones((), dtype=xhat.dtype, device=xhat.device)
     if d2 is None:
-        d2 = (xhat[edge_index[0]] - xhat[edge_index[1]]).pow(2).sum(1)
+        d2 = sq_dist(xhat[edge_index[0]], xhat[edge_index[1]])
     return d2.detach()[off].mean().clamp_min(1e-8)
 
 
@@ -270,7 +299,7 @@ def fused_edge_weight(
     if weights == "aux":
         return torch.where(src == dst, torch.ones_like(s_a), s_a)
     if d2 is None:  # any edge order; the model passes the fast edge_sq_dist
-        d2 = (xhat[src] - xhat[dst]).pow(2).sum(1)
+        d2 = sq_dist(xhat[src], xhat[dst])
     s_v = torch.exp(-d2 / (2 * sigma2))
     if weights == "visual":
         return s_v
@@ -301,7 +330,7 @@ def dense_fused_weight(xhat_a: Tensor, xhat_b: Tensor, aux_unit_a: Tensor, aux_u
         off = 1.0 - torch.eye(n, dtype=xhat_a.dtype, device=xhat_a.device)
     if weights == "aux":
         return s_a if off is None else s_a * off + (1 - off)
-    d2 = (xhat_a.pow(2).sum(1)[:, None] + xhat_b.pow(2).sum(1)[None, :] - 2 * xhat_a @ xhat_b.T).clamp_min(0)
+    d2 = dense_sq_dist(xhat_a, xhat_b)
     if off is not None:
         d2 = d2 * off
     s_v = torch.exp(-d2 / (2 * sigma2))
@@ -312,11 +341,12 @@ def dense_fused_weight(xhat_a: Tensor, xhat_b: Tensor, aux_unit_a: Tensor, aux_u
 
 def normalize_dense(s: Tensor, how: str = "gcn") -> Tensor:
     """:func:`normalize_edge_weight` on a dense (n, n) graph with its self-loops on the
-    diagonal: D^-1/2 S D^-1/2 (``gcn``) or D^-1 S (``row``)."""
-    deg = s.sum(1)
+    diagonal: D^-1/2 S D^-1/2 (``gcn``) or D^-1 S (``row``); degrees are row sums, zero ones
+    by :func:`safe_degree`."""
+    deg = safe_degree(s.sum(1))
     if how == "row":
-        return s / deg.clamp_min(1e-12)[:, None]
-    inv = deg.clamp_min(1e-12).pow(-0.5)
+        return s / deg[:, None]
+    inv = deg.pow(-0.5)
     return inv[:, None] * s * inv[None, :]
 
 
@@ -327,20 +357,19 @@ def normalize_edge_weight(edge_index: Tensor, weight: Tensor, num_nodes: int, ho
     ``gcn``: D^-1/2 S D^-1/2 (Kipf; what GCNConv computes, here with the graph's own
     self-loops, so none are added twice). ``row``: D^-1 S (the release), out_i = sum_j S_ij /
     d_i x_j. Degrees are weighted in-degrees (or ``degree`` when given, e.g. the full-graph
-    estimate of a sampled subgraph); a zero degree gives zero weights, never NaN.
+    estimate of a sampled subgraph, or the training nodes' degrees when new items are
+    encoded); a zero degree gives zero weights, never NaN (:func:`safe_degree`).
 
     Returns:
         (weight_normalised (E,), degree (n,)).
     """
     src, dst = edge_index
     deg = scatter(weight, dst, dim=0, dim_size=num_nodes, reduce="sum") if degree is None else degree
+    safe = safe_degree(deg)
     if how == "gcn":
-        inv = deg.pow(-0.5)
-        inv = inv.masked_fill(torch.isinf(inv), 0.0)
+        inv = safe.pow(-0.5)
         return inv[src] * weight * inv[dst], deg
-    inv = deg.reciprocal()
-    inv = inv.masked_fill(torch.isinf(inv), 0.0)
-    return weight * inv[dst], deg
+    return weight / safe[dst], deg
 
 
 def sampling_topology(edge_index: Tensor, s_a: Tensor, num_nodes: int) -> Data:
@@ -367,7 +396,7 @@ def topology_of_graph(graph: Data) -> Data:
 
 def self_mass(edge_index: Tensor, norm_weight: Tensor, num_nodes: int) -> float:
     """Mean share of a node's normalised in-weight on its own self-loop (1 = the GCN is an
-    MLP; METHOD.md asks to log it)."""
+    MLP; logged as a diagnostic of the graph's use, docs/method.md)."""
     src, dst = edge_index
     total = scatter(norm_weight, dst, dim=0, dim_size=num_nodes, reduce="sum")
     own = scatter(torch.where(src == dst, norm_weight, torch.zeros_like(norm_weight)), dst, dim=0,

@@ -1,12 +1,18 @@
-"""kNN backends of the graph builder (:func:`lagnh_pyg.graph.build_graph`): k nearest
-neighbours by cosine (inner product of unit rows) with FAISS.
+"""k nearest neighbours by cosine (inner product of unit rows) with FAISS, and the one FAISS
+index builder of the project.
 
-* :func:`knn_search` — in memory: exact (``IndexFlatIP``) or IVF (``IndexIVFFlat``).
+* :func:`make_index` — every FAISS float index here (the training graph's kNN, the neighbour
+  rule of a new item in :mod:`lagnh_pyg.encode`, the experiments) is built by it from a
+  factory string (``faiss.index_factory``, as PyG's ``KNNIndex``): ``"Flat"`` (exact),
+  ``"IVF{nlist},Flat"``, ``"PCA{dim},IVF{nlist},Flat"``; :func:`ivf_description` gives the IVF
+  ones their one parameter rule (``nlist`` = sqrt N, ``NPROBE`` lists searched).
+* :func:`knn_search` — in memory: exact, or the IVF of :func:`ivf_knn`.
 * :func:`ivf_knn` — chunked over a memory map with bounded memory: a random sample of rows
-  trains a PCA projection (FAISS ``PCAMatrix``) and the IVF's coarse quantiser; rows are
-  normalised and projected in chunks, then searched list by list (:func:`ivf_join`: the IVF
-  search's result, with matrix products); only N x ``pca_dim`` floats are ever held (the
-  in-memory backends hold three N x d arrays: 6 GB for 1M x 512).
+  trains a PCA projection and the IVF's coarse quantiser; rows are normalised and projected
+  in chunks, then searched list by list (:func:`ivf_self_search`: FAISS's own list-blocked
+  search); only N x ``pca_dim`` floats are held, twice (the projected rows, and the index's
+  copy of them: 2 x 256 MB for 1M x 64; in memory, three N x d arrays would be: 6 GB for
+  1M x 512).
 
 Both search a set against itself and drop each node's own id (:func:`drop_self`). A GPU copy
 of the index is used when FAISS has one.
@@ -23,8 +29,51 @@ import numpy as np
 from .device import faiss_has_gpu
 from .errors import InputError
 
-EXACT_MAX_NODES = 200_000  # IndexFlatIP up to here, IVF beyond (graph.index = auto)
+EXACT_MAX_NODES = 200_000  # exact up to here, IVF beyond (graph.index = auto)
 CHUNK = 65536  # rows per chunk of the memory-mapped backend
+# IVF lists searched, at sqrt(N) lists: measured on the 1M graph, larger values do not pay
+# (docs/results/sampled.md); the training graph and the encoding's neighbour rule share it
+NPROBE = 8
+TRAIN_SIZE = 65536  # rows sampled to train a PCA projection and an IVF quantiser
+
+
+def ivf_description(n: int, n_train: int, *, pca_dim: int | None = None, dim: int | None = None,
+                    nlist: int | None = None) -> str:
+    """The factory string of the IVF over ``n`` rows trained on ``n_train`` of them: ``nlist``
+    lists (default sqrt(n); at most one per 39 training rows, FAISS's minimum), after a PCA to
+    ``pca_dim`` dimensions when that is below the rows' ``dim``."""
+    nlist = max(1, min(nlist or max(1, int(math.sqrt(n))), n_train // 39))
+    pca = f"PCA{pca_dim}," if pca_dim is not None and (dim is None or pca_dim < dim) else ""
+    return f"{pca}IVF{nlist},Flat"
+
+
+def make_index(dim: int, description: str, metric: str = "ip", *, train: np.ndarray | None = None,
+               nprobe: int = NPROBE, gpu: bool = True):
+    """The one FAISS index builder: ``faiss.index_factory(dim, description, metric)``, trained
+    on ``train`` (float32 rows) when it needs training, with ``nprobe`` lists searched when it
+    is an IVF, and copied to the GPU when ``gpu`` and FAISS has one.
+
+    Args:
+        dim: row dimension. description: a FAISS factory string (``"Flat"``, ``"IVF100,Flat"``,
+            ``"PCA64,IVF100,Flat"``, see :func:`ivf_description`).
+        metric: ``ip`` (inner product: cosine on unit rows) or ``l2``.
+    Returns:
+        The (empty) FAISS index; rows go in with ``add``.
+    """
+    import faiss
+
+    metrics = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+    index = faiss.index_factory(int(dim), description, metrics[metric])
+    if not index.is_trained:
+        if train is None:
+            raise ValueError(f"a {description} index needs training rows")
+        index.train(np.ascontiguousarray(train, dtype=np.float32))
+    if "IVF" in description:
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = min(nprobe, ivf.nlist)
+    if gpu and faiss_has_gpu():  # pragma: no cover - no GPU FAISS on CI
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    return index
 
 
 def l2_normalize(a: np.ndarray) -> np.ndarray:
@@ -34,57 +83,37 @@ def l2_normalize(a: np.ndarray) -> np.ndarray:
     return np.divide(a, norms, out=np.zeros_like(a), where=norms > 0)
 
 
-def knn_search(base: np.ndarray, k: int, index: str = "auto", queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """k nearest neighbours by inner product with FAISS (rows of ``base`` should be unit).
-
-    With ``queries=None`` the base searches itself and each node's own row is removed.
+def knn_search(base: np.ndarray, k: int, index: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """k nearest neighbours of each row of ``base`` among the others, by inner product (rows
+    of ``base`` should be unit); each node's own row is removed.
 
     Args:
         base: (n, d) float32.
         k: neighbours per row.
-        index: ``flat`` (exact IndexFlatIP), ``ivf`` (IndexIVFFlat, nprobe 16) or ``auto``
-            (exact up to ``EXACT_MAX_NODES`` nodes). A GPU copy is used when FAISS has one.
+        index: ``flat`` (exact), ``ivf`` (:func:`ivf_knn` on the rows in memory: sqrt n lists,
+            ``NPROBE`` searched) or ``auto`` (exact up to ``EXACT_MAX_NODES`` nodes). A GPU
+            copy of the index is used when FAISS has one.
 
     Returns:
-        (sims, ids), both (m, k); ids of -1 mark missing neighbours (IVF only).
+        (sims, ids), both (n, k); ids of -1 mark missing neighbours (IVF only).
     """
     base = np.ascontiguousarray(base, dtype=np.float32)
-    n, d = base.shape
-    self_search = queries is None
-    kk = k + 1 if self_search else k
-    if kk > n:
-        raise InputError(f"graph.k={k} needs more than {n} training nodes; lower graph.k below {n if self_search else n + 1}")
-    idx = ip_index(base, index)
-    q = base if self_search else np.ascontiguousarray(queries, dtype=np.float32)
-    sims, ids = idx.search(q, kk)
-    if self_search:
-        sims, ids = drop_self(sims, ids, np.arange(n))
-    return sims, ids
-
-
-def ip_index(base: np.ndarray, index: str = "auto"):
-    """A FAISS inner-product index holding ``base`` (n, d) float32: ``flat`` (exact
-    IndexFlatIP), ``ivf`` (IndexIVFFlat, nlist 4 sqrt n, nprobe 16) or ``auto`` (exact up to
-    ``EXACT_MAX_NODES`` rows); a GPU copy when FAISS has one."""
-    import faiss
-
-    base = np.ascontiguousarray(base, dtype=np.float32)
-    n, d = base.shape
+    n = base.shape[0]
+    if k + 1 > n:
+        raise InputError(f"graph.k={k} needs more than {n} training nodes; lower graph.k below {n}")
     if index == "auto":
         index = "flat" if n <= EXACT_MAX_NODES else "ivf"
-    if index == "flat":
-        idx = faiss.IndexFlatIP(d)
-    else:
-        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
-        quantizer = faiss.IndexFlatIP(d)
-        idx = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        idx.train(base)
-        idx.nprobe = min(16, nlist)
-    if faiss_has_gpu():  # pragma: no cover - no GPU FAISS on CI
-        res = faiss.StandardGpuResources()
-        idx = faiss.index_cpu_to_gpu(res, 0, idx)
-    idx.add(base)
-    return idx
+    if index == "ivf":
+        return ivf_knn(base, k)
+    return drop_self(*exact_index(base).search(base, k + 1), np.arange(n))
+
+
+def exact_index(base: np.ndarray):
+    """An exact inner-product index (:func:`make_index` ``"Flat"``) holding ``base``."""
+    base = np.ascontiguousarray(base, dtype=np.float32)
+    index = make_index(base.shape[1], "Flat", "ip")
+    index.add(base)
+    return index
 
 
 def drop_self(sims: np.ndarray, ids: np.ndarray, node_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +152,7 @@ def phase(timings: dict | None, name: str):
 
 
 def ivf_knn(arr, k: int, rows: np.ndarray | None = None, *, pca_dim: int | None = None, nlist: int | None = None,
-            nprobe: int = 8, train_size: int = 65536, chunk: int = CHUNK, seed: int = 0,
+            nprobe: int = NPROBE, train_size: int = TRAIN_SIZE, chunk: int = CHUNK, seed: int = 0,
             mask: np.ndarray | None = None, timings: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Approximate self-kNN by cosine over rows of ``arr`` (memory map allowed), chunked.
 
@@ -144,9 +173,11 @@ def ivf_knn(arr, k: int, rows: np.ndarray | None = None, *, pca_dim: int | None 
     sample = np.sort(np.random.default_rng(seed).choice(pool, size=min(train_size, len(pool)), replace=False))
     with phase(timings, "read training sample"):
         train = l2_normalize(arr[sample if rows is None else rows[sample]])
-    pca, index = _trained_ivf(train, pca_dim, nlist or max(1, int(math.sqrt(n))), nprobe, timings)
+    pca, index = _trained_ivf(train, ivf_description(n, len(train), pca_dim=pca_dim, dim=train.shape[1], nlist=nlist),
+                              nprobe, timings)
     # the encoded rows are kept (N x dim float32: 256 MB for 1M x 64) so that the search
-    # does not read, normalise and project the memory map a second time
+    # does not read, normalise and project the memory map a second time; the index holds a
+    # second copy (the lists FAISS's list-blocked search scans)
     coded = np.empty((n, index.d), dtype=np.float32)
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
@@ -154,99 +185,63 @@ def ivf_knn(arr, k: int, rows: np.ndarray | None = None, *, pca_dim: int | None 
             u = l2_normalize(read_rows(arr, rows, s, e))
         with phase(timings, "PCA projection"):
             coded[s:e] = pca.apply(u) if pca is not None else u
-    if faiss_has_gpu():  # pragma: no cover - no GPU FAISS here
-        sims, ids = _faiss_ivf_search(index, coded, k + 1, mask, chunk, timings)
-    else:
-        with phase(timings, "IVF assign"):
-            _, probes = index.quantizer.search(coded, index.nprobe)
-        with phase(timings, "IVF search (list-blocked join)"):
-            sims, ids = ivf_join(coded, probes, index.nlist, k + 1, mask, chunk)
+    sims, ids = ivf_self_search(index, coded, k + 1, mask, chunk, timings)
     return drop_self(sims, ids, np.arange(n))
 
 
-def _faiss_ivf_search(index, coded: np.ndarray, kk: int, mask: np.ndarray | None, chunk: int,
-                      timings: dict | None) -> tuple[np.ndarray, np.ndarray]:
-    """IndexIVFFlat add + search of ``coded`` against itself, in chunks (the GPU path)."""
+def ivf_self_search(index, coded: np.ndarray, kk: int, member: np.ndarray | None = None, chunk: int = CHUNK,
+                    timings: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ``coded`` searched against themselves in the (trained, empty) IVF ``index``:
+    the rows (those ``member`` selects) are added with their row numbers as ids, then every
+    row searches its ``nprobe`` lists.
+
+    On a CPU the search is FAISS's own list-blocked one (``faiss.contrib.big_batch_search``):
+    the rows probing a list are scored against its members with one matrix product, the IVF
+    search's result (measured against the project's former join of the same kind, 200,000 x
+    64, nprobe 8: 10.1 vs 10.8 s CPU, same neighbours: ``benchmarks/bench_ivf_join.py``). On a
+    GPU, the index's own search in chunks.
+
+    Returns:
+        (sims, ids), (n, kk) each, best first; -inf and -1 where fewer than kk candidates.
+    """
+    import contextlib
+    import io
+
+    from faiss.contrib.big_batch_search import big_batch_search
+
     n = len(coded)
     ids = np.arange(n, dtype=np.int64)
     with phase(timings, "IVF add"):
         for s in range(0, n, chunk):
-            keep = slice(s, min(n, s + chunk)) if mask is None else s + np.flatnonzero(mask[s : s + chunk])
+            keep = slice(s, min(n, s + chunk)) if member is None else s + np.flatnonzero(member[s : s + chunk])
             if len(ids[keep]):
                 index.add_with_ids(np.ascontiguousarray(coded[keep]), ids[keep])
-    sims = np.empty((n, kk), dtype=np.float32)
-    out = np.empty((n, kk), dtype=np.int64)
     with phase(timings, "IVF search"):
-        for s in range(0, n, chunk):
-            sims[s : s + chunk], out[s : s + chunk] = index.search(coded[s : s + chunk], kk)
+        if faiss_has_gpu():  # pragma: no cover - no GPU FAISS here
+            sims = np.empty((n, kk), dtype=np.float32)
+            out = np.empty((n, kk), dtype=np.int64)
+            for s in range(0, n, chunk):
+                sims[s : s + chunk], out[s : s + chunk] = index.search(coded[s : s + chunk], kk)
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):  # it reports every list on stdout
+                sims, out = big_batch_search(index, coded, kk, method="knn_function")
+    sims[out < 0] = -np.inf  # FAISS pads with -FLT_MAX: no candidate is below any similarity
     return sims, out
 
 
-def ivf_join(coded: np.ndarray, probes: np.ndarray, nlist: int, kk: int, member: np.ndarray | None = None,
-             chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
-    """What ``IndexIVFFlat.search`` of the rows against themselves returns, list by list.
-
-    Each row is a member of its first (nearest) list and searches its ``nprobe`` lists
-    ``probes[i]`` (a quantizer search), as in an IVF index; instead of scanning the lists of
-    one query at a time, the queries (of a chunk) that probe a list are scored against its
-    members with one matrix product and the list's best ``kk`` kept, then merged per query.
-    Same candidates and inner products as the IVF search (ties may be ordered differently),
-    about twice as fast on CPU (1M x 64, nprobe 8: BLAS instead of one dot product per pair).
-
-    Args:
-        coded: (n, d) float32 rows. probes: (n, nprobe) list ids, nearest first.
-        nlist: number of lists. kk: results per row (the row itself included).
-        member: optional (n,) bool: rows in the index (all when None).
-    Returns:
-        (sims, ids), (n, kk) each, best first; -inf and -1 where fewer than kk candidates.
-    """
-    import torch
-
-    n, nprobe = probes.shape
-    home = probes[:, 0]
-    mem = np.arange(n) if member is None else np.flatnonzero(member)
-    mem = mem[np.argsort(home[mem], kind="stable")]
-    mptr = np.searchsorted(home[mem], np.arange(nlist + 1))
-    base, mem_t, x = torch.from_numpy(coded[mem]), torch.from_numpy(mem), torch.from_numpy(coded)
-    sims = np.empty((n, kk), dtype=np.float32)
-    ids = np.empty((n, kk), dtype=np.int64)
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        flat = torch.from_numpy(np.ascontiguousarray(probes[s:e]).reshape(-1))
-        order = torch.argsort(flat, stable=True)  # (query, probe) slots grouped by list
-        qptr = torch.searchsorted(flat[order], torch.arange(nlist + 1)).numpy()
-        best = torch.full((len(flat), kk), -math.inf)
-        best_id = torch.full((len(flat), kk), -1, dtype=torch.long)
-        for lst in np.flatnonzero((np.diff(qptr) > 0) & (np.diff(mptr) > 0)):
-            slots = order[qptr[lst] : qptr[lst + 1]]
-            lo, hi = int(mptr[lst]), int(mptr[lst + 1])
-            top = min(kk, hi - lo)
-            v, j = torch.topk(x[s + slots // nprobe] @ base[lo:hi].T, top, dim=1)
-            best[slots, :top] = v
-            best_id[slots, :top] = mem_t[lo + j]
-        v, j = torch.topk(best.view(e - s, nprobe * kk), kk, dim=1)
-        sims[s:e] = v.numpy()
-        ids[s:e] = torch.gather(best_id.view(e - s, nprobe * kk), 1, j).numpy()
-    return sims, ids
-
-
-def _trained_ivf(train: np.ndarray, pca_dim: int | None, nlist: int, nprobe: int, timings: dict | None):
-    """(PCA matrix or None, empty trained IndexIVFFlat) from unit training rows."""
+def _trained_ivf(train: np.ndarray, description: str, nprobe: int, timings: dict | None):
+    """(PCA matrix or None, empty trained IVF) from unit training rows: :func:`make_index` of
+    ``description``, taken apart because the join projects the rows itself and searches the
+    lists without adding them."""
     import faiss
 
-    pca = None
-    if pca_dim is not None and pca_dim < train.shape[1]:
-        with phase(timings, "PCA fit"):
-            pca = faiss.PCAMatrix(train.shape[1], pca_dim)
-            pca.train(train)
-            train = pca.apply(train)
-    dim = train.shape[1]
-    nlist = min(nlist, max(1, len(train) // 39))
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    with phase(timings, "IVF train"):
-        index.train(train)
-    index.nprobe = min(nprobe, nlist)
+    with phase(timings, "PCA fit + IVF train"):
+        index = make_index(train.shape[1], description, "ip", train=train, nprobe=nprobe, gpu=False)
+    if not description.startswith("PCA"):
+        pca, ivf = None, index
+    else:  # both parts live inside the IndexPreTransform: they keep it alive
+        pca, ivf = faiss.downcast_VectorTransform(index.chain.at(0)), faiss.extract_index_ivf(index)
+        pca.owner = ivf.owner = index
     if faiss_has_gpu():  # pragma: no cover - no GPU FAISS here
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-    return pca, index
+        ivf = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, ivf)
+    return pca, ivf

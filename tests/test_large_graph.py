@@ -55,10 +55,10 @@ def test_topology_matches_build_graph_and_reads_rows(tmp_path):
     assert (s != d).all()
 
 
-def test_list_blocked_join_returns_the_ivf_search_result():
+def test_list_blocked_search_returns_the_ivf_search_result():
     import faiss
 
-    from lagnh_pyg.knn import _faiss_ivf_search, ivf_join
+    from lagnh_pyg.knn import ivf_self_search
 
     x, aux = _data(n=500, d=8)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -69,18 +69,16 @@ def test_list_blocked_join_returns_the_ivf_search_result():
     index.nprobe = 3
     index.add_with_ids(x[member], np.flatnonzero(member).astype(np.int64))
     ref_s, ref_i = index.search(x, 6)
-    _, probes = index.quantizer.search(x, 3)
-    sims, ids = ivf_join(x, probes, 10, 6, member, chunk=128)
+    fresh = faiss.IndexIVFFlat(index.quantizer, 8, 10, faiss.METRIC_INNER_PRODUCT)
+    fresh.is_trained, fresh.nprobe = True, 3
+    sims, ids = ivf_self_search(fresh, x, 6, member, chunk=128)
     assert np.allclose(sims, ref_s, atol=1e-6)  # same candidates, same scores, best first
     assert (ids == ref_i).mean() > 0.99  # continuous data: ties are rare
     assert not np.isin(ids, np.flatnonzero(~member)).any()
-    # the GPU path (FAISS add + search in chunks), run here on a CPU index
-    fresh = faiss.IndexIVFFlat(index.quantizer, 8, 10, faiss.METRIC_INNER_PRODUCT)
-    fresh.is_trained, fresh.nprobe = True, 3
-    gpu_s, gpu_i = _faiss_ivf_search(fresh, x, 6, member, 128, None)
-    assert np.allclose(gpu_s, ref_s, atol=1e-6) and np.array_equal(gpu_i, ref_i)
     # a list too short for kk results pads with -inf / -1, as the IVF search does
-    s2, i2 = ivf_join(x[:20], np.zeros((20, 1), np.int64), 1, 25)
+    one = faiss.IndexIVFFlat(faiss.IndexFlatIP(8), 8, 1, faiss.METRIC_INNER_PRODUCT)
+    one.train(x[:20])
+    s2, i2 = ivf_self_search(one, x[:20], 25)
     assert np.isneginf(s2[:, 20:]).all() and (i2[:, 20:] == -1).all() and (np.sort(i2[:, :20], 1) == np.arange(20)).all()
 
 

@@ -1,6 +1,6 @@
 """Hashing baselines on deep features, behind one interface.
 
-Six shallow methods of the paper's comparison (METHOD.md, last table)::
+Six shallow methods of the paper's comparison (its Table 3)::
 
     lsh    sign random projections of centred features          (Charikar 2002)
     sklsh  shift-invariant kernel LSH                            (Raginsky & Lazebnik 2009)

@@ -2,7 +2,7 @@
 
 Labels come from ``instances_train2017.json`` and ``instances_val2017.json``: each image's
 80-category multi-hot vector (COCO's category ids run 1..90 with gaps; columns follow the
-ids in sorted order and keep the category names). The split (METHOD.md, "Data and protocol"):
+ids in sorted order and keep the category names). The split (docs/method.md, "Data and protocol"):
 
 - train: ``n_train`` (5,000) images sampled from train2017 with ``seed``;
 - database: the remaining train2017 images (disjoint from train);

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import InputError
 from ..extract.images import list_images
 from ..extract.tags import TagTable, multi_hot, read_tag_csv
-from .sources import Catalog, seeded_splits
+from .sources import Catalog, find_extraction, import_catalog, read_ids, seeded_splits
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,45 @@ def build_catalog(
         notes=notes,
         warnings=warnings,
     )
+
+
+def import_folder(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    features: str | os.PathLike | None,
+    *,
+    ids: str | os.PathLike | None = None,
+    csv_path: str | os.PathLike | None = None,
+    aux: str | os.PathLike | None = None,
+    aux_ids: str | os.PathLike | None = None,
+    min_tag_count: int = 1,
+    n_train: int = 5000,
+    n_query: int = 1000,
+    seed: int = 0,
+    train_in_database: bool = True,
+    sparse_aux: bool | None = None,
+    notes: Callable[[str], None] | None = None,
+) -> Catalog:
+    """``lagnh data import folder``: the folder's catalog (:func:`build_catalog`) written as a
+    dataset with the features of ``features`` (:func:`~lagnh_pyg.data.sources.import_catalog`).
+
+    With ids for the feature rows (``ids``, or those of a ``lagnh extract`` output), images
+    that have none (skipped by extraction as unreadable) are dropped before the split is
+    drawn. ``notes`` receives the catalog's notes before the dataset is written. Returns the
+    catalog (its ``warnings`` are for the caller to show).
+    """
+    fx = find_extraction(features) if features is not None else None
+    feature_ids = read_ids(ids, "--ids") if ids is not None else (fx.ids() if fx is not None else None)
+    catalog = build_catalog(root, csv_path=csv_path, min_tag_count=min_tag_count, n_train=n_train, n_query=n_query,
+                            seed=seed, train_in_database=train_in_database, feature_ids=feature_ids,
+                            skip_reasons=fx.skipped() if fx is not None else None)
+    for note in catalog.notes if notes is not None else ():
+        notes(note)
+    if features is None:
+        raise InputError("--features is required: give a .npy with one row per image in the order of "
+                         "`--print-list` (or named by --ids)")
+    import_catalog(catalog, out, features, aux=aux, aux_ids=aux_ids, sparse_aux=sparse_aux, feature_ids=feature_ids)
+    return catalog
 
 
 def _rows_with_features(

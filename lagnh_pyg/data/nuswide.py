@@ -9,7 +9,7 @@ two, or named explicitly):
   ``TagList1k.txt``: the 1,000 tag names;
 - ``ImageList/Imagelist.txt``: the image of each line (``C:\\ImageData\\Flickr\\actor\\0001_2124494179.jpg``).
 
-Protocol (METHOD.md): keep the images carrying at least one of the ``n_concepts`` (21) most
+Protocol (docs/method.md, "Data and protocol"): keep the images carrying at least one of the ``n_concepts`` (21) most
 frequent concepts; labels are those concepts. Queries: ``per_concept`` (200) images sampled
 per concept with ``seed``, the union of the samples (about 3,156 in the paper); train:
 ``n_train`` (5,000) images sampled from the rest; database: everything else. Tags become the

@@ -407,3 +407,58 @@ def write_catalog(
         provenance=prov,
         overwrite=overwrite,
     )
+
+
+def import_catalog(
+    catalog: Catalog,
+    out: str | os.PathLike,
+    features: str | os.PathLike,
+    *,
+    ids: str | os.PathLike | None = None,
+    aux: str | os.PathLike | None = None,
+    aux_ids: str | os.PathLike | None = None,
+    sparse_aux: bool | None = None,
+    feature_ids: Sequence[str] | None = None,
+) -> Path:
+    """Write an importer's ``catalog`` as a dataset with the features (and aux) of array files,
+    recording where they came from.
+
+    Arrays written by ``lagnh extract`` bring their row ids (used when ``ids`` / ``aux_ids``
+    are not given), their column names (tag vocabularies) and their recipe, recorded in the
+    dataset's provenance (``extraction``) so that ``lagnh search --image`` can featurize a new
+    picture alike (:func:`extraction_provenance`).
+
+    Args:
+        features, aux: ``.npy`` (aux also a sparse ``.npz``) files; ``ids``, ``aux_ids``: files
+            naming their rows (:func:`read_ids`). ``feature_ids``: the rows' ids, already read.
+        sparse_aux: see :func:`write_catalog`.
+    """
+    X = load_matrix(features, "features")
+    A = load_matrix(aux, "aux") if aux is not None else None
+    fx = find_extraction(features)
+    ax = find_extraction(aux) if aux is not None else None
+    if feature_ids is None:
+        feature_ids = read_ids(ids, "--ids") if ids is not None else (fx.ids() if fx is not None else None)
+    a_ids = read_ids(aux_ids, "--aux-ids") if aux_ids is not None else (ax.ids() if ax is not None else None)
+    names = ax.names() if ax is not None else None
+    return write_catalog(catalog, out, X, feature_ids=feature_ids, aux=A, aux_ids=a_ids,
+                         aux_names=names if names and A is not None and len(names) == A.shape[1] else None,
+                         sparse_aux=sparse_aux,
+                         provenance={"features": str(features), "aux": str(aux) if aux else None,
+                                     "extraction": extraction_provenance(catalog, fx, ax, aux is not None)})
+
+
+def extraction_provenance(catalog: Catalog, features: Extraction | None, aux: Extraction | None,
+                          aux_given: bool) -> dict[str, Any]:
+    """How the dataset's columns were made (``provenance.extraction``): the recipes of the
+    extractions its features and aux came from, or the catalog's own tag vocabulary."""
+    out: dict[str, Any] = {"features": features.recipe() if features is not None and features.kind == "features"
+                           else None}
+    if aux is not None:
+        out["aux"] = aux.recipe()
+    elif not aux_given and catalog.aux is not None:
+        out["aux"] = {"kind": "tags", "csv": catalog.provenance.get("csv"),
+                      "min_count": catalog.provenance.get("min_tag_count"), "names": catalog.aux_names}
+    else:
+        out["aux"] = None
+    return out

@@ -58,7 +58,9 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
             epochs: int = 1) -> dict[str, Any]:
     """One row of the table, in this process (run it in a fresh one: peak RSS is per process).
 
-    Training goes through the one loop (:func:`~lagnh_pyg.training.fit`) with the full-graph
+    The trainer, the graph and the sampled batch source are made as ``lagnh train`` makes them
+    (:func:`~lagnh_pyg.training.runner.new_trainer`, ``training_graph``, ``sampled_source``);
+    training goes through the one loop (:func:`~lagnh_pyg.training.fit`) with the full-graph
     and the sampled batch sources, writing no run directory.
     """
     import torch
@@ -66,15 +68,14 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
     from ..config import load_config
     from ..data.store import Dataset
     from ..device import resolve_device
-    from ..graph import build_graph, topology_of_graph
     from ..knn import EXACT_MAX_NODES
     from ..runtime import set_threads
-    from ..training import FullGraphSource, SampledSource, fit
-    from ..training.sampled import BatchFetcher, SampledModule
+    from ..training import FullGraphSource, fit
+    from ..training.runner import new_trainer, sampled_source, training_graph
 
     set_threads(threads)
     dev = resolve_device(device)
-    cfg = load_config(SCALING_CONFIG)
+    cfg = load_config(SCALING_CONFIG, [("train.seed", seed), ("train.max_batches", max_batches)])
     ds = Dataset.open(data_dir)
     rows = ds.split("train")
     n = len(rows)
@@ -82,30 +83,23 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
     row: dict[str, Any] = {"N": n, "device": dev}
 
     t0 = time.perf_counter()
-    if n <= min(full_max, EXACT_MAX_NODES):
-        X = ds.feature_rows(rows)
-        graph = build_graph(X, A, cfg.graph.k, cfg.graph.sources, "flat")
-        feats, frows, row["index"] = X, None, "exact (IndexFlatIP)"
-    else:
-        graph = build_graph(ds.features, A, cfg.graph.k, cfg.graph.sources, "chunked", rows=rows, seed=seed)
-        feats, frows, row["index"] = ds.features, rows, graph.stats["index"]
-    topo = topology_of_graph(graph)
+    X = ds.feature_rows(rows) if n <= min(full_max, EXACT_MAX_NODES) else None  # else chunked, memory-mapped
+    graph, stats = training_graph(cfg, ds, rows, A, X)
+    row["index"] = stats["index"]
     row["graph_s"] = time.perf_counter() - t0
-    row["edges"] = int(topo.edge_index.shape[1]) // 2
     row["rss_after_graph_gib"] = _peak_rss_gib()
 
     row["full_epoch_s"] = None
-    if "x" in graph and n <= full_max:
-        tr = _fresh_trainer(cfg, ds, A, rows, bits, dev, seed)
+    if X is not None:
+        tr = new_trainer(cfg, ds, rows, A, X, bits, dev)
         g = graph.to(dev)
         log = fit(tr, FullGraphSource(tr.model, g), 2, sync=lambda: _sync(dev))  # the first epoch warms up
         row["full_epoch_s"] = log[1]["seconds"]
         del tr, g
 
-    tr = _fresh_trainer(cfg, ds, A, rows, bits, dev, seed)
-    fetch = BatchFetcher(feats, A, frows, dev)
-    source = SampledSource(SampledModule(tr.model), topo, fetch, cfg.train.num_neighbors, None,
-                           cfg.train.seed_batch_size, seed, max_batches or None, g_steps=cfg.train.sampled_g_steps)
+    tr = new_trainer(cfg, ds, rows, A, X, bits, dev)
+    source, topo = sampled_source(tr, graph, ds, rows, A, X, cfg, dev)
+    row["edges"] = int(topo.edge_index.shape[1]) // 2
     batches_per_epoch = len(source.loader)
     capped = bool(max_batches) and batches_per_epoch > max_batches
     log = fit(tr, source, 1 if capped else epochs, sync=lambda: _sync(dev))
@@ -125,26 +119,10 @@ def measure(data_dir: str | os.PathLike, *, bits: int = 32, full_max: int = 2000
     return row
 
 
-def _fresh_trainer(cfg, ds, aux: np.ndarray, rows: np.ndarray, bits: int, dev: str, seed: int):
-    import torch
-
-    from ..training import Trainer
-    from ..training.runner import choose_anchors
-    from ..training.sampled import feature_stats
-
-    torch.manual_seed(seed)
-    tr = Trainer(cfg, ds.feature_dim, ds.aux_dim, bits, dev)
-    tr.model.attention.set_anchors(torch.from_numpy(choose_anchors(aux, cfg.model.anchors, seed)).to(dev))
-    mean, std = feature_stats(ds.features, rows)
-    tr.model.feature_mean.copy_(mean.to(dev))
-    tr.model.feature_std.copy_(std.clamp_min(1e-6).to(dev))
-    return tr
-
-
 def _map_of_codes(model, graph, ds, rows: np.ndarray, cfg, dev: str, db_max: int, seed: int) -> dict[str, Any]:
     """MAP@1000 of the codes: queries vs a database subsample, with the default
     ``neighbours`` encoding at every N. Its cache is built as ``lagnh train`` builds it
-    (:func:`~lagnh_pyg.training.encoder_cache.build_encoder_cache`: sigma^2 calibrated on the
+    (:func:`~lagnh_pyg.training.runner.fill_encoder_cache`: sigma^2 calibrated on the
     whole graph, layer-wise inference in node chunks, written by blocks to a temporary
     :class:`~lagnh_pyg.cache_file.EncoderCacheFile` and read back memory-mapped), the training
     neighbours by :func:`~lagnh_pyg.encode.dataset_neighbours` (chunked IVF past
@@ -156,17 +134,15 @@ def _map_of_codes(model, graph, ds, rows: np.ndarray, cfg, dev: str, db_max: int
     from ..encode import LagnhEncoder, dataset_neighbours
     from ..metrics import mean_average_precision
     from ..rundir import Run
-    from ..training.encoder_cache import build_encoder_cache, cache_shapes
+    from ..training.encoder_cache import cache_shapes
+    from ..training.runner import fill_encoder_cache
 
-    n = len(rows)
-    features, frows = (graph.x.numpy(), None) if "x" in graph else (ds.features, rows)
     with tempfile.TemporaryDirectory(prefix="lagnh-scaling-cache-") as tmp:
         t0 = time.perf_counter()
         run = Run(Path(tmp), {"model_fingerprint": "scaling"})
-        store = EncoderCacheFile(tmp, cache_shapes(model, n), run.encoder_cache_path.name)
+        store = EncoderCacheFile(tmp, cache_shapes(model, len(rows)), run.encoder_cache_path.name)
         try:
-            build_encoder_cache(model, features, ds.aux_rows(rows), graph.edge_index, graph.s_a, graph.aux_unit,
-                                store, rows=frows)
+            fill_encoder_cache(model, ds, graph, None, store)
             store.commit(tmp, "scaling")
         finally:
             store.abort(tmp)

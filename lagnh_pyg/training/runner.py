@@ -170,6 +170,25 @@ def _setup(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext) -> _
     aux = ds.aux_rows(rows)  # N x c: small next to the features
     in_memory = cfg.train.mode != "sampled" or n <= EXACT_MAX_NODES
     x = ds.feature_rows(rows) if in_memory else None  # else the features stay memory-mapped
+    trainer = new_trainer(cfg, ds, rows, aux, x, bits, dev)
+    model = trainer.model
+    if cfg.train.mode == "faithful":
+        xt, at = torch.from_numpy(x).to(dev), torch.from_numpy(aux).to(dev)
+        return _Setup(trainer, FaithfulSource(model, xt, at, cfg.train.batch_size, cfg.train.seed), None, {}, n)
+    graph, stats = training_graph(cfg, ds, rows, aux, x)
+    if cfg.train.mode == "full":
+        graph = graph.to(dev)
+        return _Setup(trainer, FullGraphSource(model, graph), graph, stats, n)
+    source, topology = sampled_source(trainer, graph, ds, rows, aux, x, cfg, dev, ctx)
+    return _Setup(trainer, source, graph if x is not None else None, stats, n, topology)
+
+
+def new_trainer(cfg: Config, ds: Dataset, rows: np.ndarray, aux: np.ndarray, x: np.ndarray | None, bits: int,
+                dev: str) -> Trainer:
+    """The :class:`Trainer` of a fresh run: torch seeded with ``train.seed``, the attention's
+    anchors drawn from the training aux (:func:`choose_anchors`), the input features'
+    statistics set (from ``x``, the training rows in memory, or, in sampled mode, by chunked
+    float64 sums over the dataset's memory map)."""
     torch.manual_seed(cfg.train.seed)
     trainer = Trainer(cfg, ds.feature_dim, ds.aux_dim, bits, dev)
     model = trainer.model
@@ -182,9 +201,14 @@ def _setup(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext) -> _
             model.feature_std.copy_(std.clamp_min(1e-6).to(dev))
     else:
         model.set_feature_stats(torch.from_numpy(x).to(dev))
-    if cfg.train.mode == "faithful":
-        xt, at = torch.from_numpy(x).to(dev), torch.from_numpy(aux).to(dev)
-        return _Setup(trainer, FaithfulSource(model, xt, at, cfg.train.batch_size, cfg.train.seed), None, {}, n)
+    return trainer
+
+
+def training_graph(cfg: Config, ds: Dataset, rows: np.ndarray, aux: np.ndarray, x: np.ndarray | None
+                   ) -> tuple[Data, dict[str, Any]]:
+    """The training graph (:func:`~lagnh_pyg.graph.build_graph`) and its logged statistics:
+    over ``x`` (the training rows in memory) with ``graph.index``, or, when ``x`` is None, by
+    the chunked backend over the dataset's memory-mapped features."""
     t0 = time.perf_counter()
     if x is not None:
         labels = ds.label_rows(rows) if ds.has_labels else None
@@ -194,16 +218,23 @@ def _setup(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext) -> _
                             seed=cfg.train.seed)
     stats = {**graph.stats, "seconds": round(time.perf_counter() - t0, 3)}
     _log_graph(stats)
-    if cfg.train.mode == "full":
-        graph = graph.to(dev)
-        return _Setup(trainer, FullGraphSource(model, graph), graph, stats, n)
+    return graph, stats
+
+
+def sampled_source(trainer: Trainer, graph: Data, ds: Dataset, rows: np.ndarray, aux: np.ndarray,
+                   x: np.ndarray | None, cfg: Config, dev: str, ctx: DistContext | None = None
+                   ) -> tuple[SampledSource, Data]:
+    """The sampled mode's batch source over ``graph``'s sampling topology (this rank's shard
+    of the seed nodes), batches read from ``x`` or the dataset's memory map; and the topology."""
+    ctx = ctx or DistContext()
+    n = len(rows)
     fetch = BatchFetcher(x, aux, None, dev) if x is not None else BatchFetcher(ds.features, aux, rows, dev)
     topology = sampling_topology_for_cache(graph)
     source = SampledSource(_sampled_module(trainer, ctx, dev), topology, fetch,
                            cfg.train.num_neighbors, ctx.shard(torch.arange(n)), cfg.train.seed_batch_size,
                            cfg.train.seed + 7919 * ctx.rank, cfg.train.max_batches or None,
                            g_steps=cfg.train.sampled_g_steps)
-    return _Setup(trainer, source, graph if x is not None else None, stats, n, topology)
+    return source, topology
 
 
 def _sampled_module(trainer: Trainer, ctx: DistContext, dev: str) -> nn.Module:
@@ -245,29 +276,37 @@ def _finalise(s: _Setup, ds: Dataset, writer: RunWriter | None) -> EncoderCacheF
     model = s.trainer.model.eval()
     if s.graph is None and s.topology is None:
         return None  # faithful mode: no training graph, no neighbours encoding
-    rows = ds.split("train")
-    if s.graph is not None:
-        g = s.graph
-        ei, s_a, aux_unit = g.edge_index, g.s_a, g.aux_unit
-    else:  # sampled beyond EXACT_MAX_NODES: the graph lives on as the sampling topology
-        ei, s_a, aux_unit = graph_edges(s.topology)
-    features, frows = (s.graph.x.cpu().numpy(), None) if s.graph is not None and "x" in s.graph else (ds.features, rows)
     shapes = cache_shapes(model, s.n)
     store = writer.encoder_cache_file(shapes) if writer is not None else MemoryCache(shapes)
-    t0, c0 = time.perf_counter(), time.process_time()
-
-    def progress(what: str) -> None:
-        logger.info(f"encoder cache: {what} of {s.n} training nodes ({time.perf_counter() - t0:.1f}s, "
-                    f"CPU {time.process_time() - c0:.1f}s)")
-
     try:
-        build_encoder_cache(model, features, ds.aux_rows(rows), ei, s_a, aux_unit, store, rows=frows,
-                            progress=progress)
+        fill_encoder_cache(model, ds, s.graph, s.topology, store)
     except BaseException:
         if writer is not None:
             store.abort(writer.path)
         raise
     return store if writer is not None else None
+
+
+def fill_encoder_cache(model: nn.Module, ds: Dataset, graph: Data | None, topology: Data | None, store) -> None:
+    """Write the ``neighbours`` encoding's cache of the training nodes into ``store``
+    (:func:`~lagnh_pyg.training.encoder_cache.build_encoder_cache`) from the whole training
+    graph: ``graph`` where it was built (with ``x`` when its features are in memory), else the
+    sampling ``topology`` it lives on as (sampled mode beyond ``EXACT_MAX_NODES``)."""
+    rows = ds.split("train")
+    n = len(rows)
+    if graph is not None:
+        ei, s_a, aux_unit = graph.edge_index, graph.s_a, graph.aux_unit
+    else:
+        ei, s_a, aux_unit = graph_edges(topology)
+    features, frows = (graph.x.cpu().numpy(), None) if graph is not None and "x" in graph else (ds.features, rows)
+    t0, c0 = time.perf_counter(), time.process_time()
+
+    def progress(what: str) -> None:
+        logger.info(f"encoder cache: {what} of {n} training nodes ({time.perf_counter() - t0:.1f}s, "
+                    f"CPU {time.process_time() - c0:.1f}s)")
+
+    build_encoder_cache(model, features, ds.aux_rows(rows), ei, s_a, aux_unit, store, rows=frows,
+                        progress=progress)
 
 
 def choose_anchors(aux: np.ndarray, m: int, seed: int) -> np.ndarray:

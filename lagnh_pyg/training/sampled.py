@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.utils import add_self_loops, scatter
 
-from ..graph import sort_by_target
+from ..graph import pair_aux_similarity, sort_by_target
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class BatchFetcher:
         au = torch.nn.functional.normalize(aux, dim=1)
         # one self-loop per node, appended after the sampled edges, carrying S^a_ii
         ei, s_a = add_self_loops(batch.edge_index.to(self.device), batch.s_a.to(self.device, torch.float32),
-                                 fill_value=(au * au).sum(1).clamp_min(0), num_nodes=n)
+                                 fill_value=pair_aux_similarity(au, au), num_nodes=n)
         ei, s_a = sort_by_target(ei, s_a)
         rows = gcn_rows(list(batch.num_sampled_nodes), n) if "num_sampled_nodes" in batch else None
         return Data(x=x, aux=aux, aux_unit=au, edge_index=ei, s_a=s_a, count=batch.count.to(self.device),

@@ -1,0 +1,257 @@
+"""A folder of pictures to a served index in one resumable call (what ``lagnh index-folder``
+runs; a Python program can call :func:`index_folder` the same way).
+
+extract features -> aux (the offline ImageNet classifier's top-k classes, or a tag CSV) ->
+import -> train (LAGNH, or a baseline) -> encode -> index -> the query split added to the
+collection (so every picture is searchable). Each stage is the library call its own command
+makes; a stage whose output is complete is skipped, so after an interruption the same call
+carries on where it stopped.
+
+Example::
+
+    from lagnh_pyg.index_folder import index_folder
+    timings = index_folder("photos/", "runs/photos", method="itq", bits=32)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FolderWork:
+    """Where the stages before training write, under ``root`` (default: ``RUN_DIR.work``)."""
+
+    root: Path
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def aux(self) -> Path:
+        return self.root / "aux"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+
+def folder_split(n: int) -> tuple[int, int]:
+    """(n_train, n_query) for a folder of ``n`` pictures: about 5% queries (1..200), the rest
+    (up to 5000) for training; the database holds every non-query picture."""
+    if n < 10:
+        raise InputError(f"a folder of {n} readable pictures is too small to learn codes from (need 10 or more)")
+    n_query = max(1, min(200, n // 20))
+    return min(5000, n - n_query), n_query
+
+
+def check_arguments(method: str, bits: int, topk: int, tags: str | os.PathLike | None,
+                    config: str | os.PathLike | None) -> None:
+    """Everything :func:`index_folder` refuses, checked before any work is done."""
+    from .baselines import BASELINES
+    from .codes import check_bits
+    from .extract.classifier import check_topk
+
+    if method != "lagnh" and method not in BASELINES:
+        raise InputError(f"--method must be lagnh or a baseline ({', '.join(sorted(BASELINES))}), got {method!r}")
+    check_bits(bits)
+    check_topk(topk)
+    for what, p in (("--tags", tags), ("--config", config)):
+        if p is not None and not Path(p).is_file():
+            raise InputError(f"{what} file {p} does not exist")
+
+
+def index_folder(
+    photos: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    work: str | os.PathLike | None = None,
+    tags: str | os.PathLike | None = None,
+    topk: int = 5,
+    backbone: str = "efficientnet_lite0",
+    image_size: int | None = None,
+    method: str = "lagnh",
+    bits: int = 32,
+    config: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    device: str = "cpu",
+    workers: int = 2,
+    say: Callable[[str], None] = logger.info,
+) -> dict[str, float]:
+    """Index the pictures under ``photos`` into the run directory ``out_dir`` (then
+    ``lagnh serve out_dir``); resumable.
+
+    Args:
+        work: where features, aux and the dataset go (default ``out_dir.work`` next to it).
+        tags: a tag CSV (path,tags[,labels]) as aux, instead of the classifier's ``topk``
+            ImageNet classes.
+        backbone, image_size: the feature network and its input side (and the classifier's).
+        method: ``lagnh`` (``config``, default configs/demo.yaml, with ``overrides`` and
+            limits for small folders) or a baseline. bits: the code length.
+        device: a resolved device (:func:`~lagnh_pyg.device.resolve_device`).
+        say: receives one line per stage.
+
+    Returns:
+        Seconds per stage (0 for a stage done before).
+    """
+    from .config import shipped_config
+    from .extract.images import list_images
+    from .ownership import check_writable_target
+
+    photos, out_dir = Path(photos), Path(out_dir)
+    check_arguments(method, bits, topk, tags, config)
+    check_writable_target(out_dir, "--out", directory=True)
+    folder_split(len(list_images(photos)))  # too small a folder is refused before any work
+    w = FolderWork(Path(work) if work is not None else out_dir.with_name(out_dir.name + ".work"))
+    stages = _Stages(say)
+    stages.run("features", _extracted(w.features), _features, photos, w.features, backbone, image_size, device,
+               workers)
+    stages.run("aux", _extracted(w.aux), _aux, photos, w.aux, tags, topk, image_size, device, workers)
+    stages.run("import", (w.data / "manifest.json").is_file(), _import, photos, w, tags)
+    stages.run("train", _trained(out_dir), _train, method, w.data, bits, out_dir, config or shipped_config("demo.yaml"),
+               overrides, device)
+    stages.run("encode", _encoded(out_dir), _encode, out_dir, device)
+    stages.run("index", _indexed(out_dir), _index, out_dir)
+    stages.run("queries", False, _add_queries, out_dir, say)
+    say("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.timings.items())
+        + f"; total {stages.total():.1f} s")
+    return stages.timings
+
+
+class _Stages:
+    """Runs the stages in order, skipping those done before; their seconds in ``timings``."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say, self.timings, self.t0 = say, {}, time.perf_counter()
+
+    def run(self, name: str, done: bool, fn, *args) -> None:
+        if done:
+            self.say(f"[{name}] done before; skipped")
+            self.timings[name] = 0.0
+            return
+        self.say(f"[{name}] ...")
+        t0 = time.perf_counter()
+        fn(*args)
+        self.timings[name] = time.perf_counter() - t0
+
+    def total(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def _extracted(path: Path) -> bool:
+    return (path / "manifest.json").is_file()  # an extraction directory is complete once it has one
+
+
+def _trained(out_dir: Path) -> bool:
+    from .rundir import RunPaths
+
+    return RunPaths(out_dir).meta_path.is_file()
+
+
+def _encoded(out_dir: Path) -> bool:
+    from .rundir import Run
+
+    run = Run.open(out_dir)
+    return (run.codes_meta_path().is_file() and run.codes_meta().get("model_fingerprint") == run.model_fingerprint
+            and run.codes_file("query").is_file())
+
+
+def _indexed(out_dir: Path) -> bool:
+    from .index import is_index_dir
+    from .rundir import RunPaths
+
+    return is_index_dir(RunPaths(out_dir).index_dir())
+
+
+def _features(photos: Path, out: Path, backbone: str, image_size: int | None, device: str, workers: int) -> None:
+    from .extract.backbones import build_backbone
+    from .extract.features import check_out, extract_features
+    from .extract.images import list_image_source
+
+    images = list_image_source(photos)
+    check_out(out, False, images)
+    extract_features(images, build_backbone(backbone, "imagenet", image_size=image_size), out, device=device,
+                     workers=workers)
+
+
+def _aux(photos: Path, out: Path, tags: Path | None, topk: int, image_size: int | None, device: str,
+         workers: int) -> None:
+    from .extract.images import list_image_source
+
+    images = list_image_source(photos)
+    if tags is not None:
+        from .extract.objects import tags_aux
+
+        tags_aux(images, tags, out)
+        return
+    from .extract.classifier import classify_images
+
+    classify_images(images, out, classifier="efficientnet_lite0", topk=topk, image_size=image_size, device=device,
+                    batch_size=16, workers=workers)
+
+
+def _import(photos: Path, w: FolderWork, tags: Path | None) -> None:
+    from .data.folder import import_folder
+
+    aux_file = next(p for p in (w.aux / "aux.npz", w.aux / "aux.npy") if p.is_file())
+    n_train, n_query = folder_split(len((w.features / "ids.txt").read_text().splitlines()))
+    import_folder(photos, w.data, w.features / "features.npy", aux=aux_file, csv_path=tags, n_train=n_train,
+                  n_query=n_query)
+
+
+def _train(method: str, data: Path, bits: int, run_dir: Path, config: Path, overrides: Sequence[str],
+           device: str) -> None:
+    from .data.store import Dataset
+    from .rundir import RunPaths
+
+    if method != "lagnh":
+        from .baselines import DeepBaseline, baseline_class, fit_run
+
+        fit_run(method, data, bits, run_dir, device=device if issubclass(baseline_class(method), DeepBaseline)
+                else "cpu")
+        return
+    from .training import train_run
+
+    n_train = len(Dataset.open(data).split("train"))  # a small folder: limits its config cannot exceed
+    small = [f"model.anchors={min(128, n_train)}", f"encode.k={min(20, n_train)}", f"graph.k={min(10, n_train - 1)}"]
+    train_run(data, config, bits, run_dir, overrides=small + list(overrides),
+              resume=RunPaths(run_dir).checkpoint_path.is_file(), device=device, progress=True)
+
+
+def _encode(out_dir: Path, device: str) -> None:
+    from .encoders import encode_splits
+    from .rundir import Run
+
+    encode_splits(Run.open(out_dir), ["query", "database"], device=device)
+
+
+def _index(out_dir: Path) -> None:
+    from .retrieval import build_index
+
+    build_index(out_dir, "flat")
+
+
+def _add_queries(run_dir: Path, say: Callable[[str], None]) -> None:
+    """The query split is not in the index (it is held out from the database): add it to the
+    collection, so that every picture of the folder is searchable."""
+    from .added import AddedItem
+    from .collection import Collection
+
+    coll = Collection(run_dir)
+    ds = coll.dataset
+    qidx, codes = ds.split("query"), coll.run.load_codes("query")
+    items = [AddedItem(ds.ids[r], codes[j : j + 1], ds.paths[r] if ds.paths else None)
+             for j, r in enumerate(qidx) if ds.ids[r] not in coll and ds.ids[r] not in coll.deleted]
+    if items:
+        coll.add(items)
+    say(f"{len(coll)} pictures searchable")
