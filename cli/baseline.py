@@ -7,20 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lagnh_pyg.errors import InputError
-
 from .common import DeviceOpt, handle_errors, out
-
-
-def parse_sets(items: list[str] | None) -> dict[str, str]:
-    """``["anchors=500", "reg=1e-5"]`` -> ``{"anchors": "500", "reg": "1e-5"}`` (typed later)."""
-    params: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--set expects key=value (e.g. --set iterations=50), got {item!r}")
-        params[key.strip()] = value.strip()
-    return params
 
 
 @handle_errors
@@ -36,11 +23,12 @@ def baseline(
 ) -> None:
     from lagnh_pyg.baselines import BASELINES, DeepBaseline, baseline_class, fit_run
     from lagnh_pyg.device import resolve_device
+    from lagnh_pyg.params import split_assignments
     from lagnh_pyg.rundir import Run
 
     deep = issubclass(baseline_class(name), DeepBaseline) if name.lower() in BASELINES else False
     dev = resolve_device(device) if deep else "cpu"
-    run_dir = fit_run(name, data_dir, bits, out_dir, seed=seed, device=dev, config=config, **parse_sets(sets))
+    run_dir = fit_run(name, data_dir, bits, out_dir, seed=seed, device=dev, config=config, **split_assignments(sets, "--set", "--set iterations=50"))
     run = Run.open(run_dir)
     fit = run.meta.get("fit", {})
     aug = fit.get("augmentation")

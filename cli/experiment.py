@@ -211,19 +211,15 @@ def tune(
     Example: lagnh experiment tune --data data/demo --out reports/tune --method itq --set inputs=both --grid aux_weight=0.25,0.5,1,2,4
     """
     from lagnh_pyg.device import resolve_device
-    from lagnh_pyg.errors import InputError
     from lagnh_pyg.experiments.common import parse_list
     from lagnh_pyg.experiments.tuning import tune_baseline
-
-    from .baseline import parse_sets
+    from lagnh_pyg.params import split_assignment, split_assignments
 
     values: dict[str, list[str]] = {}
     for g in grid or []:
-        name, sep, vals = g.partition("=")
-        if not sep or not name.strip():
-            raise InputError(f"--grid expects NAME=v1,v2,..., got {g!r}")
-        values[name.strip()] = parse_list(vals, f"--grid {name.strip()}")
+        name, vals = split_assignment(g, "--grid", "--grid alpha=0.5,1,2")
+        values[name] = parse_list(vals, f"--grid {name}")
     _check_out(out_dir)
     path = tune_baseline(method.lower(), data, bits, values, out_dir, seed=seed, fraction=fraction, topk=parse_topk(topk),
-                         protocol=protocol, device=resolve_device(device), fixed=parse_sets(sets))
+                         protocol=protocol, device=resolve_device(device), fixed=split_assignments(sets, "--set", "--set iterations=50"))
     out.print(Path(path).read_text(), markup=False, highlight=False, soft_wrap=True)

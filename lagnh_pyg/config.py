@@ -1,4 +1,6 @@
-"""Configuration of a LAGNH run: dataclasses, YAML files, ``--set key=value`` overrides.
+"""Configuration of a LAGNH run: dataclasses whose fields carry their constraints
+(:func:`param`, checked by :mod:`lagnh_pyg.params`, the mechanism the baselines' parameters
+use too), YAML files, ``--set key=value`` overrides.
 
 A config has five sections and one switch::
 
@@ -37,6 +39,16 @@ from typing import Any
 import yaml
 
 from .errors import InputError
+from .params import (
+    Boolean,
+    Constraint,
+    Integer,
+    IntegerList,
+    Options,
+    Real,
+    load_yaml,
+    split_assignment,
+)
 
 #: the YAML configs that come with the project (coco.yaml, nuswide.yaml, demo.yaml, baselines/)
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -51,116 +63,14 @@ def shipped_config(name: str) -> Path:
     return path
 
 
-@dataclass
-class GraphConfig:
-    """The augmented semantic graph (Eq. 3-5) and its kNN topology."""
-
-    k: int = 10  # neighbours per node in each kNN (visual, aux) before the union
-    sources: str = "both"  # kNN topology from: visual | aux | both (union)
-    index: str = "auto"  # FAISS index: auto (exact up to 200k nodes, IVF beyond) | flat | ivf
-    eta: float = 1.0  # Eq. 5 fusion weight of S^a (release: 0 hard-coded, 10 as argument default)
-    sigma: Any = "auto"  # Eq. 3 bandwidth: "auto" (sigma^2 = mean squared kNN-edge distance) or a number
-    weights: str = "fused"  # edge weights: fused (S^v + eta S^a) | visual (only-Sv) | aux (only-Sa)
+def param(default: Any, check: Constraint) -> Any:
+    """A config field with its constraint beside it (validated by :mod:`lagnh_pyg.params`)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"check": check})
+    return field(default=default, metadata={"check": check})
 
 
-@dataclass
-class ModelConfig:
-    """Cross-modal attention (Eq. 1-2) and the GCN generator (Eq. 6-7)."""
-
-    attention: str = "anchors"  # anchors | categories | batch (release) | none (no-att)
-    anchors: int = 1024  # size of the fixed memory of training aux vectors (attention=anchors)
-    self_key: bool = True  # add the item's own aux vector to the keys (batch-independent)
-    att_norm: str = "l2"  # attention weights over keys: l2 (Eq. 2, as released) | l1 (convex mixture)
-    att_dim: int = 512  # width of W_x, W_y
-    hidden: int = 1024  # GCN hidden width h (COCO 1024, NUS-WIDE 2048)
-    dropout: float = 0.5
-    normalization: str = "gcn"  # gcn: D^-1/2 S D^-1/2 (Kipf) | row: D^-1 S (release)
-    feature_norm: str = "standard"  # input features: standard (training mean/std) | l2 (unit rows) | none (raw, as released)
-
-
-@dataclass
-class LossConfig:
-    """Weights of Eq. 12 and the reconstruction target of Eq. 9."""
-
-    lam: float = 1.0  # quantisation, Eq. 8
-    beta: float = 100.0  # reconstruction, Eq. 9
-    alpha: float = 1.0  # semantic guidance, Eq. 11
-    mu: float = 1.0  # scale of the reconstructed graph, Eq. 9
-    adv: float = 1.0  # adversarial term, Eq. 10
-    reconstruct: str = "Sa"  # Sa | S | Sv | ZZ | feat (Table 5)
-    recon_nodes: int = 2048  # full mode: nodes sampled per step for the n x n terms of Eq. 9
-
-
-@dataclass
-class TrainConfig:
-    mode: str = "full"  # full (all nodes every step) | faithful (the release's dense mini-batches) | sampled (neighbour-sampled seed batches, lagnh_pyg/training/sources.py)
-    epochs: int = 300
-    lr: float = 1e-4  # Adam, generator
-    lr_d: float = 1e-4  # Adam, discriminator
-    g_steps: int = 5  # generator updates per discriminator update
-    batch_size: int = 1024  # faithful mode: dense mini-batch size
-    seed: int = 0
-    checkpoint_every: int = 10  # epochs between checkpoints (0: only at the end)
-    threads: int = 0  # torch/FAISS threads (0: leave as is)
-    # sampled mode: neighbours per node at each GCN hop (-1: all). [5, 3] against [10, 5]:
-    # MAP@1000 0.910 vs 0.912 on the 5,000 demo nodes, 19k vs 48k nodes a 1,024-seed batch
-    # at 200k nodes, 2.6x the seed nodes a second (docs/results/sampled.md)
-    num_neighbors: list = field(default_factory=lambda: [5, 3])
-    # sampled mode: seed nodes per mini-batch (the losses' nodes) and generator updates per
-    # seed batch (one discriminator update each). A fresh subgraph per update already varies
-    # what the generator sees; with 5 updates per batch a sampled epoch cost 4.5x a full-graph
-    # epoch on 5,000 demo nodes, with 1 it costs 0.6x at equal MAP (docs/results/sampled.md).
-    seed_batch_size: int = 1024
-    sampled_g_steps: int = 1
-    max_batches: int = 0  # sampled mode: cap an epoch at this many seed batches (0: a true epoch)
-
-
-@dataclass
-class EncodeConfig:
-    mode: str = "neighbours"  # neighbours (link to k training nodes) | self (no edges) | faithful
-    # no longer read: the neighbours encoding links a new item by the training graph's own
-    # rule (graph.k visual + graph.k aux neighbours, lagnh_pyg/encode.py); kept so that
-    # configs and checkpoints that set it still load
-    k: int = 20
-    batch_size: int = 256  # mode faithful: the release's encoding batch
-
-
-@dataclass
-class Config:
-    graph: GraphConfig = field(default_factory=GraphConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    encode: EncodeConfig = field(default_factory=EncodeConfig)
-    variant: str = "lagnh"
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    def digest(self, ignore: Iterable[str] = ("train.epochs", "train.checkpoint_every", "train.threads")) -> str:
-        """A short hash of everything that shapes the model and its training (resume check)."""
-        d = copy.deepcopy(self.to_dict())
-        for key in ignore:
-            sec, name = key.split(".")
-            d[sec].pop(name, None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-CHOICES: dict[str, tuple[str, ...]] = {
-    "graph.sources": ("visual", "aux", "both"),
-    "graph.index": ("auto", "flat", "ivf"),
-    "graph.weights": ("fused", "visual", "aux"),
-    "model.attention": ("anchors", "categories", "batch", "none"),
-    "model.normalization": ("gcn", "row"),
-    "model.feature_norm": ("standard", "l2", "none"),
-    "model.att_norm": ("l2", "l1"),
-    "loss.reconstruct": ("Sa", "S", "Sv", "ZZ", "feat"),
-    "train.mode": ("full", "faithful", "sampled"),
-    "encode.mode": ("neighbours", "self", "faithful"),
-}
+POSITIVE_INT, NONNEG_INT, NONNEG = Integer(low=1), Integer(low=0), Real(low=0)
 
 # Table 5 of the paper: each variant fixes these fields (applied after the YAML and --set).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -179,17 +89,122 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "recons-Sv": {"loss.reconstruct": "Sv"},
 }
 
+
+@dataclass
+class GraphConfig:
+    """The augmented semantic graph (Eq. 3-5) and its kNN topology."""
+
+    k: int = param(10, POSITIVE_INT)  # neighbours per node in each kNN (visual, aux) before the union
+    sources: str = param("both", Options("visual", "aux", "both"))  # kNN topology from: visual | aux | both (union)
+    # FAISS index: auto (exact up to 200k nodes, IVF beyond) | flat | ivf
+    index: str = param("auto", Options("auto", "flat", "ivf"))
+    # Eq. 5 fusion weight of S^a (release: 0 hard-coded, 10 as argument default)
+    eta: float = param(1.0, NONNEG)
+    # Eq. 3 bandwidth: "auto" (sigma^2 = mean squared kNN-edge distance) or a number
+    sigma: Any = param("auto", Real(positive=True, auto=True))
+    # edge weights: fused (S^v + eta S^a) | visual (only-Sv) | aux (only-Sa)
+    weights: str = param("fused", Options("fused", "visual", "aux"))
+
+
+@dataclass
+class ModelConfig:
+    """Cross-modal attention (Eq. 1-2) and the GCN generator (Eq. 6-7)."""
+
+    # anchors | categories | batch (release) | none (no-att)
+    attention: str = param("anchors", Options("anchors", "categories", "batch", "none"))
+    anchors: int = param(1024, POSITIVE_INT)  # size of the fixed memory of training aux vectors (attention=anchors)
+    self_key: bool = param(True, Boolean())  # add the item's own aux vector to the keys (batch-independent)
+    # attention weights over keys: l2 (Eq. 2, as released) | l1 (convex mixture)
+    att_norm: str = param("l2", Options("l2", "l1"))
+    att_dim: int = param(512, POSITIVE_INT)  # width of W_x, W_y
+    hidden: int = param(1024, POSITIVE_INT)  # GCN hidden width h (COCO 1024, NUS-WIDE 2048)
+    dropout: float = param(0.5, Real(low=0, high=1, high_open=True))
+    # gcn: D^-1/2 S D^-1/2 (Kipf) | row: D^-1 S (release)
+    normalization: str = param("gcn", Options("gcn", "row"))
+    # input features: standard (training mean/std) | l2 (unit rows) | none (raw, as released)
+    feature_norm: str = param("standard", Options("standard", "l2", "none"))
+
+
+@dataclass
+class LossConfig:
+    """Weights of Eq. 12 and the reconstruction target of Eq. 9."""
+
+    lam: float = param(1.0, NONNEG)  # quantisation, Eq. 8
+    beta: float = param(100.0, NONNEG)  # reconstruction, Eq. 9
+    alpha: float = param(1.0, NONNEG)  # semantic guidance, Eq. 11
+    mu: float = param(1.0, NONNEG)  # scale of the reconstructed graph, Eq. 9
+    adv: float = param(1.0, NONNEG)  # adversarial term, Eq. 10
+    reconstruct: str = param("Sa", Options("Sa", "S", "Sv", "ZZ", "feat"))  # Sa | S | Sv | ZZ | feat (Table 5)
+    recon_nodes: int = param(2048, POSITIVE_INT)  # full mode: nodes sampled per step for the n x n terms of Eq. 9
+
+
+@dataclass
+class TrainConfig:
+    # full (all nodes every step) | faithful (the release's dense mini-batches) | sampled
+    # (neighbour-sampled seed batches, lagnh_pyg/training/sources.py)
+    mode: str = param("full", Options("full", "faithful", "sampled"))
+    epochs: int = param(300, NONNEG_INT)
+    lr: float = param(1e-4, Real(positive=True))  # Adam, generator
+    lr_d: float = param(1e-4, Real(positive=True))  # Adam, discriminator
+    g_steps: int = param(5, POSITIVE_INT)  # generator updates per discriminator update
+    batch_size: int = param(1024, POSITIVE_INT)  # faithful mode: dense mini-batch size
+    seed: int = param(0, Integer())
+    checkpoint_every: int = param(10, NONNEG_INT)  # epochs between checkpoints (0: only at the end)
+    threads: int = param(0, NONNEG_INT)  # torch/FAISS threads (0: leave as is)
+    # sampled mode: neighbours per node at each GCN hop (-1: all). [5, 3] against [10, 5]:
+    # MAP@1000 0.910 vs 0.912 on the 5,000 demo nodes, 19k vs 48k nodes a 1,024-seed batch
+    # at 200k nodes, 2.6x the seed nodes a second (docs/results/sampled.md)
+    num_neighbors: list = param([5, 3], IntegerList("a list with one positive count (or -1: all) per GCN hop, "
+                                                    "e.g. [10, 5]", special=(-1,)))
+    # sampled mode: seed nodes per mini-batch (the losses' nodes) and generator updates per
+    # seed batch (one discriminator update each). A fresh subgraph per update already varies
+    # what the generator sees; with 5 updates per batch a sampled epoch cost 4.5x a full-graph
+    # epoch on 5,000 demo nodes, with 1 it costs 0.6x at equal MAP (docs/results/sampled.md).
+    seed_batch_size: int = param(1024, POSITIVE_INT)
+    sampled_g_steps: int = param(1, POSITIVE_INT)
+    max_batches: int = param(0, NONNEG_INT)  # sampled mode: cap an epoch at this many seed batches (0: a true epoch)
+
+
+@dataclass
+class EncodeConfig:
+    mode: str = param("neighbours", Options("neighbours", "self", "faithful"))  # neighbours | self | faithful
+    # no longer read: the neighbours encoding links a new item by the training graph's own
+    # rule (graph.k visual + graph.k aux neighbours, lagnh_pyg/encode.py); kept so that
+    # configs and checkpoints that set it still load
+    k: int = param(20, POSITIVE_INT)
+    batch_size: int = param(256, POSITIVE_INT)  # mode faithful: the release's encoding batch
+
+
+@dataclass
+class Config:
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    variant: str = param("lagnh", Options(*VARIANTS))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def digest(self, ignore: Iterable[str] = ("train.epochs", "train.checkpoint_every", "train.threads")) -> str:
+        """A short hash of everything that shapes the model and its training (resume check)."""
+        d = copy.deepcopy(self.to_dict())
+        for key in ignore:
+            sec, name = key.split(".")
+            d[sec].pop(name, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
 # train.mode=faithful reproduces the release: in-batch attention, sigma = 1, row normalisation,
 # raw features, dense per-batch graphs, batch-of-256 encoding.
 FAITHFUL: dict[str, Any] = {
     "model.attention": "batch", "model.self_key": False, "model.att_norm": "l2", "graph.sigma": 1.0,
     "model.normalization": "row", "model.feature_norm": "none", "encode.mode": "faithful",
 }
-
-_POSITIVE_INT = {"train.seed_batch_size", "graph.k", "model.anchors", "model.att_dim", "model.hidden", "loss.recon_nodes",
-                 "train.g_steps", "train.sampled_g_steps", "train.batch_size", "encode.k", "encode.batch_size"}
-_NONNEG = {"train.max_batches", "graph.eta", "loss.lam", "loss.beta", "loss.alpha", "loss.mu", "loss.adv", "train.epochs",
-           "train.checkpoint_every", "train.threads"}
 
 
 def _sections(cfg: Config) -> dict[str, Any]:
@@ -202,65 +217,15 @@ def valid_keys() -> list[str]:
     return keys + ["variant"]
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Check ``value`` against the type of the field's default; return it converted."""
-    if key == "graph.sigma":
-        if value == "auto":
-            return "auto"
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise InputError(f"graph.sigma must be 'auto' or a positive number, got {value!r}")
-        return float(value)
-    if key == "train.num_neighbors":
-        if not isinstance(value, list) or not value or any(
-                isinstance(v, bool) or not isinstance(v, int) or v == 0 or v < -1 for v in value):
-            raise InputError(f"train.num_neighbors must be a list with one positive count (or -1: all) per GCN hop, "
-                             f"e.g. [10, 5]; got {value!r}")
-        return list(value)
-    if key == "variant":
-        if value not in VARIANTS:
-            raise InputError(f"variant must be one of {', '.join(VARIANTS)}, got {value!r}")
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise InputError(f"{key} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"{key} must be an integer, got {value!r}")
-    elif isinstance(default, float):
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"{key} must be a number, got {value!r}")
-        value = float(value)
-    elif isinstance(default, str):
-        if not isinstance(value, str):
-            raise InputError(f"{key} must be a string, got {value!r}")
-        if key in CHOICES and value not in CHOICES[key]:
-            raise InputError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
-    if key in _POSITIVE_INT and value <= 0:
-        raise InputError(f"{key} must be positive, got {value}")
-    if key in _NONNEG and value < 0:
-        raise InputError(f"{key} must be non-negative, got {value}")
-    if key in ("train.lr", "train.lr_d") and value <= 0:
-        raise InputError(f"{key} must be positive, got {value}")
-    if key == "model.dropout" and not 0 <= value < 1:
-        raise InputError(f"model.dropout must lie in [0, 1), got {value}")
-    return value
+def _constraint(owner: type, name: str) -> Constraint:
+    return next(f.metadata["check"] for f in dataclasses.fields(owner) if f.name == name)
+
 
 
 def set_value(cfg: Config, key: str, value: Any) -> None:
     """Set the dotted ``key`` (e.g. ``train.epochs``) on ``cfg`` with type checking."""
     if key == "variant":
-        cfg.variant = _coerce(key, value, cfg.variant)
+        cfg.variant = _constraint(Config, "variant").check(key, value)
         return
     parts = key.split(".")
     sections = _sections(cfg)
@@ -270,7 +235,7 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
     names = [f.name for f in dataclasses.fields(sec)]
     if parts[1] not in names:
         raise InputError(f"unknown config key {key!r}; {parts[0]} has {', '.join(names)}")
-    setattr(sec, parts[1], _coerce(key, value, getattr(type(sec)(), parts[1])))
+    setattr(sec, parts[1], _constraint(type(sec), parts[1]).check(key, value))
 
 
 def get_value(cfg: Config, key: str) -> Any:
@@ -304,10 +269,7 @@ def from_dict(d: Mapping[str, Any], where: str = "config") -> Config:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``"train.epochs=50"`` -> ``("train.epochs", 50)`` (the value is read as YAML)."""
-    if "=" not in text:
-        raise InputError(f"--set expects key=value (e.g. train.epochs=50), got {text!r}")
-    key, raw = text.split("=", 1)
-    key = key.strip()
+    key, raw = split_assignment(text, "--set", "train.epochs=50")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -340,14 +302,8 @@ def load_config(
     elif source is None or isinstance(source, Mapping):
         cfg = from_dict(source or {})
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"config file {path} does not exist (see configs/*.yaml)")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise InputError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        cfg = from_dict(data, where=str(path))
+        data = load_yaml(source, "config file", " (see configs/*.yaml)")
+        cfg = from_dict(data, where=str(source))
     for ov in overrides:
         key, value = parse_override(ov) if isinstance(ov, str) else ov
         set_value(cfg, key, value)

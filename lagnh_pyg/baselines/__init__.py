@@ -67,7 +67,6 @@ logger = logging.getLogger(__name__)
 SHALLOW = (LSH, SKLSH, SH, PCAH, ITQ, SGH)
 DEEP = (UHBDNN, DeepBit, SSDH, SADH, TBH, CIBHash, BiHalf)
 BASELINES: dict[str, type[HashingBaseline]] = {cls.name: cls for cls in (*SHALLOW, *DEEP)}
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "baselines"
 
 for _name in BASELINES:
     register_method(_name, "lagnh_pyg.baselines:load_run_encoder")
@@ -121,7 +120,9 @@ def load_run_encoder(run, device: str = "cpu") -> HashingBaseline:
 
 def config_file(name: str) -> Path:
     """``configs/baselines/<name>.yaml``: the method's hyper-parameters (may be absent)."""
-    return CONFIG_DIR / f"{baseline_class(name).name}.yaml"
+    from ..config import CONFIG_DIR
+
+    return CONFIG_DIR / "baselines" / f"{baseline_class(name).name}.yaml"
 
 
 def load_params(name: str, config: str | os.PathLike | None = None) -> tuple[dict[str, Any], str | None]:
@@ -129,17 +130,12 @@ def load_params(name: str, config: str | os.PathLike | None = None) -> tuple[dic
 
     Returns ``(params, source)``; ``({}, None)`` when there is no default file.
     """
-    import yaml
+    from ..params import load_yaml
 
     path = Path(config) if config is not None else config_file(name)
-    if not path.is_file():
-        if config is not None:
-            raise InputError(f"baseline config file {path} does not exist")
+    if config is None and not path.is_file():
         return {}, None
-    try:
-        params = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise InputError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    params = load_yaml(path, "baseline config file") or {}
     if not isinstance(params, dict):
         raise InputError(f"{path} must map parameter names to values")
     return params, str(path)

@@ -41,6 +41,7 @@ import numpy as np
 from ..codes import check_bits
 from ..errors import InputError
 from ..files import atomic_path
+from ..params import Constraint, Integer, Options, Real
 
 MODEL_FORMAT = "lagnh-baseline"
 #: the metadata of a model file besides its arrays (``inputs`` since the input transform)
@@ -68,33 +69,18 @@ class Param:
     positive: bool = False
     choices: tuple[str, ...] = ()
 
+    @property
+    def constraint(self) -> Constraint:
+        """The constraint of :mod:`lagnh_pyg.params` this declaration stands for (numbers may
+        come as the text of ``--set``)."""
+        if self.kind == "choice":
+            return Options(*self.choices, text=True)
+        number = Integer if self.kind == "int" else Real
+        return number(low=self.minimum, positive=self.positive, auto=self.kind == "float|auto", text=True)
+
     def parse(self, value: Any, method: str) -> Any:
         """Validate ``value`` (a Python value or the text of ``--set``); return it typed."""
-        where = f"{method} parameter {self.name}"
-        if self.kind == "choice":
-            if str(value) not in self.choices:
-                raise InputError(f"{where} must be one of {', '.join(self.choices)}, got {value!r}")
-            return str(value)
-        if self.kind == "float|auto" and str(value).strip().lower() == "auto":
-            return "auto"
-        expected = "an integer" if self.kind == "int" else "a number" + (" or 'auto'" if "auto" in self.kind else "")
-        try:
-            number = float(value) if not isinstance(value, bool) else None
-        except (TypeError, ValueError):
-            number = None
-        if number is None:
-            raise InputError(f"{where} must be {expected}, got {value!r}")
-        if self.kind == "int":
-            if not number.is_integer():
-                raise InputError(f"{where} must be {expected}, got {value!r}")
-            number = int(number)
-        if not np.isfinite(number):
-            raise InputError(f"{where} must be finite, got {value!r}")
-        if self.positive and number <= 0:
-            raise InputError(f"{where} must be positive, got {value!r}")
-        if self.minimum is not None and number < self.minimum:
-            raise InputError(f"{where} must be at least {self.minimum:g}, got {value!r}")
-        return number
+        return self.constraint.check(f"{method} parameter {self.name}", value)
 
     def describe(self) -> str:
         return f"{self.name}={self.default}: {self.help}"

@@ -212,13 +212,9 @@ def fit_method(method: str, spec: ExperimentSpec, bits: int, run_dir: Path, seed
                          device=spec.device, progress=spec.progress)
     from ..baselines import fit_run
     from ..device import resolve_device
+    from ..params import split_assignments
 
-    params = {}
-    for item in overrides:  # a baseline's parameters, e.g. inputs=both, aux_weight=0.5
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"a baseline parameter must read key=value, got {item!r}")
-        params[key] = value
+    params = split_assignments(overrides, "a baseline parameter", "inputs=both")  # e.g. inputs=both, aux_weight=0.5
     return fit_run(method, spec.data_dir, bits, run_dir, seed=seed, device=resolve_device(spec.device), **params)
 
 
