@@ -18,6 +18,20 @@ def small_synthetic(tmp_path_factory):
     return generate(spec, out)
 
 
+@pytest.fixture(scope="session")
+def tiny_runs(small_synthetic, tmp_path_factory):
+    """A 16-bit LAGNH run of ``TINY_LAGNH`` (4 epochs, checkpoints every 2) on
+    ``small_synthetic`` in each training mode: ``{"full": RUN_DIR, "faithful": ..., "sampled": ...}``.
+    Tests that change a run copy it first; encoding into it is deterministic."""
+    from helpers import MODES, TINY_LAGNH
+
+    from lagnh_pyg.training import train_run
+
+    root = tmp_path_factory.mktemp("tiny-runs")
+    return {m: train_run(small_synthetic, TINY_LAGNH, 16, root / m, overrides=[f"train.mode={m}"], progress=False)
+            for m in MODES}
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """One intra-op thread per test (CI has 2 cores; some tests set their own)."""

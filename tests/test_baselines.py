@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import ref_map
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -40,22 +41,6 @@ def clustered():
     labels = rng.integers(0, 6, size=500)
     X = np.maximum(centres[labels] + 0.7 * rng.standard_normal((500, 48)) + 1.0, 0)
     return X.astype(np.float32)
-
-
-def map_at_k(query_codes, db_codes, query_labels, db_labels, topk):
-    """Brute-force MAP@K, protocol 'lagnh': stable Hamming ranking (ties in database order),
-    AP@K = mean of P@j over the relevant hits in the top K, mean over the queries with at
-    least one relevant item in the database."""
-    dist = (query_codes.shape[1] - query_codes.astype(int) @ db_codes.astype(int).T) // 2
-    rel_all = (query_labels.astype(int) @ db_labels.astype(int).T) > 0
-    aps = []
-    for q in range(len(query_codes)):
-        if not rel_all[q].any():
-            continue
-        rel = rel_all[q][np.argsort(dist[q], kind="stable")[:topk]]
-        hits = np.cumsum(rel)
-        aps.append(float((hits / np.arange(1, len(rel) + 1))[rel].sum() / max(hits[-1], 1)))
-    return float(np.mean(aps))
 
 
 # -- each method against its definition --------------------------------------------------------
@@ -219,7 +204,7 @@ def test_itq_at_least_pcah_at_64_bits(tmp_path):
     scores = {}
     for name in ("pcah", "itq", "lsh"):
         model = make_baseline(name, 64, seed=0).fit(ds.feature_rows(train))
-        scores[name] = map_at_k(model.encode(ds.feature_rows(query)), model.encode(ds.feature_rows(db)),
+        scores[name] = ref_map(model.encode(ds.feature_rows(query)), model.encode(ds.feature_rows(db)),
                                 ds.label_rows(query), ds.label_rows(db), topk=1000)
     assert scores["itq"] >= scores["pcah"], scores
     assert scores["itq"] > scores["lsh"], scores

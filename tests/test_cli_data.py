@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import error_line
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -35,13 +36,6 @@ def _run_import(tmp_path, files, out="ds", extra=()):
             np.save(p, v)
         args += [f"--{k}", str(p)]
     return runner.invoke(app, args + ["--out", str(tmp_path / out), *extra])
-
-
-def _one_error_line(result):
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def test_import_npy_contract_form(tmp_path):
@@ -88,7 +82,7 @@ def _bad(files, case):
 def test_import_npy_bad_input(tmp_path, case):
     result = _run_import(tmp_path, _bad(_npy_inputs(tmp_path), case))
     assert result.exit_code == 2, result.output
-    line = _one_error_line(result)
+    line = error_line(result)
     assert {"rows": "row counts must match", "nan": "NaN or inf", "inf": "NaN or inf", "split range": "out of range",
             "missing file": "does not exist", "aux shape": "2-D", "aux range": "[0, 1]"}[case] in line
     assert not (tmp_path / "ds").exists()
@@ -98,18 +92,18 @@ def test_import_npy_bad_input(tmp_path, case):
 def test_import_npy_missing_options_and_existing_out(tmp_path):
     result = runner.invoke(app, ["data", "import", "--features", "x.npy"])
     assert result.exit_code == 2
-    assert "missing option(s) --aux" in _one_error_line(result)
+    assert "missing option(s) --aux" in error_line(result)
     files = _npy_inputs(tmp_path)
     assert _run_import(tmp_path, files).exit_code == 0
     again = _run_import(tmp_path, files)
-    assert again.exit_code == 2 and "already exists" in _one_error_line(again)
+    assert again.exit_code == 2 and "already exists" in error_line(again)
 
 
 def test_import_options_before_importer_name(tmp_path):
     result = runner.invoke(app, ["data", "import", "--out", str(tmp_path / "x"), "coco", "a.json", "b.json",
                                  "--out", str(tmp_path / "y")])
     assert result.exit_code == 2
-    assert "after the importer name" in _one_error_line(result)
+    assert "after the importer name" in error_line(result)
 
 
 @pytest.mark.parametrize("sub", [[], ["coco"], ["nuswide"], ["mat"], ["folder"]])
@@ -141,7 +135,7 @@ def test_info_text_and_json(tmp_path):
 def test_info_missing_dir(tmp_path):
     result = runner.invoke(app, ["data", "info", str(tmp_path / "nope")])
     assert result.exit_code == 2
-    assert "does not exist" in _one_error_line(result)
+    assert "does not exist" in error_line(result)
 
 
 def test_synthetic(tmp_path):
@@ -154,5 +148,5 @@ def test_synthetic(tmp_path):
     assert len(ds.split("train")) == 60 and len(ds.split("query")) == 20
     assert ds.labels.sum(1).min() >= 1
     bad = runner.invoke(app, ["data", "synthetic", "--n", "300", "--out", str(tmp_path / "b"), "--aux-noise", "2"])
-    assert bad.exit_code == 2 and "--aux-noise" in _one_error_line(bad)
+    assert bad.exit_code == 2 and "--aux-noise" in error_line(bad)
     assert not (tmp_path / "b").exists()

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import error_line
 from retrieval_fakes import make_run
 from typer.testing import CliRunner
 
@@ -19,13 +20,6 @@ runner = CliRunner()
 def ok(result):
     assert result.exit_code == 0, (result.stdout, result.stderr)
     return result.stdout
-
-
-def one_error_line(result, match):
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert match in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +90,16 @@ def test_evaluate_matches_the_metric(run_dir, protocol, topk):
 
 
 def test_evaluate_bad_input(fresh_run, tmp_path, small_synthetic):
-    one_error_line(runner.invoke(app, ["evaluate", str(fresh_run), "--protocol", "nope"]), "unknown protocol")
-    one_error_line(runner.invoke(app, ["evaluate", str(fresh_run), "--topk", "0"]), "--topk")
-    one_error_line(runner.invoke(app, ["evaluate", str(tmp_path / "nowhere")]), "not a run directory")
+    error_line(runner.invoke(app, ["evaluate", str(fresh_run), "--protocol", "nope"]), "unknown protocol")
+    error_line(runner.invoke(app, ["evaluate", str(fresh_run), "--topk", "0"]), "--topk")
+    error_line(runner.invoke(app, ["evaluate", str(tmp_path / "nowhere")]), "not a run directory")
     # query and database codes of different lengths
     q = np.load(fresh_run / "codes" / "query.npy")
     np.save(fresh_run / "codes" / "query.npy", q[:, :2])
-    one_error_line(runner.invoke(app, ["evaluate", str(fresh_run)]), "not a packed 32-bit code file")
+    error_line(runner.invoke(app, ["evaluate", str(fresh_run)]), "not a packed 32-bit code file")
     # codes not made yet
     shutil.rmtree(fresh_run / "codes")
-    one_error_line(runner.invoke(app, ["evaluate", str(fresh_run)]), "lagnh encode")
+    error_line(runner.invoke(app, ["evaluate", str(fresh_run)]), "lagnh encode")
 
 
 def test_evaluate_refuses_dataset_without_labels(tmp_path):
@@ -114,7 +108,7 @@ def test_evaluate_refuses_dataset_without_labels(tmp_path):
                          (rng.random((40, 5)) < 0.3).astype(np.float32),
                          splits={"train": np.arange(10), "query": np.arange(10, 15), "database": np.arange(15, 40)})
     run = make_run(data, tmp_path / "run", bits=16)
-    one_error_line(runner.invoke(app, ["evaluate", str(run.root)]), "needs ground-truth labels")
+    error_line(runner.invoke(app, ["evaluate", str(run.root)]), "needs ground-truth labels")
 
 
 def test_index_then_search(fresh_run):
@@ -136,7 +130,7 @@ def test_hash_index_through_the_cli(fresh_run):
     assert "kind=multihash" in out
     got = json.loads(ok(runner.invoke(app, ["search", str(fresh_run), "--id", "3", "-k", "4", "--json"])))
     assert got["index"] == "multihash" and got["results"][0]["distance"] == 0  # item 3 finds itself
-    one_error_line(runner.invoke(app, ["index", str(fresh_run), "--kind", "ivf"]), "unknown index kind")
+    error_line(runner.invoke(app, ["index", str(fresh_run), "--kind", "ivf"]), "unknown index kind")
 
 
 def test_search_results_equal_brute_force(fresh_run):
@@ -167,17 +161,17 @@ def test_search_refuses_index_of_another_model(fresh_run):
     meta = json.loads(meta_path.read_text())
     meta["model_fingerprint"] = "0123456789abcdef"
     meta_path.write_text(json.dumps(meta))
-    one_error_line(runner.invoke(app, ["search", str(fresh_run), "--id", "3"]), "holds codes of model 0123456789abcdef")
+    error_line(runner.invoke(app, ["search", str(fresh_run), "--id", "3"]), "holds codes of model 0123456789abcdef")
 
 
 def test_search_bad_input(fresh_run, tmp_path):
-    one_error_line(runner.invoke(app, ["search", str(fresh_run)]), "exactly one of --id ITEM or --image PATH")
-    one_error_line(runner.invoke(app, ["search", str(fresh_run), "--id", "3", "--image", "x.png"]), "exactly one")
-    one_error_line(runner.invoke(app, ["search", str(fresh_run), "--id", "no-such-item"]), "is not in dataset")
-    one_error_line(runner.invoke(app, ["search", str(fresh_run), "--id", "3", "-k", "0"]), "-k must be a positive")
+    error_line(runner.invoke(app, ["search", str(fresh_run)]), "exactly one of --id ITEM or --image PATH")
+    error_line(runner.invoke(app, ["search", str(fresh_run), "--id", "3", "--image", "x.png"]), "exactly one")
+    error_line(runner.invoke(app, ["search", str(fresh_run), "--id", "no-such-item"]), "is not in dataset")
+    error_line(runner.invoke(app, ["search", str(fresh_run), "--id", "3", "-k", "0"]), "-k must be a positive")
     img = tmp_path / "new.png"
     img.write_bytes(b"not really")
-    one_error_line(runner.invoke(app, ["search", str(fresh_run), "--image", str(img)]), "--image needs a dataset built from `lagnh extract features`")
+    error_line(runner.invoke(app, ["search", str(fresh_run), "--image", str(img)]), "--image needs a dataset built from `lagnh extract features`")
 
 
 def test_index_of_empty_database_is_refused(fresh_run):
@@ -188,7 +182,7 @@ def test_index_of_empty_database_is_refused(fresh_run):
     with pytest.raises(InputError, match="empty"):
         ix.search(np.zeros((1, 4), np.uint8), 1)
     np.save(fresh_run / "codes" / "database.npy", np.zeros((0, 4), np.uint8))
-    one_error_line(runner.invoke(app, ["index", str(fresh_run)]), "has 0 rows")
+    error_line(runner.invoke(app, ["index", str(fresh_run)]), "has 0 rows")
 
 
 def test_search_html_contact_sheet(image_dataset, tmp_path):
@@ -216,7 +210,7 @@ def test_encode_other_dataset_goes_to_out_and_keeps_the_runs_codes(fresh_run, sm
     other = tmp_path / "other"
     shutil.copytree(small_synthetic, other)
     r = runner.invoke(app, ["encode", str(fresh_run), "--data", str(other), "--device", "cpu"])
-    one_error_line(r, "pass --out DIR")
+    error_line(r, "pass --out DIR")
     ok(runner.invoke(app, ["encode", str(fresh_run), "--data", str(other), "--device", "cpu", "--out",
                            str(tmp_path / "codes-other")]))
     meta = json.loads((tmp_path / "codes-other" / "meta.json").read_text())

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("torchvision")
 pytest.importorskip("timm")
+from helpers import error_line
 from PIL import Image
 
 from cli.main import app
@@ -188,27 +189,18 @@ def test_tags_aux(image_folder, tmp_path):
         tags_aux(imgs, bad, tmp_path / "tags2")
 
 
-def _one_error_line(result):
-    assert result.exit_code == 2, result.output
-    text = result.stderr if hasattr(result, "stderr") else result.output
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), text
-    assert "Traceback" not in text
-    return lines[0]
-
-
 def test_cli_bad_input(image_folder, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    line = _one_error_line(runner.invoke(app, ["extract", "features", str(empty), "--backbone", "efficientnet_lite0", "--out", str(tmp_path / "o")]))
+    line = error_line(runner.invoke(app, ["extract", "features", str(empty), "--backbone", "efficientnet_lite0", "--out", str(tmp_path / "o")]))
     assert "no images" in line
-    line = _one_error_line(runner.invoke(app, ["extract", "features", str(image_folder), "--backbone", "nosuchnet", "--out", str(tmp_path / "o")]))
+    line = error_line(runner.invoke(app, ["extract", "features", str(image_folder), "--backbone", "nosuchnet", "--out", str(tmp_path / "o")]))
     assert "unknown backbone" in line
-    line = _one_error_line(runner.invoke(app, ["extract", "objects", str(image_folder), "--threshold", "1.5", "--out", str(tmp_path / "o")]))
+    line = error_line(runner.invoke(app, ["extract", "objects", str(image_folder), "--threshold", "1.5", "--out", str(tmp_path / "o")]))
     assert "threshold" in line
     bad = tmp_path / "bad.csv"
     bad.write_text("path,tags\nmissing.jpg,dog\n")
-    line = _one_error_line(runner.invoke(app, ["extract", "objects", str(image_folder), "--tags", str(bad), "--out", str(tmp_path / "o")]))
+    line = error_line(runner.invoke(app, ["extract", "objects", str(image_folder), "--tags", str(bad), "--out", str(tmp_path / "o")]))
     assert "missing.jpg" in line
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 import scipy.sparse as sp
+from helpers import error_line
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -18,12 +19,6 @@ from lagnh_pyg.extract.images import list_images
 from lagnh_pyg.extract.tags import split_terms
 
 runner = CliRunner()
-
-
-def _error_line(result):
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- MS COCO
@@ -136,7 +131,7 @@ def test_coco_cli(tmp_path):
     assert ds.n == 14 and ds.paths[0].endswith("train2017/000000000101.jpg")
     assert ds.paths[-1].endswith("val2017/000000000204.jpg")
     result = runner.invoke(app, args + ["--out", str(tmp_path / "noaux")])
-    assert result.exit_code == 2 and "lagnh extract objects" in _error_line(result)
+    assert result.exit_code == 2 and "lagnh extract objects" in error_line(result)
     assert not (tmp_path / "noaux").exists()
 
 
@@ -332,7 +327,7 @@ def test_mat_plain_h5_named_keys_and_cli(tmp_path):
     base = ["data", "import", "mat", str(tmp_path / "f.h5"), "--features-key", "feat", "--aux-key", "tags",
             "--labels-key", "lab", "--n-train", "8", "--n-query", "4"]
     result = runner.invoke(app, base + ["--out", str(tmp_path / "bad")])
-    assert result.exit_code == 2 and "--binarize-aux" in _error_line(result)
+    assert result.exit_code == 2 and "--binarize-aux" in error_line(result)
     result = runner.invoke(app, base + ["--binarize-aux", "--no-train-in-database", "--out", str(tmp_path / "ds")])
     assert result.exit_code == 0, result.output
     ds = Dataset.open(tmp_path / "ds")
@@ -341,7 +336,7 @@ def test_mat_plain_h5_named_keys_and_cli(tmp_path):
     assert ds.info()["overlaps"]["train&database"] == 0 and len(ds.split("database")) == 8
     result = runner.invoke(app, ["data", "import", "mat", str(tmp_path / "f.h5"), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
-    line = _error_line(result)
+    line = error_line(result)
     assert "no known feature keys" in line and "feat 20x5" in line and "--features-key" in line
 
 
@@ -424,10 +419,10 @@ def test_folder_cli(tmp_path):
     ds = Dataset.open(tmp_path / "ds")
     np.testing.assert_array_equal(ds.feature_rows()[:, 0], np.arange(len(names)))
     result = runner.invoke(app, args + ["--out", str(tmp_path / "nofeat")])
-    assert result.exit_code == 2 and "--features is required" in _error_line(result)
+    assert result.exit_code == 2 and "--features is required" in error_line(result)
     result = runner.invoke(app, ["data", "import", "folder", str(root), "--features", str(tmp_path / "X.npy"),
                                  "--n-train", "4", "--n-query", "3", "--out", str(tmp_path / "noaux")])
-    assert result.exit_code == 2 and "--csv" in _error_line(result)
+    assert result.exit_code == 2 and "--csv" in error_line(result)
     assert not (tmp_path / "nofeat").exists() and not (tmp_path / "noaux").exists()
 
 
@@ -526,4 +521,4 @@ def test_folder_cli_with_extraction_output(tmp_path):
     result = runner.invoke(app, ["data", "import", "folder", str(root), "--csv", str(tmp_path / "tags.csv"),
                                  "--features", str(tmp_path / "short.npy"), "--n-train", "4", "--n-query", "3",
                                  "--out", str(tmp_path / "ds2")])
-    assert result.exit_code == 2 and "features have 11 rows" in _error_line(result)
+    assert result.exit_code == 2 and "features have 11 rows" in error_line(result)

@@ -81,7 +81,6 @@ def test_index_folder_to_a_served_index_and_resume(tmp_path):
     assert r.exit_code == 2 and "too small" in r.stderr
 
 
-@pytest.mark.slow
 def test_index_folder_trains_lagnh_by_default(tmp_path):
     """The default method: LAGNH (tiny settings), small-folder limits applied to its config."""
     write_photos(tmp_path / "photos", 30)

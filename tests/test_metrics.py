@@ -1,9 +1,11 @@
-"""Metrics against brute-force references written here, on random data with many ties."""
+"""Metrics against brute-force references (tests/helpers.py, and P@K / radius ones here), on
+random data with many ties."""
 
 import logging
 
 import numpy as np
 import pytest
+from helpers import ref_map, ref_ranking, ref_relevant
 
 from lagnh_pyg.errors import InputError
 from lagnh_pyg.metrics import (
@@ -19,40 +21,6 @@ from lagnh_pyg.metrics import (
 
 
 # -- references: plain Python loops over the definitions ------------------------------------
-def ref_ranking(qcode, dbcodes):
-    """Sign codes -> database indices sorted by (Hamming distance, database index)."""
-    bits = qcode.shape[0]
-    dist = [(bits - int(np.dot(qcode, c))) // 2 for c in dbcodes]
-    return sorted(range(len(dbcodes)), key=lambda i: (dist[i], i)), dist
-
-
-def ref_relevant(ql, dl):
-    return [bool(np.any((ql > 0) & (row > 0))) for row in dl]
-
-
-def ref_map(Q, D, QL, DL, topk, protocol):
-    aps, counted = [], []
-    for qc, ql in zip(Q, QL):
-        order, _ = ref_ranking(qc, D)
-        rel = ref_relevant(ql, DL)
-        K = len(D) if topk is None else min(topk, len(D))
-        hits, s = 0, 0.0
-        for j in range(1, K + 1):
-            if rel[order[j - 1]]:
-                hits += 1
-                s += hits / j
-        ap = s / hits if hits else 0.0
-        aps.append(ap)
-        if protocol == "lagnh":
-            counted.append(any(rel))
-        elif protocol == "calctopmap":
-            counted.append(True)
-        else:
-            counted.append(hits > 0)
-    sel = [a for a, c in zip(aps, counted) if c]
-    return sum(sel) / len(sel) if sel else 0.0
-
-
 def ref_pk(Q, D, QL, DL, K):
     vals = []
     for qc, ql in zip(Q, QL):

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import error_line
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -23,13 +24,6 @@ SHAPES = {"red": "circle", "green": "square", "blue": "triangle"}
 def ok(result):
     assert result.exit_code == 0, (result.stdout, result.stderr)
     return result
-
-
-def error_line(result) -> str:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def draw(colour: str, rng: np.random.Generator, size: int = 64):
@@ -205,7 +199,6 @@ def test_featurize_like_random_weights_and_detector(photos, tmp_path):
         featurize_like(ds, [ds.paths[row]], "cpu", tags=["dog"])
 
 
-@pytest.mark.slow
 def test_lagnh_train_and_search_by_image(pipeline, tmp_path):
     """LAGNH itself (tiny settings): a picture identical to a database item, given that item's
     tags, is encoded out of sample to the item's code (Hamming distance 0)."""

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import TINY_LAGNH, ref_map
 from typer.testing import CliRunner
 
 from lagnh_pyg.checkpoint import load_checkpoint
@@ -13,12 +14,7 @@ from lagnh_pyg.errors import InputError
 from lagnh_pyg.rundir import Run
 from lagnh_pyg.training import Trainer, train_run
 
-TINY = {
-    "graph": {"k": 5},
-    "model": {"anchors": 32, "att_dim": 16, "hidden": 32},
-    "train": {"epochs": 4, "lr": 1e-3, "g_steps": 2, "checkpoint_every": 2, "threads": 1},
-    "encode": {"k": 5},
-}
+TINY = TINY_LAGNH
 
 
 def _codes(run_dir):
@@ -28,8 +24,8 @@ def _codes(run_dir):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(small_synthetic, tmp_path_factory):
-    return train_run(small_synthetic, TINY, 16, tmp_path_factory.mktemp("runs") / "tiny", progress=False)
+def tiny_run(tiny_runs):
+    return tiny_runs["full"]
 
 
 def test_run_directory(tiny_run):
@@ -156,22 +152,6 @@ def test_cli_train_exit_codes(small_synthetic, tmp_path):
     assert (tmp_path / "z" / "run.json").is_file()
 
 
-def _map_at_k(qc, dc, ql, dl, topk=1000):
-    """MAP@topk, protocol 'lagnh': Hamming rank with ties in database order; AP over the top
-    K divided by the relevant items in it; mean over queries with a relevant database item."""
-    qb, db = np.where(qc > 0, 1.0, -1.0), np.where(dc > 0, 1.0, -1.0)
-    ham = 0.5 * (qb.shape[1] - qb @ db.T)
-    rel_all = (ql.astype(float) @ dl.T.astype(float)) > 0
-    aps = []
-    for i in range(len(qb)):
-        if not rel_all[i].any():
-            continue
-        rel = rel_all[i, np.argsort(ham[i], kind="stable")[:topk]]
-        hits = np.cumsum(rel)
-        aps.append((hits[rel] / (np.flatnonzero(rel) + 1)).sum() / rel.sum() if rel.any() else 0.0)
-    return float(np.mean(aps))
-
-
 def test_lagnh_beats_sign_of_pca(small_synthetic, tmp_path):
     """On synthetic data with informative aux, LAGNH's MAP@1000 clearly beats PCA signs."""
     from lagnh_pyg.data.store import Dataset
@@ -183,11 +163,11 @@ def test_lagnh_beats_sign_of_pca(small_synthetic, tmp_path):
     enc = load_lagnh_encoder(Run.open(run))
     q, d = ds.split("query"), ds.split("database")
     ql, dl = ds.label_rows(q), ds.label_rows(d)
-    ours = _map_at_k(enc.encode(ds.feature_rows(q), ds.aux_rows(q)), enc.encode(ds.feature_rows(d), ds.aux_rows(d)), ql, dl)
+    ours = ref_map(enc.encode(ds.feature_rows(q), ds.aux_rows(q)), enc.encode(ds.feature_rows(d), ds.aux_rows(d)), ql, dl, 1000)
     X = ds.feature_rows(ds.split("train"))
     mean = X.mean(0)
     w = np.linalg.svd(X - mean, full_matrices=False)[2][:16].T
-    pca = _map_at_k((ds.feature_rows(q) - mean) @ w, (ds.feature_rows(d) - mean) @ w, ql, dl)
+    pca = ref_map((ds.feature_rows(q) - mean) @ w, (ds.feature_rows(d) - mean) @ w, ql, dl, 1000)
     print(f"MAP@1000 lagnh {ours:.4f} vs sign-of-PCA {pca:.4f}")
     assert ours > pca + 0.05, (ours, pca)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import MODES, TINY_LAGNH
 from typer.testing import CliRunner
 
 from lagnh_pyg.checkpoint import load_checkpoint
@@ -17,14 +18,7 @@ from lagnh_pyg.errors import InputError
 from lagnh_pyg.rundir import Run, RunWriter, fingerprint
 from lagnh_pyg.training import Trainer, TrainingDiverged, train_run
 
-TINY = {
-    "graph": {"k": 5},
-    "model": {"anchors": 32, "att_dim": 16, "hidden": 32},
-    "train": {"epochs": 4, "lr": 1e-3, "g_steps": 2, "checkpoint_every": 2, "threads": 1,
-              "batch_size": 128, "seed_batch_size": 100, "num_neighbors": [4, 3]},
-    "encode": {"k": 5, "batch_size": 64},
-}
-MODES = ["full", "faithful", "sampled"]
+TINY = TINY_LAGNH
 
 
 def _state(run_dir):
@@ -53,10 +47,8 @@ def _codes(run_dir):
 
 
 @pytest.fixture(scope="module")
-def four_epochs(small_synthetic, tmp_path_factory):
-    root = tmp_path_factory.mktemp("modes")
-    return {m: train_run(small_synthetic, TINY, 16, root / m, overrides=[f"train.mode={m}"], progress=False)
-            for m in MODES}
+def four_epochs(tiny_runs):
+    return tiny_runs
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -247,6 +247,45 @@ def _rows(a: Any) -> int:
     return int(a.shape[0]) if getattr(a, "ndim", 2) == 2 else int(np.asarray(a).size)
 
 
+def _load_parts(mat: MatFile, keys: tuple[str, ...], fk: tuple[str, ...], n_parts: list[int], what: str) -> list[Any]:
+    """The arrays ``keys`` (one per feature key), each checked to have its features' rows."""
+    parts = []
+    for j, (k, n) in enumerate(zip(keys, n_parts)):
+        a = mat.get(k)
+        if isinstance(a, H5Rows):
+            a = a.read()
+        if what == "labels" and getattr(a, "ndim", 2) == 2 and a.shape[0] == 1 and a.shape[1] == n:
+            a = np.asarray(a).ravel()  # a MATLAB row vector of class indices
+        if _rows(a) != n:
+            raise InputError(f"{what} {k!r} has {_rows(a)} rows but features {fk[j]!r} have {n}"
+                             " (MATLAB stores matrices transposed: try --transpose yes or no)")
+        parts.append(a)
+    return parts
+
+
+def _aux(parts: list[Any], keys: tuple[str, ...], binarize: bool):
+    """The aux parts stacked (sparse when any is), as 0/1 with ``binarize``, else checked to
+    lie in [0, 1]."""
+    if any(sp.issparse(a) for a in parts):
+        aux = sp.vstack([sp.csr_matrix(a, dtype=np.float32) for a in parts], format="csr")
+        vals = aux.data
+    else:
+        aux = np.concatenate([np.asarray(a, dtype=np.float32) for a in parts])
+        vals = aux
+    if binarize:
+        if sp.issparse(aux):
+            aux.data = (aux.data > 0).astype(np.float32)
+            aux.eliminate_zeros()
+        else:
+            aux = (aux > 0).astype(np.float32)
+    elif vals.size and (vals.min() < 0 or vals.max() > 1):
+        raise InputError(
+            f"aux {','.join(keys)} holds values in [{vals.min():g}, {vals.max():g}], outside [0, 1]; "
+            "pass --binarize-aux to use (value > 0), or rescale it"
+        )
+    return aux
+
+
 def build(
     path: str | os.PathLike,
     *,
@@ -278,42 +317,10 @@ def build(
             if sp.issparse(f) or getattr(f, "ndim", 0) != 2:
                 raise InputError(f"features {k!r} in {mat.path} must be a dense 2-D matrix, got shape {getattr(f, 'shape', None)}")
         n_parts = [f.shape[0] for f in f_parts]
-        hint = " (MATLAB stores matrices transposed: try --transpose yes or no)"
-
-        def load_parts(keys: tuple[str, ...], what: str) -> list[Any]:
-            parts = []
-            for j, (k, n) in enumerate(zip(keys, n_parts)):
-                a = mat.get(k)
-                if isinstance(a, H5Rows):
-                    a = a.read()
-                if what == "labels" and getattr(a, "ndim", 2) == 2 and a.shape[0] == 1 and a.shape[1] == n:
-                    a = np.asarray(a).ravel()  # a MATLAB row vector of class indices
-                if _rows(a) != n:
-                    raise InputError(f"{what} {k!r} has {_rows(a)} rows but features {fk[j]!r} have {n}{hint}")
-                parts.append(a)
-            return parts
-
-        a_parts = load_parts(ak, "aux")
-        if any(sp.issparse(a) for a in a_parts):
-            aux = sp.vstack([sp.csr_matrix(a, dtype=np.float32) for a in a_parts], format="csr")
-            vals = aux.data
-        else:
-            aux = np.concatenate([np.asarray(a, dtype=np.float32) for a in a_parts])
-            vals = aux
-        if binarize_aux:
-            if sp.issparse(aux):
-                aux.data = (aux.data > 0).astype(np.float32)
-                aux.eliminate_zeros()
-            else:
-                aux = (aux > 0).astype(np.float32)
-        elif vals.size and (vals.min() < 0 or vals.max() > 1):
-            raise InputError(
-                f"aux {','.join(ak)} holds values in [{vals.min():g}, {vals.max():g}], outside [0, 1]; "
-                "pass --binarize-aux to use (value > 0), or rescale it"
-            )
-        labels = label_names = None
+        aux = _aux(_load_parts(mat, ak, fk, n_parts, "aux"), ak, binarize_aux)
+        labels = None
         if lk is not None:
-            lab_parts = [as_multi_hot(a, f"labels {k!r}") for k, a in zip(lk, load_parts(lk, "labels"))]
+            lab_parts = [as_multi_hot(a, f"labels {k!r}") for k, a in zip(lk, _load_parts(mat, lk, fk, n_parts, "labels"))]
             widths = {p.shape[1] for p in lab_parts}
             if len(widths) != 1:
                 raise InputError(f"labels {','.join(lk)} have different numbers of classes: {sorted(widths)}")
@@ -333,7 +340,7 @@ def build(
             ids=[str(i) for i in range(n)],
             splits=splits,
             labels=labels,
-            label_names=label_names,
+            label_names=None,
             aux=aux,
             provenance={
                 "source": "mat",

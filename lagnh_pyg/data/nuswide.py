@@ -173,6 +173,73 @@ def sample_queries(labels: np.ndarray, per_concept: int, rng: np.random.Generato
     return np.unique(np.concatenate(picked))
 
 
+def _top_concepts(concepts: list[str], c_path: Path, l_dir: Path, n: int, n_concepts: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``n_concepts`` most frequent concepts (columns in Concepts81 order), the labels of
+    the images carrying one of them, and those images' rows in the image list."""
+    all_labels = np.zeros((n, len(concepts)), dtype=np.uint8)
+    for j, c in enumerate(concepts):
+        f = l_dir / f"Labels_{c}.txt"
+        if not f.is_file():
+            raise InputError(f"label file {f} for concept {c!r} (from {c_path.name}) does not exist")
+        all_labels[:, j] = read_label_file(f, n)
+    counts = all_labels.sum(0, dtype=np.int64)
+    top = np.sort(np.argsort(-counts, kind="stable")[:n_concepts])  # columns in Concepts81 order
+    labels_full = all_labels[:, top]
+    del all_labels
+    source_rows = np.flatnonzero(labels_full.any(1))
+    return top, np.ascontiguousarray(labels_full[source_rows]), source_rows
+
+
+def _split(labels: np.ndarray, per_concept: int, n_train: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, train, database) rows: ``per_concept`` queries a concept, de-duplicated, then
+    ``n_train`` training images from the rest, the database the remainder."""
+    rng = np.random.default_rng(seed)
+    query = sample_queries(labels, per_concept, rng)
+    rest = np.setdiff1d(np.arange(len(labels)), query)
+    if not 1 <= n_train < rest.size:
+        raise InputError(f"--n-train must be between 1 and {rest.size - 1} (kept images that are not queries), got {n_train}")
+    train = np.sort(rng.choice(rest, size=n_train, replace=False))
+    return query, train, np.setdiff1d(rest, train)
+
+
+def _ids_and_paths(entries: list[str], source_rows: np.ndarray, i_path: Path, images: str | os.PathLike | None
+                   ) -> tuple[list[str], dict[str, int], list[str] | None]:
+    """The kept images' ids, the Flickr photo ids that also name them (when unique), and their
+    paths under ``images``."""
+    ids = [image_id(entries[r]) for r in source_rows]
+    if len(set(ids)) != len(ids):
+        raise InputError(f"{i_path} names some image twice")
+    aliases: dict[str, int] = {}
+    photo_ids = [Path(i).stem.rsplit("_", 1)[-1] for i in ids]
+    if len(set(photo_ids)) == len(photo_ids):
+        aliases = {p: r for r, p in enumerate(photo_ids)}
+    paths = None
+    if images is not None:
+        images = Path(images).resolve()  # absolute: the dataset may be read from elsewhere
+        if not images.is_dir():
+            raise InputError(f"--images {images} is not a directory (give the NUS-WIDE Flickr/ image folder)")
+        paths = [str(images / i) for i in ids]
+    return ids, aliases, paths
+
+
+def _tags(root: Path, tags_file, tag_names_file, n: int, source_rows: np.ndarray, min_tag_count: int):
+    """The kept images' tags (AllTags1k.txt) over the vocabulary used by ``min_tag_count`` of
+    them: (CSR aux, tag names, a note for the user)."""
+    t_path = _need(root, "tags", tags_file, "--tags-file")
+    keep = np.zeros(n, dtype=bool)
+    keep[source_rows] = True
+    tags = read_tag_matrix(t_path, n, keep)
+    names_path = find_file(root, "tag_names", tag_names_file)
+    names = [s for s in _lines(names_path) if s] if names_path is not None else None
+    if names is not None and len(names) != tags.shape[1]:
+        raise InputError(f"{names_path} lists {len(names)} tags but {t_path} has {tags.shape[1]} columns")
+    cols, aux_names = vocabulary(np.asarray((tags > 0).sum(0)), names, min_tag_count)
+    aux = tags[:, cols].tocsr()
+    empty = int((np.diff(aux.indptr) == 0).sum())
+    return aux, aux_names, f"tags: {len(cols)} of {tags.shape[1]} used by >= {min_tag_count} kept images; {empty} images have none"
+
+
 def build_catalog(
     root: str | os.PathLike,
     *,
@@ -214,56 +281,14 @@ def build_catalog(
         raise InputError(f"{i_path} lists no images")
     if not 1 <= n_concepts <= len(concepts):
         raise InputError(f"--concepts must be between 1 and {len(concepts)}, got {n_concepts}")
-    all_labels = np.zeros((n, len(concepts)), dtype=np.uint8)
-    for j, c in enumerate(concepts):
-        f = l_dir / f"Labels_{c}.txt"
-        if not f.is_file():
-            raise InputError(f"label file {f} for concept {c!r} (from {c_path.name}) does not exist")
-        all_labels[:, j] = read_label_file(f, n)
-    counts = all_labels.sum(0, dtype=np.int64)
-    top = np.sort(np.argsort(-counts, kind="stable")[:n_concepts])  # columns in Concepts81 order
-    labels_full = all_labels[:, top]
-    del all_labels
-    source_rows = np.flatnonzero(labels_full.any(1))
-    labels = np.ascontiguousarray(labels_full[source_rows])
+    top, labels, source_rows = _top_concepts(concepts, c_path, l_dir, n, n_concepts)
     m = source_rows.size
-    rng = np.random.default_rng(seed)
-    query = sample_queries(labels, per_concept, rng)
-    rest = np.setdiff1d(np.arange(m), query)
-    if not 1 <= n_train < rest.size:
-        raise InputError(f"--n-train must be between 1 and {rest.size - 1} (kept images that are not queries), got {n_train}")
-    train = np.sort(rng.choice(rest, size=n_train, replace=False))
-    database = np.setdiff1d(rest, train)
-
-    ids = [image_id(entries[r]) for r in source_rows]
-    if len(set(ids)) != len(ids):
-        raise InputError(f"{i_path} names some image twice")
-    aliases: dict[str, int] = {}
-    photo_ids = [Path(i).stem.rsplit("_", 1)[-1] for i in ids]
-    if len(set(photo_ids)) == len(photo_ids):
-        aliases = {p: r for r, p in enumerate(photo_ids)}
-    paths = None
-    if images is not None:
-        images = Path(images).resolve()  # absolute: the dataset may be read from elsewhere
-        if not images.is_dir():
-            raise InputError(f"--images {images} is not a directory (give the NUS-WIDE Flickr/ image folder)")
-        paths = [str(images / i) for i in ids]
-
+    query, train, database = _split(labels, per_concept, n_train, seed)
+    ids, aliases, paths = _ids_and_paths(entries, source_rows, i_path, images)
     aux = aux_names = None
     tag_note = "tags: not read (aux given)"
     if with_tags:
-        t_path = _need(root, "tags", tags_file, "--tags-file")
-        keep = np.zeros(n, dtype=bool)
-        keep[source_rows] = True
-        tags = read_tag_matrix(t_path, n, keep)
-        names_path = find_file(root, "tag_names", tag_names_file)
-        names = [s for s in _lines(names_path) if s] if names_path is not None else None
-        if names is not None and len(names) != tags.shape[1]:
-            raise InputError(f"{names_path} lists {len(names)} tags but {t_path} has {tags.shape[1]} columns")
-        cols, aux_names = vocabulary(np.asarray((tags > 0).sum(0)), names, min_tag_count)
-        aux = tags[:, cols].tocsr()
-        empty = int((np.diff(aux.indptr) == 0).sum())
-        tag_note = f"tags: {len(cols)} of {tags.shape[1]} used by >= {min_tag_count} kept images; {empty} images have none"
+        aux, aux_names, tag_note = _tags(root, tags_file, tag_names_file, n, source_rows, min_tag_count)
 
     return Catalog(
         ids=ids,

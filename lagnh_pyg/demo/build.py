@@ -23,7 +23,7 @@ from ..extract.views import RECIPE as VIEWS_RECIPE
 from ..ownership import check_replaceable
 from .detector import TileDetector
 from .fashion_mnist import CLASSES, load_fashion_mnist
-from .mosaics import EXTRA_BLOCK, DemoSpec, compose, noisy_tags, render
+from .mosaics import EXTRA_BLOCK, DemoSpec, Mosaics, compose, noisy_tags, render
 
 logger = logging.getLogger(__name__)
 
@@ -108,17 +108,13 @@ def build_demo(
     features of that many augmented renderings of each *training* mosaic
     (:mod:`lagnh_pyg.extract.views`), for the baselines that learn from views.
     """
-    from ..data.store import DatasetWriter
-
     spec.validate()
     if views < 0:
         raise InputError(f"--views must be 0 (none) or positive, got {views}")
     out = Path(out)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    spec_dict = asdict(spec)
     if out.exists() and not overwrite:
-        existing = _existing_spec(out)
-        if existing == spec_dict and _existing_views(out) == views:
+        if _existing_spec(out) == asdict(spec) and _existing_views(out) == views:
             return {"cached": True, "out": str(out)}
         raise InputError(
             f"{out} already exists and was not built as this demo dataset; choose another --out or pass --overwrite"
@@ -134,27 +130,65 @@ def build_demo(
     timings["compose_s"] = time.perf_counter() - t_start
     extra = f" + {spec.extra_train} extra" if spec.extra_train else ""
     log(f"composed {len(images)} mosaics ({spec.n_train}{extra} train, {spec.n_query} query, {spec.n_database} database)")
-
-    # the detector: trained on its own pool, checked on held-out pool items
     t = time.perf_counter()
+    det = _detections(spec, mos, images, train_x, train_y, log)
+    timings["detector_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    feat_cache = cache_root / spec.mosaic_key()
+    features = _features(spec, images, feat_cache, device, batch_size, progress, log)
+    timings["features_s"] = time.perf_counter() - t
+    view_feats = None
+    if views:
+        t = time.perf_counter()
+        view_feats = _demo_views(spec, images[mos.splits["train"]], views, feat_cache, device, batch_size, log)
+        timings["views_s"] = time.perf_counter() - t
+    aux, aux_names = _aux(spec, mos, det["hot"])
+    t = time.perf_counter()
+    summary = {"detector": det["summary"], "mean_labels_per_mosaic": round(float(mos.labels.sum(1).mean()), 3),
+               "mean_aux_per_mosaic": round(float((aux > 0).sum(1).mean()), 3)}
+    provenance = {
+        "source": "demo",
+        "demo_spec": asdict(spec),
+        "real": "Fashion-MNIST images (Xiao et al. 2017); EfficientNet-Lite0 ImageNet weights",
+        "constructed": "2x2 mosaics of 1-4 items (labels = set of item classes); aux from a tile-classifier "
+                       "'detector' trained on disjoint items, or noisy tags",
+        "feature_cache": str(feat_cache),
+        **summary,
+    }
+    _write(out, spec, mos, images, features, aux, aux_names, det["scores"], view_feats, views, provenance,
+           write_images, overwrite, inputs)
+    timings["write_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t_start
+    return {"cached": False, "out": str(out), "n_items": len(images), "feature_dim": int(features.shape[1]),
+            "aux_dim": int(aux.shape[1]), "timings": {k: round(v, 2) for k, v in timings.items()}, **summary}
+
+
+def _detections(spec: DemoSpec, mos: Mosaics, images: np.ndarray, train_x: np.ndarray, train_y: np.ndarray,
+                log: Callable[[str], None]) -> dict:
+    """The tile detector trained on its own pool, checked on held-out pool items, applied to
+    every mosaic: its ``scores``, the thresholded multi-hot (``hot``) and a ``summary``."""
     pool = mos.detector_items
     n_val = max(1, len(pool) // 10)
     n_fit = len(pool) - n_val
     epochs = max(8, -(-150 // -(-n_fit // 512)))  # at least ~150 Adam steps, however small the pool
     det = TileDetector(seed=spec.seed).fit(train_x[pool[n_val:]], train_y[pool[n_val:]], epochs=epochs, batch=512)
     val_acc = float((det.scores(train_x[pool[:n_val]]).argmax(1) == train_y[pool[:n_val]]).mean())
-    det_scores = det.detect(images)
-    det_hot = (det_scores >= spec.detector_threshold).astype(np.float32)
-    tp = float((det_hot * mos.labels).sum())
-    precision = tp / max(1.0, float(det_hot.sum()))
+    scores = det.detect(images)
+    hot = (scores >= spec.detector_threshold).astype(np.float32)
+    tp = float((hot * mos.labels).sum())
+    precision = tp / max(1.0, float(hot.sum()))
     recall = tp / max(1.0, float(mos.labels.sum()))
-    timings["detector_s"] = time.perf_counter() - t
     log(f"detector: tile accuracy {val_acc:.3f} on held-out pool items; on the mosaics precision {precision:.3f}, recall {recall:.3f}")
+    summary = {"tile_accuracy_heldout": round(val_acc, 4), "mosaic_precision": round(precision, 4),
+               "mosaic_recall": round(recall, 4), "threshold": spec.detector_threshold,
+               "trained_on": f"{len(pool) - n_val} Fashion-MNIST training items outside every mosaic"}
+    return {"scores": scores, "hot": hot, "summary": summary}
 
-    # the features (cached by everything that decides them): the base mosaics in one file, the
-    # extra training mosaics block by block
-    t = time.perf_counter()
-    feat_cache = cache_root / spec.mosaic_key()
+
+def _features(spec: DemoSpec, images: np.ndarray, feat_cache: Path, device: str, batch_size: int,
+              progress: Callable[[int], None] | None, log: Callable[[str], None]) -> np.ndarray:
+    """The mosaics' features, cached by everything that decides them: the base mosaics in one
+    file, the extra training mosaics block by block."""
     n_base = len(images) - spec.extra_train
     backbone = _LazyBackbone(spec)
     parts = [_cached_features(images[:n_base], feat_cache / "features.npy", backbone, device, batch_size, progress, log)]
@@ -162,40 +196,27 @@ def build_demo(
         hi = min(len(images), lo + EXTRA_BLOCK)
         block_file = feat_cache / f"extra-{b:03d}-{hi - lo}.npy"
         parts.append(_cached_features(images[lo:hi], block_file, backbone, device, batch_size, progress, log))
-    features = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    timings["features_s"] = time.perf_counter() - t
-    view_feats = None
-    if views:
-        t = time.perf_counter()
-        view_feats = _demo_views(spec, images[mos.splits["train"]], views, feat_cache, device, batch_size, log)
-        timings["views_s"] = time.perf_counter() - t
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
+
+def _aux(spec: DemoSpec, mos: Mosaics, det_hot: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The aux variant of ``spec``: the detector's multi-hot, or noisy tags (the base rows'
+    tags first, so that extra rows never change them)."""
     if spec.aux == "detector":
-        aux, aux_names = det_hot, [f"det:{c}" for c in CLASSES]
-    else:  # the base rows' tags first, so that extra rows never change them
-        aux = np.concatenate([noisy_tags(mos.labels[:n_base], spec, np.random.default_rng(spec.seed + 1)),
-                              noisy_tags(mos.labels[n_base:], spec, np.random.default_rng([spec.seed, 2]))])
-        aux_names = [f"tag:{c}" for c in CLASSES] + [f"tag:junk{j}" for j in range(spec.junk_tags)]
+        return det_hot, [f"det:{c}" for c in CLASSES]
+    n_base = len(mos.labels) - spec.extra_train
+    aux = np.concatenate([noisy_tags(mos.labels[:n_base], spec, np.random.default_rng(spec.seed + 1)),
+                          noisy_tags(mos.labels[n_base:], spec, np.random.default_rng([spec.seed, 2]))])
+    return aux, [f"tag:{c}" for c in CLASSES] + [f"tag:junk{j}" for j in range(spec.junk_tags)]
 
-    t = time.perf_counter()
-    final_out = out.resolve()
-    paths = [str(final_out / "images" / f"{i}.png") for i in mos.ids]
-    summary = {
-        "detector": {"tile_accuracy_heldout": round(val_acc, 4), "mosaic_precision": round(precision, 4),
-                     "mosaic_recall": round(recall, 4), "threshold": spec.detector_threshold,
-                     "trained_on": f"{len(pool) - n_val} Fashion-MNIST training items outside every mosaic"},
-        "mean_labels_per_mosaic": round(float(mos.labels.sum(1).mean()), 3),
-        "mean_aux_per_mosaic": round(float((aux > 0).sum(1).mean()), 3),
-    }
-    provenance = {
-        "source": "demo",
-        "demo_spec": spec_dict,
-        "real": "Fashion-MNIST images (Xiao et al. 2017); EfficientNet-Lite0 ImageNet weights",
-        "constructed": "2x2 mosaics of 1-4 items (labels = set of item classes); aux from a tile-classifier "
-                       "'detector' trained on disjoint items, or noisy tags",
-        "feature_cache": str(feat_cache),
-        **summary,
-    }
+
+def _write(out: Path, spec: DemoSpec, mos: Mosaics, images: np.ndarray, features: np.ndarray, aux: np.ndarray,
+           aux_names: list[str], det_scores: np.ndarray, view_feats: np.ndarray | None, views: int, provenance: dict,
+           write_images: bool, overwrite: bool, inputs: list) -> None:
+    """The dataset directory (:class:`~lagnh_pyg.data.store.DatasetWriter`: built aside, renamed into place)."""
+    from ..data.store import DatasetWriter
+
+    paths = [str(out.resolve() / "images" / f"{i}.png") for i in mos.ids]
     with DatasetWriter(out, n=len(images), feature_dim=features.shape[1], aux_dim=aux.shape[1],
                        label_dim=len(CLASSES), aux_names=aux_names, label_names=list(CLASSES),
                        provenance=provenance, overwrite=overwrite, inputs=inputs) as w:
@@ -209,10 +230,6 @@ def build_demo(
                                                           "network": f"{spec.backbone} at {spec.image_size}px"})
         if write_images:
             _write_pngs(w.tmp / "images", images, mos.ids)
-    timings["write_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t_start
-    return {"cached": False, "out": str(out), "n_items": len(images), "feature_dim": int(features.shape[1]),
-            "aux_dim": int(aux.shape[1]), "timings": {k: round(v, 2) for k, v in timings.items()}, **summary}
 
 
 class _LazyBackbone:

@@ -142,8 +142,31 @@ def extract_features(
     if views < 0:
         raise InputError(f"--views must be 0 (none) or positive, got {views}")
     check_out(out, overwrite, images)
+    work = _work_dir(out, _plan_key(images, backbone, shard_size, dtype, views), len(images), backbone)
+    n = len(images)
+    n_shards = (n + shard_size - 1) // shard_size
+    shard = _Shard(images, backbone, device, batch_size, workers, dtype, views, progress)
+    t0 = time.perf_counter()
+    computed = resumed = 0
+    for s in range(n_shards):
+        lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
+        if shard.extract(work / f"shard-{s:05d}.npz", s, lo, hi):
+            computed += hi - lo
+        else:
+            resumed += hi - lo
+    seconds = time.perf_counter() - t0
+    rate = computed / seconds if seconds > 0 and computed else 0.0
+    run = {"device": device, "batch_size": batch_size, "workers": workers, "seconds": round(seconds, 3),
+           "images_per_s": round(rate, 2), "resumed_images": resumed}
+    n_ok, skipped = _assemble(out, work, n_shards, images, backbone, dtype, views, overwrite, run)
+    shutil.rmtree(work, ignore_errors=True)
+    return ExtractionResult(out, n_ok, len(skipped), seconds, rate)
+
+
+def _work_dir(out: Path, key: str, n: int, backbone: Backbone) -> Path:
+    """The unfinished extraction's directory next to ``out`` (resumed when its plan is the
+    same images and settings, started over when it is ours but different)."""
     work = out.parent / f".{out.name}.partial"
-    key = _plan_key(images, backbone, shard_size, dtype, views)
     plan_file = work / "plan.json"
     if work.exists():
         try:
@@ -156,65 +179,79 @@ def extract_features(
             logger.info("discarding unfinished extraction in %s (different images or settings)", work)
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(plan_file, {"key": key, "n": len(images), "backbone": backbone.describe()})
+    write_json_atomic(plan_file, {"key": key, "n": n, "backbone": backbone.describe()})
+    return work
 
-    n = len(images)
-    n_shards = (n + shard_size - 1) // shard_size
-    transform = backbone.transform()
-    t0 = time.perf_counter()
-    computed = 0
-    resumed = 0
-    for s in range(n_shards):
-        shard = work / f"shard-{s:05d}.npz"
-        lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
-        if shard.is_file():
-            resumed += hi - lo
-            if progress:
-                progress(hi - lo)
-            continue
+
+@dataclass
+class _Shard:
+    """Extracts one shard of images (and their augmented views) into a ``.npz`` file."""
+
+    images: ImageList
+    backbone: Backbone
+    device: str
+    batch_size: int
+    workers: int
+    dtype: str
+    views: int
+    progress: Callable[[int], None] | None
+
+    def extract(self, path: Path, s: int, lo: int, hi: int) -> bool:
+        """Images ``lo:hi`` into ``path`` (shard number ``s``); False when it was done before."""
+        if path.is_file():
+            if self.progress:
+                self.progress(hi - lo)
+            return False
         rows, feats, failed, reasons = [], [], [], []
-        view_feats: list[list[np.ndarray]] = [[] for _ in range(views)]
-        gen = _views_generator(s) if views else None
-
-        def batches(lo=lo, hi=hi, failed=failed, reasons=reasons, gen=gen):
-            for idx, x, bad in iterate_batches(images.paths, range(lo, hi), transform, batch_size, workers):
-                for i, r in bad:
-                    failed.append(i)
-                    reasons.append(r)
-                    logger.debug("skipped %s: %s", images.paths[i], r)
-                if x is None:
-                    if progress and bad:
-                        progress(len(bad))
-                    continue
-                yield (idx, len(bad), -1), x
-                for j in range(views):  # the same batch, augmented: view j of each image
-                    yield (idx, 0, j), _augment_views(x, gen)
-
+        view_feats: list[list[np.ndarray]] = [[] for _ in range(self.views)]
         try:
-            for (idx, nbad, j), f in embed(backbone, batches(), device):
+            for (idx, nbad, j), f in embed(self.backbone, self._batches(s, lo, hi, failed, reasons), self.device):
                 if j >= 0:
                     view_feats[j].append(f)
                     continue
                 rows.extend(idx)
                 feats.append(f)
-                if progress:
-                    progress(len(idx) + nbad)
+                if self.progress:
+                    self.progress(len(idx) + nbad)
         except RuntimeError as e:
             if "DataLoader worker" in str(e) or "timed out" in str(e):
                 raise LagnhError(f"an image-decoding worker failed ({str(e).splitlines()[0]}); retry with --workers 0") from None
             raise
-        computed += hi - lo
-        f_all = np.concatenate(feats).astype(dtype) if feats else np.zeros((0, backbone.dim), dtype=dtype)
+        dim = self.backbone.dim
+        f_all = np.concatenate(feats).astype(self.dtype) if feats else np.zeros((0, dim), dtype=self.dtype)
         if not np.isfinite(f_all).all():
             raise LagnhError(f"the backbone produced NaN/inf features in shard {s}; try --dtype float32 or another backbone")
-        tmp = shard.with_name(shard.name + ".tmp.npz")
-        extra = {"views": _stack_views(view_feats, len(f_all), backbone.dim)} if views else {}
+        tmp = path.with_name(path.name + ".tmp.npz")
+        extra = {"views": _stack_views(view_feats, len(f_all), dim)} if self.views else {}
         np.savez(tmp, rows=np.asarray(rows, dtype=np.int64), features=f_all,
                  failed=np.asarray(failed, dtype=np.int64), reasons=np.asarray(reasons, dtype=str), **extra)
-        os.replace(tmp, shard)
-    seconds = time.perf_counter() - t0
+        os.replace(tmp, path)
+        return True
 
-    # assemble the shards into the final directory
+    def _batches(self, s: int, lo: int, hi: int, failed: list, reasons: list):
+        """Decoded batches of images ``lo:hi``, each followed by its ``views`` augmentations;
+        undecodable images go to ``failed`` / ``reasons``."""
+        gen = _views_generator(s) if self.views else None
+        paths = self.images.paths
+        for idx, x, bad in iterate_batches(paths, range(lo, hi), self.backbone.transform(), self.batch_size,
+                                           self.workers):
+            for i, r in bad:
+                failed.append(i)
+                reasons.append(r)
+                logger.debug("skipped %s: %s", paths[i], r)
+            if x is None:
+                if self.progress and bad:
+                    self.progress(len(bad))
+                continue
+            yield (idx, len(bad), -1), x
+            for j in range(self.views):  # the same batch, augmented: view j of each image
+                yield (idx, 0, j), _augment_views(x, gen)
+
+
+def _assemble(out: Path, work: Path, n_shards: int, images: ImageList, backbone: Backbone, dtype: str, views: int,
+              overwrite: bool, run: dict) -> tuple[int, list[tuple[int, str]]]:
+    """The shards assembled into the extraction directory ``out`` (atomically); returns the
+    images extracted and the (index, reason) of those skipped."""
     n_ok = 0
     skipped: list[tuple[int, str]] = []
     for s in range(n_shards):
@@ -223,29 +260,11 @@ def extract_features(
             skipped.extend(zip(z["failed"].tolist(), z["reasons"].tolist()))
     if n_ok == 0:
         shutil.rmtree(work, ignore_errors=True)
-        raise InputError(f"none of the {n} images could be decoded (first: {images.paths[skipped[0][0]]}: {skipped[0][1]})")
+        raise InputError(f"none of the {len(images)} images could be decoded (first: {images.paths[skipped[0][0]]}: "
+                         f"{skipped[0][1]})")
     skipped.sort()
-    rate = computed / seconds if seconds > 0 and computed else 0.0
     with atomic_dir(out, overwrite=overwrite, formats=(FORMAT,), inputs=lambda: input_paths(images)) as tmp:
-        feats = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=dtype, shape=(n_ok, backbone.dim))
-        vfile = (np.lib.format.open_memmap(tmp / "views.npy", mode="w+", dtype=np.float16,
-                                           shape=(n_ok, views, backbone.dim)) if views else None)
-        ok_rows = []
-        at = 0
-        for s in range(n_shards):
-            with np.load(work / f"shard-{s:05d}.npz") as z:
-                order = np.argsort(z["rows"], kind="stable")
-                block = z["features"][order]
-                feats[at : at + len(block)] = block
-                if vfile is not None:
-                    vfile[at : at + len(block)] = z["views"][order]
-                at += len(block)
-                ok_rows.extend(z["rows"][order].tolist())
-        feats.flush()
-        del feats
-        if vfile is not None:
-            vfile.flush()
-            del vfile
+        ok_rows = _write_rows(tmp, work, n_shards, n_ok, backbone.dim, dtype, views)
         (tmp / "ids.txt").write_text("".join(f"{images.ids[i]}\n" for i in ok_rows))
         (tmp / "paths.txt").write_text("".join(f"{images.paths[i]}\n" for i in ok_rows))
         (tmp / "skipped.tsv").write_text("".join(f"{images.ids[i]}\t{images.paths[i]}\t{r}\n" for i, r in skipped))
@@ -253,24 +272,42 @@ def extract_features(
             "format": FORMAT,
             "version": VERSION,
             "kind": "features",
-            "n_images": n,
+            "n_images": len(images),
             "n_items": n_ok,
             "n_skipped": len(skipped),
             "skipped": [{"id": images.ids[i], "path": images.paths[i], "reason": r} for i, r in skipped[:1000]],
             "features": {"file": "features.npy", "dim": backbone.dim, "dtype": dtype},
             "extractor": backbone.describe(),
             "source": images.source,
-            "device": device,
-            "batch_size": batch_size,
-            "workers": workers,
-            "seconds": round(seconds, 3),
-            "images_per_s": round(rate, 2),
-            "resumed_images": resumed,
+            **run,
             **({"views": _views_manifest(views)} if views else {}),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    shutil.rmtree(work, ignore_errors=True)
-    return ExtractionResult(out, n_ok, len(skipped), seconds, rate)
+    return n_ok, skipped
+
+
+def _write_rows(tmp: Path, work: Path, n_shards: int, n_ok: int, dim: int, dtype: str, views: int) -> list[int]:
+    """features.npy (and views.npy) of the shards, rows in image order; returns those rows."""
+    feats = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=dtype, shape=(n_ok, dim))
+    vfile = (np.lib.format.open_memmap(tmp / "views.npy", mode="w+", dtype=np.float16, shape=(n_ok, views, dim))
+             if views else None)
+    ok_rows: list[int] = []
+    at = 0
+    for s in range(n_shards):
+        with np.load(work / f"shard-{s:05d}.npz") as z:
+            order = np.argsort(z["rows"], kind="stable")
+            block = z["features"][order]
+            feats[at : at + len(block)] = block
+            if vfile is not None:
+                vfile[at : at + len(block)] = z["views"][order]
+            at += len(block)
+            ok_rows.extend(z["rows"][order].tolist())
+    feats.flush()
+    del feats
+    if vfile is not None:
+        vfile.flush()
+        del vfile
+    return ok_rows
 
 
 def _views_generator(shard: int):
