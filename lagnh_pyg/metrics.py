@@ -470,11 +470,20 @@ def precision_within_radius(
 COSINE_TIE = 1e-10
 
 
-def _unit64(v: np.ndarray) -> np.ndarray:
-    """Rows as float64 unit vectors; an all-zero row stays zero."""
-    v = v.astype(np.float64)
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+def _float64_block(rows: Any, name: str) -> np.ndarray:
+    block = np.asarray(rows)
+    if block.dtype.kind not in "fiu":
+        raise InputError(f"{name} must be numeric, got dtype {block.dtype}")
+    block = block.astype(np.float64)
+    if not np.isfinite(block).all():
+        raise InputError(f"{name} contain NaN or inf")
+    return block
+
+
+def _inverse_norms(v: np.ndarray) -> np.ndarray:
+    """1 / the L2 norm of each row; 0 for an all-zero row (it then scores 0 against everything)."""
+    norms = np.linalg.norm(v, axis=1)
+    return np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
 
 
 def cosine_order(scores: np.ndarray, depth: int, tie: float = COSINE_TIE) -> np.ndarray:
@@ -508,6 +517,10 @@ def evaluate_cosine(
     the last bits (different norms, summation orders), so scores within :data:`COSINE_TIE`
     of the one ranked above them tie with it (:func:`cosine_order`).
 
+    Memory is bounded by ``memory_bytes`` plus the queries: the database is read in blocks
+    (a memory map, or any object with ``shape`` whose row slices give arrays, e.g. rows
+    transformed on the fly), once per chunk of queries.
+
     Args:
         query_vectors / db_vectors: (n_query, d) and (n_db, d) real vectors.
         query_labels / db_labels: multi-hot labels (items x classes).
@@ -518,13 +531,10 @@ def evaluate_cosine(
         a :class:`RetrievalResult` with ``bits = 0``, the P@K curve and no PR curve.
     """
     check_protocol(protocol)
-    q = np.asarray(query_vectors)
-    db = np.asarray(db_vectors)
-    for name, v in (("query vectors", q), ("database vectors", db)):
-        if v.ndim != 2 or v.dtype.kind not in "fiu":
-            raise InputError(f"{name} must be a 2-D numeric array (items x dims), got shape {v.shape}, dtype {v.dtype}")
-        if not np.isfinite(v).all():
-            raise InputError(f"{name} contain NaN or inf")
+    q = _float64_block(query_vectors, "query vectors")
+    db = db_vectors if hasattr(db_vectors, "shape") and hasattr(db_vectors, "__getitem__") else np.asarray(db_vectors)
+    if q.ndim != 2 or len(db.shape) != 2:
+        raise InputError(f"query and database vectors must be 2-D (items x dims), got shapes {q.shape} and {tuple(db.shape)}")
     if q.shape[1] != db.shape[1]:
         raise InputError(f"query vectors have {q.shape[1]} dimensions but database vectors have {db.shape[1]}")
     if len(db) == 0 or len(q) == 0:
@@ -533,18 +543,26 @@ def evaluate_cosine(
     dl, md = _label_words(db_labels, "database labels", len(db))
     if mq != md:
         raise InputError(f"query labels have {mq} classes but database labels have {md}")
-    Q, D = _unit64(q), _unit64(db)
+    # the database is read in float64 blocks of a quarter of the budget, once per query chunk
+    block = max(1, memory_bytes // 4 // (8 * max(1, db.shape[1])))
+    spans = [(a, min(len(db), a + block)) for a in range(0, len(db), block)]
+    db_inv = np.concatenate([_inverse_norms(_float64_block(db[a:b], "database vectors")) for a, b in spans])
+    Q = q * _inverse_norms(q)[:, None]
     n_db = len(db)
     k = clamp_topk(topk, n_db)
     cut = _cutoffs(pk_cutoffs, n_db)
     depth = max(k, int(cut.max()) if cut.size else 0)
     # bytes per (query, db item): scores, two argsorts, ranked scores, tie groups, keys
-    rows = max(1, min(len(q), _chunk_rows(n_db, 6 * 8, memory_bytes)))
+    rows = max(1, min(len(q), _chunk_rows(n_db, 6 * 8, memory_bytes - 8 * block * db.shape[1])))
     ranks = np.arange(1, depth + 1, dtype=np.float64)
     ap, hits_k = np.zeros(len(q)), np.zeros(len(q), np.int64)
     pk_hits = np.zeros((len(q), cut.size), np.int64)
     for s, e in _iter_chunks(len(q), rows):
-        order = cosine_order(Q[s:e] @ D.T, depth)
+        scores = np.empty((e - s, n_db))
+        for a, b in spans:
+            scores[:, a:b] = Q[s:e] @ _float64_block(db[a:b], "database vectors").T
+        scores *= db_inv
+        order = cosine_order(scores, depth)
         rel = _relevance(ql, dl, s, e, order)
         ap[s:e], hits_k[s:e], cum = _average_precision(rel, k, ranks)
         if cut.size:

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from ..baselines.base import InputTransform
 from ..errors import InputError
 from ..files import write_json_atomic
@@ -127,10 +129,31 @@ REFERENCES = (
 )
 
 
-def _cosine_map(transform: InputTransform, X_q, A_q, X_db, A_db, L_q, L_db, spec: ExperimentSpec):
+class TransformedRows:
+    """The rows ``idx`` of a dataset as a baseline with ``transform`` sees them, read on demand
+    (``rows[a:b]``): the cosine reference scans a database of any size in bounded memory."""
+
+    def __init__(self, ds, idx, transform: InputTransform) -> None:
+        self.ds, self.idx, self.transform = ds, idx, transform
+        self.shape = (len(idx), transform.dim(ds.feature_dim, ds.aux_dim))
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        part = self.idx[rows]
+        aux = self.ds.aux_rows(part) if self.transform.uses_aux else None
+        return self.transform(self.ds.feature_rows(part), aux)
+
+
+def _cosine_map(transform: InputTransform, q, db, spec: ExperimentSpec):
+    """MAP@K of cosine ranking of the items ``q`` against ``db`` (both: ``(features, aux, labels)``,
+    or ``db`` as ``(TransformedRows, labels)``)."""
     from ..metrics import evaluate_cosine
 
-    return evaluate_cosine(transform(X_q, A_q), transform(X_db, A_db), L_q, L_db, spec.topk, spec.protocol)
+    db_vectors = db[0] if len(db) == 2 else transform(db[0], db[1])
+    return evaluate_cosine(transform(q[0], q[1]), db_vectors, q[2], db[-1], spec.topk, spec.protocol)
 
 
 def cosine_references(spec: ExperimentSpec, validation: Validation, weights: Sequence[float]) -> list[dict[str, Any]]:
@@ -147,20 +170,18 @@ def cosine_references(spec: ExperimentSpec, validation: Validation, weights: Seq
         v = validation.data
         val = []
         for w in weights:
-            t = InputTransform("both", w)
-            val.append({"aux_weight": w, "validation_map": _cosine_map(t, v.X_val, v.A_val, v.X_fit, v.A_fit, v.L_val,
-                                                                       v.L_fit, spec).map})
+            res = _cosine_map(InputTransform("both", w), (v.X_val, v.A_val, v.L_val), (v.X_fit, v.A_fit, v.L_fit), spec)
+            val.append({"aux_weight": w, "validation_map": res.map})
         tuned = max(val, key=lambda r: r["validation_map"])
         ds = spec.dataset
         q, db = ds.split("query"), ds.split("database")
-        X_q, A_q, L_q = ds.feature_rows(q), ds.aux_rows(q), ds.label_rows(q)
-        X_db, A_db, L_db = ds.feature_rows(db), ds.aux_rows(db), ds.label_rows(db)
+        queries, L_db = (ds.feature_rows(q), ds.aux_rows(q), ds.label_rows(q)), ds.label_rows(db)
         rows = []
         for name, inputs, w in REFERENCES:
             w = tuned["aux_weight"] if w is None else w
             t0 = time.perf_counter()
-            res = _cosine_map(InputTransform(inputs, w if inputs == "both" else 1.0), X_q, A_q, X_db, A_db, L_q,
-                              L_db, spec)
+            transform = InputTransform(inputs, w if inputs == "both" else 1.0)
+            res = _cosine_map(transform, queries, (TransformedRows(ds, db, transform), L_db), spec)
             row = {"name": name, "inputs": inputs, "aux_weight": w if inputs == "both" else None, "map": res.map,
                    "pk_cutoffs": res.pk_cutoffs.tolist(), "pk": res.pk.tolist(),
                    "seconds": time.perf_counter() - t0}
