@@ -11,6 +11,7 @@ cores) so the goal "p99 <= 50 ms on 2 cores" is measured as stated; the clients 
 
     python benchmarks/bench_serve.py                       # builds a 1M-code LSH run in a temp dir
     python benchmarks/bench_serve.py --run RUN_DIR         # an existing run (copied: adds go to the copy)
+    python benchmarks/bench_serve.py --run RUN_DIR --rerank 1000 --search-only   # two-stage ranking
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class Conn:
 
 
 async def search_clients(port: int, ids: list[str], clients: int, max_requests: int, max_seconds: float, k: int,
-                         stop: asyncio.Event | None = None, seed: int = 0) -> dict:
+                         stop: asyncio.Event | None = None, seed: int = 0, extra: str = "") -> dict:
     from urllib.parse import quote
 
     rng = np.random.default_rng(seed)
@@ -128,7 +129,7 @@ async def search_clients(port: int, ids: list[str], clients: int, max_requests: 
                 item = ids[int(rng.integers(len(ids)))]
                 t0 = time.perf_counter()
                 try:
-                    status, body = await conn.get(f"/api/search?id={quote(item, safe='')}&k={k}")
+                    status, body = await conn.get(f"/api/search?id={quote(item, safe='')}&k={k}{extra}")
                     ans = json.loads(body)
                     if status != 200 or ans["results"][0]["distance"] != 0:
                         errors.append(f"{status} {body[:100]!r}")
@@ -222,6 +223,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=5000, help="search requests at most (phase 1)")
     ap.add_argument("--seconds", type=float, default=60.0, help="time limit of a phase")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--rerank", type=int, default=0, help="R of two-stage ranking in every search (0: Hamming order)")
+    ap.add_argument("--score", default=None, help="the re-rank score (default: the server's, lagnh_pyg.rerank.DEFAULT_SCORE)")
+    ap.add_argument("--search-only", action="store_true", help="phase 1 only (no adds, no kill)")
     ap.add_argument("--adders", type=int, default=4)
     ap.add_argument("--adds", type=int, default=100, help="adds per adder")
     ap.add_argument("--kill-after", type=int, default=250, help="SIGKILL the server after this many acked adds")
@@ -240,11 +244,21 @@ def main() -> None:
         server = Server(run, cores, free_port())
         base = f"http://127.0.0.1:{server.port}"
         start_s = server.start()
+        extra = (f"&rerank={args.rerank}" + (f"&score={args.score}" if args.score else "")) if args.rerank else ""
         out = {"index_items": len(ids), "bits": bits, "server_cores": cores, "machine_cores": os.cpu_count(),
-               "clients": args.clients, "k": args.k, "build_s": round(build_s, 1), "server_start_s": round(start_s, 1)}
-        asyncio.run(search_clients(server.port, ids, args.clients, 200, 30, args.k, seed=9))  # warm-up, not counted
-        out["search"] = asyncio.run(search_clients(server.port, ids, args.clients, args.requests, args.seconds, args.k))
+               "clients": args.clients, "k": args.k, "rerank": args.rerank, "score": args.score,
+               "build_s": round(build_s, 1), "server_start_s": round(start_s, 1), "load_avg_start": os.getloadavg()[0]}
+        asyncio.run(search_clients(server.port, ids, args.clients, 200, 30, args.k, seed=9, extra=extra))  # warm-up
+        out["search"] = asyncio.run(search_clients(server.port, ids, args.clients, args.requests, args.seconds, args.k,
+                                                   extra=extra))
+        out["load_avg_end"] = os.getloadavg()[0]
         print(json.dumps(out["search"]), flush=True)
+        if args.search_only:
+            server.kill(signal.SIGTERM)
+            print(json.dumps(out, indent=1))
+            if args.json:
+                args.json.write_text(json.dumps(out, indent=1) + "\n")
+            return
         acked: dict[str, str] = {}
         adds, load = asyncio.run(phase2(base, ids, args, acked, server, bits))
         out["adds_under_load"] = {**adds, "search_during_adds": load}

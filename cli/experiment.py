@@ -223,3 +223,31 @@ def tune(
     path = tune_baseline(method.lower(), data, bits, values, out_dir, seed=seed, fraction=fraction, topk=parse_topk(topk),
                          protocol=protocol, device=resolve_device(device), fixed=split_assignments(sets, "--set", "--set iterations=50"))
     out.print(Path(path).read_text(), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("rerank")
+@handle_errors
+def rerank(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories with codes (`lagnh encode`), on datasets with labels.")],
+    out_dir: Out,
+    depth: Annotated[int, typer.Option("--rerank", help="R: the Hamming candidates re-ranked.")] = 1000,
+    topk: Annotated[int, typer.Option("--topk", help="K of MAP@K.")] = 1000,
+    fraction: Annotated[float, typer.Option(help="Share of each training split held out for validation.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split.")] = 0,
+    device: DeviceOpt = "cpu",
+    save: Annotated[bool, typer.Option(help="Keep each run's choice (its dataset's) in RUN/rerank.json: the score evaluate, search and serve then use.")] = False,
+) -> None:
+    """Choose the re-rank score on validation splits of the runs' training data (one for all runs,
+    one per dataset), then report plain and re-ranked MAP of their queries (protocols lagnh and ties).
+
+    Example: lagnh experiment rerank runs/det16 runs/det32 runs/tags16 runs/tags32 --out reports/rerank --save
+    """
+    from lagnh_pyg.device import resolve_device
+    from lagnh_pyg.errors import InputError
+    from lagnh_pyg.experiments.rerank import rerank_study
+
+    if depth < 1 or topk < 1:
+        raise InputError(f"--rerank and --topk must be positive integers, got {depth} and {topk}")
+    _check_out(out_dir)
+    _done(rerank_study(runs, out_dir, depth=depth, topk=topk, fraction=fraction, seed=seed,
+                       device=resolve_device(device), save=save))

@@ -33,9 +33,64 @@ def index_folder(
 
     Example: lagnh index-folder photos/ --out runs/photos
     """
+    import logging
+
     from lagnh_pyg.device import resolve_device
     from lagnh_pyg.index_folder import index_folder as run
 
-    run(photos, out_dir, work=work, tags=tags, topk=topk, backbone=backbone, image_size=image_size, method=method,
-        bits=bits, config=config, overrides=set_ or (), device=resolve_device(device), workers=workers, say=say)
+    root = logging.getLogger()
+    level = root.level
+    if not root.isEnabledFor(logging.DEBUG):  # the stages' log lines would break the progress line (-v: shown)
+        root.setLevel(logging.WARNING)
+    try:
+        with Pipeline() as display:
+            run(photos, out_dir, work=work, tags=tags, topk=topk, backbone=backbone, image_size=image_size,
+                method=method, bits=bits, config=config, overrides=set_ or (), device=resolve_device(device),
+                workers=workers, say=say, progress=display)
+    finally:
+        root.setLevel(level)
     say(f"next: lagnh serve {out_dir}")
+
+
+class Pipeline:
+    """One progress line for the whole command on stderr, 80 columns at most:
+    ``[4/7] train   ━━━━━━━━━━━━━━━━━━━━━━━━━━━━   12/40 0:00:05``: the display protocol of
+    :func:`lagnh_pyg.index_folder.index_folder` (stages) and of the training loop (epochs)."""
+
+    def __init__(self, console=None) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        from .common import console as stderr
+
+        self.bar = Progress(TextColumn("{task.description:<16}"), BarColumn(bar_width=28), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=console or stderr, transient=True, expand=False)
+        self.task = None
+
+    def __enter__(self) -> "Pipeline":
+        self.bar.start()
+        self.task = self.bar.add_task("", total=None)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    def begin(self, stage: str, step: int, steps: int, total: int | None) -> None:
+        self.bar.reset(self.task, total=total, description=f"[{step}/{steps}] {stage}")
+
+    def advance(self, n: int = 1) -> None:
+        self.bar.advance(self.task, n)
+
+    def start(self, total: int, done: int) -> None:  # training: epochs
+        self.bar.update(self.task, total=total, completed=done)
+
+    def update(self, terms) -> None:
+        self.advance(1)
+
+    def close(self) -> None:
+        pass

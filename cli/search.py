@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from lagnh_pyg.errors import InputError
+from lagnh_pyg.rerank import DEFAULT_SCORE as RERANK_SCORE  # numpy only: --help stays fast
 
 from .common import DeviceOpt, handle_errors, say
 
@@ -26,11 +27,18 @@ def search(
     html_file: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML contact sheet here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     device: DeviceOpt = "cpu",
+    rerank: Annotated[str, typer.Option(help="Two-stage ranking: re-rank the Hamming top R by --rerank-score (0 = off).")] = "0",
+    rerank_score: Annotated[str | None, typer.Option(help=f"The re-rank score: asym, features, aux, or weighted sums like 'features:1,aux:1' (default: the run's own, chosen by `lagnh experiment rerank --save`, else {RERANK_SCORE}).")] = None,
 ) -> None:
-    """The top-k database items of a query: rank, id, Hamming distance, image path."""
+    """The top-k database items of a query: rank, id, Hamming distance, image path.
+
+    Example: lagnh search runs/lagnh32 --id ITEM -k 10 --rerank 1000 --html result.html
+    """
+    from lagnh_pyg.device import resolve_device
     from lagnh_pyg.files import write_text
     from lagnh_pyg.report.contact_sheet import contact_sheet_html
-    from lagnh_pyg.retrieval import encode_image, search_run
+    from lagnh_pyg.rerank import RerankScore, check_depth
+    from lagnh_pyg.retrieval import image_query, search_run
     from lagnh_pyg.rundir import Run
 
     if (item is None) == (image is None):
@@ -39,17 +47,17 @@ def search(
         raise InputError("--tags goes with --image (a dataset item already has its aux)")
     if k < 1:
         raise InputError(f"-k must be a positive integer, got {k}")
+    R, score = check_depth(rerank), RerankScore.parse(rerank_score) if rerank_score is not None else None
     if html_file is not None:
         from lagnh_pyg.ownership import check_writable_target
 
         check_writable_target(html_file, "--html file")
     run = Run.open(run_dir)
-    code = None
+    q = None
     if image is not None:
-        from lagnh_pyg.device import resolve_device
-
-        code = encode_image(run, image, resolve_device(device), tags=[tags] if tags else None)
-    res = search_run(run, item_id=item, query_code=code, k=k, device=device)
+        q = image_query(run, image, resolve_device(device), tags=[tags] if tags else None)
+    res = search_run(run, item_id=item, query_code=q.code if q else None, k=k, device=device, rerank=R,
+                     rerank_score=score, query_vectors=q.vectors if q else None)
     if image is not None:
         res.query_id, res.query_path = image.name, str(image.resolve())
     if len(res.hits) < k and res.index_kind != "flat":
@@ -58,19 +66,23 @@ def search(
                        res.index_kind, len(res.hits), k, run_dir)
     if not res.index_saved:
         logger.info("no saved index in %s/index: searched the database codes exactly (build one with `lagnh index`)", run_dir)
+    notes = (q.notes if q else []) + res.notes
+    ranked = (f"Hamming top {res.rerank} re-ranked by {res.rerank_score}, then by Hamming distance" if res.rerank
+              else "ranked by Hamming distance, ties by database order") + ("; the query's own item first" if item else "")
     if as_json:
         rows = [h.__dict__ for h in res.hits]
         typer.echo(json.dumps({"query": res.query_id, "query_path": res.query_path, "query_labels": res.query_labels,
-                               "index": res.index_kind, "results": rows}, indent=1))
-    else:
+                               "index": res.index_kind, "ranking": ranked, "rerank": res.rerank,
+                               "rerank_score": res.rerank_score, "notes": notes, "results": rows}, indent=1))
+    else:  # the notes went to stderr as warnings already
         say(f"query {res.query_id}" + (f"  ({res.query_path})" if res.query_path else "")
-                  + (f"  labels: {', '.join(res.query_labels)}" if res.query_labels else ""))
+                  + (f"  labels: {', '.join(res.query_labels)}" if res.query_labels else "") + f"  [{ranked}]")
         for h in res.hits:
             mark = {True: "relevant", False: "irrelevant", None: ""}[h.relevant]
-            say(f"{h.rank:>4}  d={h.distance:<3} {h.id}  {h.path or ''}  {mark}".rstrip())
+            sc = f" s={h.score:.4f}" if h.score is not None else ""
+            say(f"{h.rank:>4}  d={h.distance:<3}{sc} {h.id}  {h.path or ''}  {mark}".rstrip())
     if html_file is not None:
-        meta = [f"run {run.root} — {run.method}, {run.bits} bits, {res.index_kind} index",
-                "ranked by Hamming distance, ties by database order"]
+        meta = [f"run {run.root} — {run.method}, {run.bits} bits, {res.index_kind} index", ranked, *notes]
         if any(h.relevant is not None for h in res.hits):
             n_rel = sum(bool(h.relevant) for h in res.hits)
             meta.append(f"{n_rel} of {len(res.hits)} results share a label with the query (green: relevant, red: not)")

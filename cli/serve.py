@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from lagnh_pyg.errors import InputError
+from lagnh_pyg.rerank import DEFAULT_SCORE as RERANK_SCORE
 
 from .common import DeviceOpt, handle_errors, out
 
@@ -39,6 +40,8 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body (uploads), in MB.")] = 20.0,
     max_pixels: Annotated[int, typer.Option(help="Largest picture decoded, in pixels (decompression-bomb guard).")] = 40_000_000,
     device: DeviceOpt = "cpu",
+    rerank: Annotated[str, typer.Option(help="Default two-stage ranking of the API: re-rank the Hamming top R (0 = off; a request's 'rerank' overrides it; the page asks for 1000).")] = "0",
+    rerank_score: Annotated[str | None, typer.Option(help=f"Default re-rank score: asym, features, aux, or weighted sums like 'features:1,aux:1' (default: the run's own, chosen by `lagnh experiment rerank --save`, else {RERANK_SCORE}).")] = None,
 ) -> None:
     """Serve RUN_DIR: search by item id or by a picture, add and delete items, a web page at /.
 
@@ -59,8 +62,11 @@ def serve(
         raise InputError(f"--port must lie in 1..65535, got {port}")
     if max_upload_mb <= 0 or max_pixels <= 0:
         raise InputError("--max-upload-mb and --max-pixels must be positive")
+    from lagnh_pyg.rerank import RerankScore, check_depth
+
     settings = ServeSettings(token=token, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels,
-                             device=resolve_device(device))
+                             device=resolve_device(device), rerank=check_depth(rerank),
+                             rerank_score=str(RerankScore.parse(rerank_score)) if rerank_score is not None else None)
     app = create_app(run_dir, settings)
     info = app.state.collection.info()
     if info["upload_search"]:

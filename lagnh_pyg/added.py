@@ -8,9 +8,13 @@ of rebuilding the index; deletions are recorded the same way. Layout::
       log.jsonl     one JSON object a line, one line a request:
                     {"op": "add", "items": [{"id", "code" (hex of the packed code),
                                               "path" (relative to added/ or absolute), "tags",
-                                              "source" (the uploaded file name)}]}
+                                              "source" (the uploaded file name),
+                                              "held_out" (only when true: a dataset's held-out
+                                              query item, put here by index-folder)}]}
                     {"op": "delete", "ids": [...]}
       images/       the uploaded pictures, named by their SHA-256 (never by a user string)
+      vectors/      the added pictures' input features and aux (one .npz a request, by SHA-256),
+                    what re-ranking and duplicate confirmation read of them
 
 Why a log: one ``write`` of one line, then ``fsync``, is the commit of a request. A crash in
 the middle leaves at most a torn last line, which the next reader drops (and a writer cuts
@@ -52,10 +56,17 @@ class AddedItem:
     path: str | None = None
     tags: list[str] = field(default_factory=list)
     source: str | None = None
+    held_out: bool = False  # a dataset's held-out query item that `lagnh index-folder` made searchable
+    vectors: dict | None = None  # {"file": "vectors/<sha256>.npz", "row": j}: its features and aux
 
     def record(self) -> dict:
-        return {"id": self.id, "code": self.code.tobytes().hex(), "path": self.path, "tags": self.tags,
-                "source": self.source}
+        rec = {"id": self.id, "code": self.code.tobytes().hex(), "path": self.path, "tags": self.tags,
+               "source": self.source}
+        if self.held_out:
+            rec["held_out"] = True
+        if self.vectors:
+            rec["vectors"] = self.vectors
+        return rec
 
 
 @dataclass
@@ -64,6 +75,16 @@ class AddedState:
 
     items: dict[str, AddedItem]
     deleted: set[str]
+
+
+def _vectors_ref(ref) -> dict | None:
+    """A log record's ``vectors`` reference, checked to name a file of ``vectors/`` only."""
+    if not ref:
+        return None
+    name = str(ref.get("file", ""))
+    if not (name.startswith("vectors/") and name.count("/") == 1 and name.endswith(".npz") and ".." not in name):
+        raise ValueError(f"bad vectors reference {name!r}")
+    return {"file": name, "row": int(ref["row"])}
 
 
 def check_item_id(item_id: str) -> str:
@@ -151,7 +172,8 @@ class AddedLog:
     def _apply(self, state: AddedState, rec: dict) -> None:
         if rec["op"] == "add":
             parsed = [AddedItem(str(it["id"]), code_from_hex(it["code"], self.bits), it.get("path"),
-                                list(it.get("tags") or []), it.get("source")) for it in rec["items"]]
+                                list(it.get("tags") or []), it.get("source"), bool(it.get("held_out")),
+                                _vectors_ref(it.get("vectors"))) for it in rec["items"]]
             for it in parsed:  # two writers may race on one id: the first one wins
                 if it.id in state.items or it.id in state.deleted:
                     logger.warning("%s: item %r is added twice; the first one is kept", self.log_path, it.id)
@@ -197,18 +219,44 @@ class AddedLog:
         """Save an uploaded picture as ``images/<sha256><suffix>`` (the suffix only if it is an
         image suffix); returns its path relative to ``added/``. Written before the log line, so
         an acknowledged item always has its picture."""
-        self._ensure()
         suffix = Path(name or "").suffix.lower()
-        suffix = suffix if suffix in IMAGE_SUFFIXES else ".img"
-        rel = f"images/{hashlib.sha256(data).hexdigest()}{suffix}"
+        return self._store("images", data, suffix if suffix in IMAGE_SUFFIXES else ".img")
+
+    def _store(self, folder: str, data: bytes, suffix: str) -> str:
+        """``data`` as ``<folder>/<sha256><suffix>`` (written once, fsynced); its path relative
+        to ``added/``."""
+        self._ensure()
+        rel = f"{folder}/{hashlib.sha256(data).hexdigest()}{suffix}"
         target = self.root / rel
         if not target.is_file():
+            target.parent.mkdir(exist_ok=True)
             with atomic_path(target) as tmp:
                 with open(tmp, "wb") as f:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
         return rel
+
+    def store_vectors(self, features: np.ndarray, aux: np.ndarray) -> str:
+        """Save new pictures' input features and aux (row-aligned) as ``vectors/<sha256>.npz``
+        for re-ranking and for confirming duplicates; returns its path relative to ``added/``.
+        Written (and fsynced) before the log line that refers to it, like the pictures."""
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, features=np.asarray(features, np.float32), aux=np.asarray(aux, np.float32))
+        return self._store("vectors", buf.getvalue(), ".npz")
+
+    def load_vectors(self, ref: dict) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(features, aux)`` of one item stored by :meth:`store_vectors` (``None`` if gone)."""
+        path = self.root / ref["file"]
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                j = int(ref["row"])
+                return np.asarray(z["features"][j]), np.asarray(z["aux"][j])
+        except (OSError, KeyError, IndexError, ValueError):
+            logger.warning("the stored vectors %s of an added item cannot be read", path)
+            return None
 
     def image_path(self, item: AddedItem) -> Path | None:
         if not item.path:

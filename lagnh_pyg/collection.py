@@ -34,6 +34,8 @@ import numpy as np
 
 from .added import AddedItem, AddedLog, check_item_id
 from .errors import InputError
+from .rerank import DatasetVectors, RerankScore, Vectors, own_item_first, two_stage
+from .rerank import query_vectors as make_query_vectors
 from .rundir import Run
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,16 @@ class Hit:
     rank: int
     id: str
     distance: int
+    score: float | None = None  # the re-rank score (two-stage ranking), None when not re-ranked
+
+
+@dataclass
+class Encoded:
+    """New pictures encoded: packed ``codes``, their ``vectors`` and the featurizing ``notes``."""
+
+    codes: np.ndarray
+    vectors: Vectors
+    notes: list[str]
 
 
 class Collection:
@@ -110,6 +122,8 @@ class Collection:
         self.added: dict[str, AddedItem] = {}
         self.deleted: set[str] = set(state.deleted)
         self._row: dict[str, int] | None = None
+        self._position_rows: np.ndarray | None = None
+        self._vector_cache: dict = {}
         fresh = [it for it in state.items.values() if it.id not in self.index]
         if len(fresh) != len(state.items):
             logger.warning("%d added item(s) share an id with the index and are ignored", len(state.items) - len(fresh))
@@ -139,6 +153,25 @@ class Collection:
             return None
         names = self.dataset.label_names or [f"label_{j}" for j in range(self.dataset.label_dim)]
         return [names[j] for j in np.flatnonzero(np.asarray(self.dataset.labels[row]))]
+
+    def tags_of(self, item_id: str) -> list[str] | None:
+        """An item's tags: an added item's own, or, where the dataset's aux is a tag vocabulary
+        (a tag CSV, the demo's noisy tags), the vocabulary terms of its aux row; ``None`` for
+        other aux (detections, classifier classes) and unknown ids."""
+        if item_id in self.added:
+            return list(self.added[item_id].tags)
+        row = self.dataset_row(item_id)
+        if row is None or not self._aux_is_tags():
+            return None
+        aux = self.dataset.aux_rows(np.array([row]))[0]
+        return [self.dataset.aux_names[j] for j in np.flatnonzero(aux > 0)]
+
+    def _aux_is_tags(self) -> bool:
+        from .extract.recipe import extraction_recipe
+
+        prov = self.dataset.manifest.get("provenance") or {}
+        kind = (extraction_recipe(self.dataset).get("aux") or {}).get("kind")
+        return bool(self.dataset.aux_names) and (kind == "tags" or (prov.get("demo_spec") or {}).get("aux") == "tags")
 
     def image_of(self, item_id: str) -> Path | None:
         """The picture of an item: the added copy, or the dataset's recorded path (absolute or
@@ -171,33 +204,116 @@ class Collection:
         with self._encode_lock:
             return query_code_for_item(self.run, self.dataset, row, self.device)
 
-    def search(self, code: np.ndarray, k: int = 10) -> list[Hit]:
-        """The ``k`` nearest live items of a packed code, ranked as ``lagnh search`` ranks."""
+    def search(self, code: np.ndarray, k: int = 10, *, rerank: int = 0, score: RerankScore | None = None,
+               query: Vectors | None = None, query_id: str | None = None) -> list[Hit]:
+        """The ``k`` nearest live items of a packed code, ranked as ``lagnh search`` ranks.
+
+        Args:
+            rerank: R > 0 re-ranks the Hamming top R by ``score`` (:mod:`lagnh_pyg.rerank`),
+                with the ``query``'s vectors; 0 = Hamming order, ties by database order.
+            query_id: the query's own item: it comes first among the items tied with it.
+        """
+        k = int(k)
         with self.lock.read():
             dead = self._known_deleted() if self.deleted else set()
-            want = min(len(self.index), int(k) + len(dead))
-            r = self.index.search(np.asarray(code, np.uint8).reshape(1, -1), want)
-        hits = []
-        for d, i in zip(r.distances[0], r.ids[0]):
-            if i is None or i in dead:
-                continue
-            hits.append(Hit(len(hits) + 1, i, int(d)))
-            if len(hits) == k:
-                break
-        return hits
+            depth = max(k, int(rerank))
+            want = min(len(self.index), depth + len(dead))
+            r = self.index.search(np.asarray(code, np.uint8).reshape(1, -1), want, with_ids=False)
+            pos, dist = r.positions[0], r.distances[0]
+            keep = pos >= 0
+            if dead:
+                keep &= ~np.isin(pos, [self.index.position(i) for i in dead])
+            pos, dist = pos[keep][:depth], dist[keep][:depth]
+            scores = np.full(len(pos), np.nan)
+            if rerank and score is not None and query is not None and len(pos):
+                order, scores = two_stage(score, query, pos, self.index.codes_at(pos), self._vectors, int(rerank))
+                pos, dist = pos[order], dist[order]
+            own = self.index.position(query_id) if query_id is not None and query_id in self else None
+            pos, dist, scores = own_item_first(pos.tolist(), dist, scores, own)
+            ids = [self.index.ids[p] for p in pos[:k]]
+        return [Hit(j + 1, ids[j], int(dist[j]), None if np.isnan(scores[j]) else float(scores[j]))
+                for j in range(len(ids))]
 
-    def encode_pictures(self, paths: Sequence[str], tags: Sequence[str] | None = None) -> np.ndarray:
-        """Packed codes of new pictures: featurized like the run's dataset (its recorded recipe),
-        encoded by the run's model, one code each (the encoders are batch-independent)."""
-        from .codes import pack_codes
+    def _row_of_position(self) -> np.ndarray:
+        """Dataset row of each index position (-1: an added picture outside the dataset)."""
+        n = len(self.index)
+        if self._position_rows is None or len(self._position_rows) != n:
+            rows = np.full(n, -1, np.int64)
+            rows[: self.n_database] = self.dataset.split("database")[: self.n_database]
+            for p in range(self.n_database, n):
+                row = self.dataset_row(self.index.ids[p])
+                rows[p] = -1 if row is None else row
+            self._position_rows = rows
+        return self._position_rows
+
+    def _vectors(self, positions: np.ndarray, score: RerankScore):
+        ids = self.index.ids
+        return DatasetVectors(self.dataset, self._row_of_position(),
+                              extra=lambda p: self.added_vectors(ids[p]))(positions, score)
+
+    def added_vectors(self, item_id: str) -> Vectors | None:
+        """The stored features and aux of an added picture (``None`` when not stored)."""
+        it = self.added.get(item_id)
+        if it is None or not it.vectors:
+            return None
+        key = (it.vectors["file"], it.vectors["row"])
+        if key not in self._vector_cache:
+            if len(self._vector_cache) > 4096:
+                self._vector_cache.clear()
+            got = self.log.load_vectors(it.vectors)
+            self._vector_cache[key] = None if got is None else Vectors(None, *got)
+        return self._vector_cache[key]
+
+    def live_features(self, ids: Sequence[str]):
+        """``features(idx) -> (rows, stored)`` over ``ids`` (e.g. :meth:`live_codes`'s): the
+        stored input features of each item (dataset rows, or an added picture's), for
+        confirming duplicates (:func:`lagnh_pyg.dedup.find_duplicates`)."""
+        rows = np.array([-1 if (r := self.dataset_row(i)) is None else r for i in ids], np.int64)
+        reader = DatasetVectors(self.dataset, rows, extra=lambda j: self.added_vectors(ids[j]))
+        only = RerankScore.parse("features")
+
+        def features(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            vec, stored = reader(np.asarray(idx, np.int64), only)
+            return vec.features, stored
+
+        return features
+
+    def query_vectors(self, item_id: str, score: RerankScore) -> Vectors | None:
+        """The vectors ``score`` needs of an item used as a query: its dataset row's stored
+        features and aux (the model's output too for ``asym``); ``None`` when the item has no
+        dataset row (an added picture)."""
+        row = self.dataset_row(item_id)
+        if row is None:
+            return None
+        rows = np.array([row])
+        return make_query_vectors(score, self.dataset.feature_rows(rows), self.dataset.aux_rows(rows), self.encoder)
+
+    def encoder(self):
+        """The run's encoder, loaded once (uploads, and the model's output for ``asym``)."""
         from .encoders import load_encoder
-        from .extract import featurize_like
 
         with self._encode_lock:
             if self._encoder is None:
                 self._encoder = load_encoder(self.run, self.device)
-            features, aux = featurize_like(self.dataset, list(paths), self.device, tags=tags)
-            return pack_codes(np.asarray(self._encoder.encode(features, aux)))
+            return self._encoder
+
+    def encode_pictures(self, paths: Sequence[str], tags: Sequence[str] | None = None) -> np.ndarray:
+        """Packed codes of new pictures: featurized like the run's dataset (its recorded recipe),
+        encoded by the run's model, one code each (the encoders are batch-independent)."""
+        return self.encode_query_pictures(paths, tags).codes
+
+    def encode_query_pictures(self, paths: Sequence[str], tags: Sequence[str] | None = None) -> Encoded:
+        """New pictures' codes, with what re-ranking reads of them (features, aux, the model's
+        real-valued output) and the notes of their featurizing (no tags; unknown tags)."""
+        from .extract import featurize_like
+        from .rerank import encode_with_output
+
+        enc = self.encoder()
+        notes: list[str] = []
+        with self._encode_lock:
+            features, aux = featurize_like(self.dataset, list(paths), self.device, tags=tags, notes=notes)
+            codes, z = encode_with_output(enc, features, aux)
+        return Encoded(codes, Vectors(z, features, aux), notes)
 
     def warm_up(self) -> None:
         """Build the featurizing networks and the encoder now, so that the first upload is not
@@ -211,11 +327,18 @@ class Collection:
             self.encode_pictures([f.name])
 
     # -- changes ------------------------------------------------------------------------------
-    def add(self, items: Sequence[AddedItem]) -> list[str]:
+    def add(self, items: Sequence[AddedItem], vectors: Vectors | None = None) -> list[str]:
         """Commit ``items`` to the side store, then make them searchable. All or none: an id
-        already used (now or ever) refuses the whole request."""
+        already used (now or ever) refuses the whole request. ``vectors`` (row-aligned with
+        ``items``: their features and aux) are stored beside them for re-ranking and dedup."""
         if not items:
             raise InputError("nothing to add")
+        if vectors is not None and vectors.features is not None:
+            if len(vectors.features) != len(items):
+                raise InputError(f"{len(vectors.features)} feature rows given for {len(items)} items")
+            rel = self.log.store_vectors(vectors.features, vectors.aux)
+            for j, it in enumerate(items):
+                it.vectors = {"file": rel, "row": j}
         codes = []
         for it in items:
             check_item_id(it.id)
@@ -247,6 +370,17 @@ class Collection:
                 self.deleted.add(item_id)
                 self.added.pop(item_id, None)
 
+    def page(self, offset: int, limit: int) -> tuple[list[str], int]:
+        """``(ids, total)``: live items ``offset .. offset + limit - 1`` in index order."""
+        with self.lock.read():
+            dead = self._known_deleted() if self.deleted else set()
+            ids = self.index.ids
+            if not dead:
+                return ids[offset : offset + limit], len(ids)
+            live = (i for i in ids if i not in dead)
+            out = [i for _, i in zip(range(offset + limit), live)][offset:]
+            return out, len(ids) - len(dead)
+
     def live_codes(self) -> tuple[np.ndarray, list[str]]:
         """Every live item's packed code and id, in index order (for ``lagnh dedup``)."""
         with self.lock.read():
@@ -269,7 +403,8 @@ class Collection:
             "model_fingerprint": self.run.model_fingerprint,
             "items": len(self),
             "database_items": self.n_database,
-            "added_items": len(self.added),
+            "added_items": sum(not it.held_out for it in self.added.values()),
+            "held_out_items": sum(it.held_out for it in self.added.values()),
             "deleted_items": len(self._known_deleted()),
             "dataset": str(ds.root.resolve()),
             "has_labels": ds.has_labels,

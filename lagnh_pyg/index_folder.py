@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError
 
@@ -87,6 +88,7 @@ def index_folder(
     device: str = "cpu",
     workers: int = 2,
     say: Callable[[str], None] = logger.info,
+    progress: Any = None,
 ) -> dict[str, float]:
     """Index the pictures under ``photos`` into the run directory ``out_dir`` (then
     ``lagnh serve out_dir``); resumable.
@@ -100,6 +102,10 @@ def index_folder(
             limits for small folders) or a baseline. bits: the code length.
         device: a resolved device (:func:`~lagnh_pyg.device.resolve_device`).
         say: receives one line per stage.
+        progress: one display for the whole pipeline (``None``: none), with
+            ``begin(stage, step, steps, total)`` at each stage run, ``advance(n)`` as it goes,
+            and the training loop's ``start(total, done)``, ``update(terms)``, ``close()``
+            (:func:`lagnh_pyg.training.train_run`); the stages' own bars stay off.
 
     Returns:
         Seconds per stage (0 for a stage done before).
@@ -113,36 +119,49 @@ def index_folder(
     check_writable_target(out_dir, "--out", directory=True)
     folder_split(len(list_images(photos)))  # too small a folder is refused before any work
     w = FolderWork(Path(work) if work is not None else out_dir.with_name(out_dir.name + ".work"))
-    stages = _Stages(say)
-    stages.run("features", _extracted(w.features), _features, photos, w.features, backbone, image_size, device,
-               workers)
-    stages.run("aux", _extracted(w.aux), _aux, photos, w.aux, tags, topk, image_size, device, workers)
-    stages.run("import", (w.data / "manifest.json").is_file(), _import, photos, w, tags)
-    stages.run("train", _trained(out_dir), _train, method, w.data, bits, out_dir, config or shipped_config("demo.yaml"),
-               overrides, device)
-    stages.run("encode", _encoded(out_dir), _encode, out_dir, device)
-    stages.run("index", _indexed(out_dir), _index, out_dir)
-    stages.run("queries", False, _add_queries, out_dir, say)
+    n = len(list_images(photos))
+    stages = _Stages(say, progress)
+    advance = stages.advance
+    stages.run("features", _extracted(w.features), n, _features, photos, w.features, backbone, image_size, device,
+               workers, advance)
+    stages.run("aux", _extracted(w.aux), None if tags is not None else n, _aux, photos, w.aux, tags, topk, image_size,
+               device, workers, advance)
+    stages.run("import", (w.data / "manifest.json").is_file(), None, _import, photos, w, tags)
+    stages.run("train", _trained(out_dir), None, _train, method, w.data, bits, out_dir,
+               config or shipped_config("demo.yaml"), overrides, device, progress or False)
+    stages.run("encode", _encoded(out_dir), n, _encode, out_dir, device, advance)
+    stages.run("index", _indexed(out_dir), None, _index, out_dir)
+    stages.run("queries", False, None, _add_queries, out_dir, say)
     say("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.timings.items())
         + f"; total {stages.total():.1f} s")
     return stages.timings
 
 
+STAGES = ("features", "aux", "import", "train", "encode", "index", "queries")
+
+
 class _Stages:
-    """Runs the stages in order, skipping those done before; their seconds in ``timings``."""
+    """Runs the stages in order, skipping those done before; their seconds in ``timings``;
+    tells the pipeline's ``progress`` display (if any) where it is."""
 
-    def __init__(self, say: Callable[[str], None]) -> None:
-        self.say, self.timings, self.t0 = say, {}, time.perf_counter()
+    def __init__(self, say: Callable[[str], None], progress: Any = None) -> None:
+        self.say, self.progress, self.timings, self.t0 = say, progress, {}, time.perf_counter()
 
-    def run(self, name: str, done: bool, fn, *args) -> None:
+    def run(self, name: str, done: bool, total: int | None, fn, *args) -> None:
         if done:
             self.say(f"[{name}] done before; skipped")
             self.timings[name] = 0.0
             return
         self.say(f"[{name}] ...")
+        if self.progress is not None:
+            self.progress.begin(name, STAGES.index(name) + 1, len(STAGES), total)
         t0 = time.perf_counter()
         fn(*args)
         self.timings[name] = time.perf_counter() - t0
+
+    def advance(self, n: int = 1) -> None:
+        if self.progress is not None:
+            self.progress.advance(n)
 
     def total(self) -> float:
         return time.perf_counter() - self.t0
@@ -173,7 +192,8 @@ def _indexed(out_dir: Path) -> bool:
     return is_index_dir(RunPaths(out_dir).index_dir())
 
 
-def _features(photos: Path, out: Path, backbone: str, image_size: int | None, device: str, workers: int) -> None:
+def _features(photos: Path, out: Path, backbone: str, image_size: int | None, device: str, workers: int,
+              progress: Callable[[int], None]) -> None:
     from .extract.backbones import build_backbone
     from .extract.features import check_out, extract_features
     from .extract.images import list_image_source
@@ -181,11 +201,11 @@ def _features(photos: Path, out: Path, backbone: str, image_size: int | None, de
     images = list_image_source(photos)
     check_out(out, False, images)
     extract_features(images, build_backbone(backbone, "imagenet", image_size=image_size), out, device=device,
-                     workers=workers)
+                     workers=workers, progress=progress)
 
 
 def _aux(photos: Path, out: Path, tags: Path | None, topk: int, image_size: int | None, device: str,
-         workers: int) -> None:
+         workers: int, progress: Callable[[int], None]) -> None:
     from .extract.images import list_image_source
 
     images = list_image_source(photos)
@@ -197,7 +217,7 @@ def _aux(photos: Path, out: Path, tags: Path | None, topk: int, image_size: int 
     from .extract.classifier import classify_images
 
     classify_images(images, out, classifier="efficientnet_lite0", topk=topk, image_size=image_size, device=device,
-                    batch_size=16, workers=workers)
+                    batch_size=16, workers=workers, progress=progress)
 
 
 def _import(photos: Path, w: FolderWork, tags: Path | None) -> None:
@@ -210,7 +230,7 @@ def _import(photos: Path, w: FolderWork, tags: Path | None) -> None:
 
 
 def _train(method: str, data: Path, bits: int, run_dir: Path, config: Path, overrides: Sequence[str],
-           device: str) -> None:
+           device: str, progress: Any) -> None:
     from .data.store import Dataset
     from .rundir import RunPaths
 
@@ -225,14 +245,14 @@ def _train(method: str, data: Path, bits: int, run_dir: Path, config: Path, over
     n_train = len(Dataset.open(data).split("train"))  # a small folder: limits its config cannot exceed
     small = [f"model.anchors={min(128, n_train)}", f"encode.k={min(20, n_train)}", f"graph.k={min(10, n_train - 1)}"]
     train_run(data, config, bits, run_dir, overrides=small + list(overrides),
-              resume=RunPaths(run_dir).checkpoint_path.is_file(), device=device, progress=True)
+              resume=RunPaths(run_dir).checkpoint_path.is_file(), device=device, progress=progress)
 
 
-def _encode(out_dir: Path, device: str) -> None:
+def _encode(out_dir: Path, device: str, progress: Callable[[int], None]) -> None:
     from .encoders import encode_splits
     from .rundir import Run
 
-    encode_splits(Run.open(out_dir), ["query", "database"], device=device)
+    encode_splits(Run.open(out_dir), ["query", "database"], device=device, progress=lambda split, m: progress(m))
 
 
 def _index(out_dir: Path) -> None:
@@ -250,7 +270,7 @@ def _add_queries(run_dir: Path, say: Callable[[str], None]) -> None:
     coll = Collection(run_dir)
     ds = coll.dataset
     qidx, codes = ds.split("query"), coll.run.load_codes("query")
-    items = [AddedItem(ds.ids[r], codes[j : j + 1], ds.paths[r] if ds.paths else None)
+    items = [AddedItem(ds.ids[r], codes[j : j + 1], ds.paths[r] if ds.paths else None, held_out=True)
              for j, r in enumerate(qidx) if ds.ids[r] not in coll and ds.ids[r] not in coll.deleted]
     if items:
         coll.add(items)

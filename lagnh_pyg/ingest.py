@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from .added import AddedItem
 from .errors import InputError
 
@@ -39,34 +41,41 @@ def add_pictures(coll, source: str | os.PathLike, *, tags_csv: str | os.PathLike
     todo = [x for x in todo if x[0] not in coll and x[0] not in coll.deleted]
     added = unreadable = 0
     for s in range(0, len(todo), batch):
-        items = []
         for tag_set in {tuple(t) for _, _, t in todo[s : s + batch]}:  # one featurize call per tag set
             part = [x for x in todo[s : s + batch] if tuple(x[2]) == tag_set]
-            ok, codes = _encode_readable(coll, [p for _, p, _ in part], [";".join(tag_set)] if tag_set else None)
+            ok, enc = _encode_readable(coll, [p for _, p, _ in part], [";".join(tag_set)] if tag_set else None)
             unreadable += len(part) - len(ok)
-            items += [AddedItem(part[j][0], codes[n].reshape(1, -1), part[j][1], split_terms(";".join(tag_set)))
-                      for n, j in enumerate(ok)]
-        if items:
-            coll.add(items)
+            if not ok:
+                continue
+            items = [AddedItem(part[j][0], enc.codes[n].reshape(1, -1), part[j][1], split_terms(";".join(tag_set)))
+                     for n, j in enumerate(ok)]
+            coll.add(items, enc.vectors)  # one commit a tag set: its items share one vectors file
             added += len(items)
-            log(f"committed {added} of {len(todo)} picture(s)")
+        log(f"committed {added} of {len(todo)} picture(s)")
     return {"added": added, "already": already, "unreadable": unreadable}
 
 
 def _encode_readable(coll, paths: list[str], tags):
-    """Codes of the readable pictures among ``paths``: ``(their positions, codes)``."""
+    """The readable pictures among ``paths`` encoded: ``(their positions, Encoded)``."""
     try:
-        return list(range(len(paths))), coll.encode_pictures(paths, tags)
+        return list(range(len(paths))), coll.encode_query_pictures(paths, tags)
     except InputError as e:
         if "cannot read image" not in str(e) or len(paths) == 1:
             if "cannot read image" in str(e):
                 logger.warning("skipped %s", str(e))
                 return [], None
             raise
-    ok, codes = [], []
+    ok, parts = [], []
     for j, p in enumerate(paths):  # find the bad one(s) picture by picture
-        got, c = _encode_readable(coll, [p], tags)
+        got, enc = _encode_readable(coll, [p], tags)
         if got:
             ok.append(j)
-            codes.append(c[0])
-    return ok, codes
+            parts.append(enc)
+    if not parts:
+        return [], None
+    from .collection import Encoded
+    from .rerank import Vectors
+
+    cat = lambda name: np.concatenate([getattr(e.vectors, name) for e in parts])  # noqa: E731
+    return ok, Encoded(np.concatenate([e.codes for e in parts]), Vectors(cat("z"), cat("features"), cat("aux")),
+                       [n for e in parts for n in e.notes])

@@ -20,7 +20,12 @@ The protocols differ only in which queries the mean runs over:
                    (the LAGNH authors' evaluator; the paper's numbers);
 * ``calctopmap`` — all queries (DeepHash-pytorch ``CalcTopMap``);
 * ``hit``        — queries with at least one relevant item in the top ``K``
-                   (thulab/DeepHash, TBH).
+                   (thulab/DeepHash, TBH);
+* ``ties``       — not database order: the **expected** AP@K over uniformly random orders of
+                   the items tied at equal distance, mean over the queries of ``lagnh``
+                   (:func:`expected_average_precision`, a closed form). Short codes put
+                   hundreds of items at one distance; this protocol does not let their
+                   database order decide the score.
 
 ``topk=None`` ranks the whole database (``K = N``, every item counted — no off-by-one).
 A ``topk`` larger than the database is clamped to it with a warning.
@@ -44,7 +49,7 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,11 +59,16 @@ from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
+# the protocols that rank ties by database order (they differ in the queries they average over)
 PROTOCOLS = ("lagnh", "calctopmap", "hit")
+TIES = "ties"
+ALL_PROTOCOLS = (*PROTOCOLS, TIES)
 PROTOCOL_DESCRIPTIONS = {
     "lagnh": "mean AP@K over queries with >=1 relevant item in the database (LAGNH authors' evaluator)",
     "calctopmap": "mean AP@K over all queries (DeepHash-pytorch CalcTopMap)",
     "hit": "mean AP@K over queries with >=1 relevant item in the top K (thulab/DeepHash, TBH)",
+    "ties": "expected AP@K over uniformly random orders of tied items (closed form), mean over queries with "
+            ">=1 relevant item in the database",
 }
 DEFAULT_PK_CUTOFFS = tuple(range(50, 1001, 50))
 # Working memory of one chunk of queries (distance buffers, the ranking, relevance).
@@ -139,9 +149,18 @@ def _prepare(query_codes, db_codes, query_labels=None, db_labels=None) -> _Prepa
 
 
 def check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise InputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if protocol not in ALL_PROTOCOLS:
+        raise InputError(f"unknown protocol {protocol!r}; choose one of {', '.join(ALL_PROTOCOLS)}")
     return protocol
+
+
+def tie_rule(protocol: str, rerank: int = 0) -> str:
+    """The sentence that says how a protocol orders tied items (printed next to its numbers)."""
+    first = (f"Hamming top {rerank} re-ranked by the candidate score, the rest by Hamming distance" if rerank
+             else "Hamming distance")
+    if protocol == TIES:
+        return f"{first}; expected value over random orders of tied items"
+    return f"{first}, ties by database order (stable sort)"
 
 
 def clamp_topk(topk: int | None, n: int, what: str = "topk") -> int:
@@ -256,6 +275,7 @@ class RetrievalResult:
 
     Attributes:
         protocol: the protocol of ``map``. topk: the K of AP@K (``n_db`` when the whole ranking).
+        rerank: R of the two-stage ranking (0: Hamming ranking only).
         map: the mean AP@K under ``protocol``.
         ap: (n_query,) AP@K of every query (0 where no relevant item is in the top K).
         counted: (n_query,) bool, the queries the protocol's mean runs over.
@@ -283,13 +303,15 @@ class RetrievalResult:
     pr_precision: np.ndarray = field(default_factory=lambda: np.zeros(0))
     pr_recall: np.ndarray = field(default_factory=lambda: np.zeros(0))
     pr_pooled_precision: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    rerank: int = 0
 
     def summary(self) -> dict:
         """JSON-able summary (curves included, per-query arrays left out)."""
         return {
             "protocol": self.protocol,
             "protocol_description": PROTOCOL_DESCRIPTIONS[self.protocol],
-            "tie_rule": "Hamming distance, ties by database order (stable sort)",
+            "tie_rule": tie_rule(self.protocol, self.rerank),
+            "rerank": self.rerank,
             "topk": self.topk,
             "map": self.map,
             "n_query": self.n_query,
@@ -321,7 +343,7 @@ def _counted(protocol: str, ql: np.ndarray, dl: np.ndarray, hits_k: np.ndarray,
              n_rel_db: np.ndarray | None = None) -> np.ndarray:
     """(n_query,) bool: the queries the protocol's mean runs over (``n_rel_db``: relevant items
     of each query in the whole database, when already counted)."""
-    if protocol == "lagnh":
+    if protocol in ("lagnh", TIES):
         # q has a relevant item iff one of its labels occurs anywhere in the database
         return n_rel_db > 0 if n_rel_db is not None else _has_relevant(ql, dl)
     if protocol == "calctopmap":
@@ -342,6 +364,178 @@ def _protocol_mean(ap: np.ndarray, counted: np.ndarray, protocol: str) -> float:
     return float(ap[counted].mean())
 
 
+# -- the tie-aware protocol: expected AP over random orders of tied items ------------------
+def _harmonic(n: int) -> np.ndarray:
+    """``H[i] = 1 + 1/2 + ... + 1/i`` for ``i = 0..n`` (``H[0] = 0``)."""
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1, dtype=np.float64))])
+
+
+def _log_comb(n: np.ndarray, k: np.ndarray) -> np.ndarray:
+    from scipy.special import gammaln
+
+    return gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0)
+
+
+def expected_average_precision(sizes: Any, relevant: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Expected AP@K, and expected relevant items in the top K, over uniformly random orders
+    of the items within each tie group (McSherry & Najork, ECIR 2008, truncated at K).
+
+    The ranking is a sequence of groups (e.g. one per Hamming distance); group ``g`` holds
+    ``n_g`` items, ``r_g`` of them relevant, at ranks ``s_g + 1 .. s_g + n_g``, after ``c_g``
+    relevant items. With AP@K = (1/R_K) sum_{j<=K} rel_j P@j, a group wholly inside the top K
+    adds, in expectation (rel_i and the relevant items before it are hypergeometric),
+
+        (r_g / n_g) sum_{i=1..n_g} (c_g + 1 + (i - 1)(r_g - 1)/(n_g - 1)) / (s_g + i).
+
+    The group that straddles rank K contributes its first ``m = K - s_b`` places: given that
+    they hold ``h`` relevant items (hypergeometric in ``n_b, r_b, m``), the same sum with
+    ``(h, m)`` for ``(r_g, n_g)``; and ``R_K = c_b + h``. So
+
+        E[AP@K] = sum_h P(h) (F + B(h)) / (c_b + h),
+
+    with F the full groups' sum (independent of h). Exact, linear in the number of groups.
+
+    Args:
+        sizes: (n_query, n_groups) items per group, groups in rank order (empty groups allowed).
+        relevant: (n_query, n_groups) relevant items per group.
+        k: the K of AP@K (``>= 1``).
+
+    Returns:
+        ``(ap, hits)``: (n_query,) expected AP@K (0 where the top K holds no relevant item in
+        any order) and (n_query,) expected relevant items in the top K.
+    """
+    n = np.atleast_2d(np.asarray(sizes, np.int64))
+    r = np.atleast_2d(np.asarray(relevant, np.int64))
+    start = np.cumsum(n, axis=1) - n
+    before = np.cumsum(r, axis=1) - r
+    end = start + n
+    H = _harmonic(int(end.max(initial=0)))
+    full = (end <= k) & (n > 0)
+    s0 = np.where(full, H[np.minimum(end, len(H) - 1)] - H[start], 0.0)
+    pair = np.where(n > 1, (r - 1) / np.maximum(n - 1, 1), 0.0)
+    terms = r / np.maximum(n, 1) * ((before + 1) * s0 + pair * (n - (start + 1) * s0))
+    F = np.where(full, terms, 0.0).sum(1)
+    C = np.where(full, r, 0).sum(1)
+    ap = np.divide(F, C, out=np.zeros(len(F)), where=C > 0)
+    hits = C.astype(np.float64)
+    for q, g in zip(*np.nonzero((start < k) & (end > k))):  # at most one straddling group a query
+        s, nb, rb, c = int(start[q, g]), int(n[q, g]), int(r[q, g]), int(C[q])
+        m = k - s
+        hits[q] = c + m * rb / nb
+        h = np.arange(max(0, m - (nb - rb)), min(m, rb) + 1, dtype=np.float64)
+        pmf = np.exp(_log_comb(rb, h) + _log_comb(nb - rb, m - h) - _log_comb(nb, m))
+        sb0 = H[s + m] - H[s]
+        pairs = (h - 1) / (m - 1) if m > 1 else np.zeros_like(h)
+        B = h / m * ((c + 1) * sb0 + pairs * (m - (s + 1) * sb0))
+        ap[q] = float((pmf * np.divide(F[q] + B, c + h, out=np.zeros_like(h), where=c + h > 0)).sum())
+    return ap, hits
+
+
+def expected_hits(sizes: np.ndarray, relevant: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
+    """(n_query, len(cutoffs)) expected relevant items in the top K of each cutoff, over random
+    orders within the groups (see :func:`expected_average_precision`)."""
+    start = np.cumsum(sizes, axis=1) - sizes
+    out = np.empty((sizes.shape[0], len(cutoffs)))
+    for j, kk in enumerate(cutoffs):
+        part = np.clip(kk - start, 0, sizes)  # places of the group inside the top kk
+        out[:, j] = (part * relevant / np.maximum(sizes, 1)).sum(1)
+    return out
+
+
+def _tie_groups(hist: np.ndarray, hist_rel: np.ndarray, rerank: "_Reranked | None") -> tuple[np.ndarray, np.ndarray]:
+    """Tie groups in rank order: the re-ranked candidates' runs of equal score and distance, then each
+    Hamming distance's remaining items (without re-ranking: the distance histogram)."""
+    if rerank is None:
+        return hist, hist_rel
+    c, R = rerank.scores.shape
+    new = np.ones((c, R), bool)
+    # the final order is (score, Hamming distance, database order): only the last is a tie
+    new[:, 1:] = (rerank.scores[:, 1:] != rerank.scores[:, :-1]) | (rerank.distances[:, 1:] != rerank.distances[:, :-1])
+    keys = (np.cumsum(new, axis=1) - 1) + (np.arange(c, dtype=np.int64) * R)[:, None]
+    n_cand = np.bincount(keys.ravel(), minlength=c * R).reshape(c, R)
+    r_cand = np.bincount(keys.ravel(), weights=rerank.relevant.ravel(), minlength=c * R).reshape(c, R)
+    nb = hist.shape[1]
+    dkeys = rerank.distances.astype(np.int64) + (np.arange(c, dtype=np.int64) * nb)[:, None]
+    rest = hist - np.bincount(dkeys.ravel(), minlength=c * nb).reshape(c, nb)
+    rest_rel = hist_rel - np.bincount(dkeys[rerank.relevant], minlength=c * nb).reshape(c, nb)
+    return (np.concatenate([n_cand, rest], axis=1),
+            np.concatenate([np.rint(r_cand).astype(np.int64), rest_rel], axis=1))
+
+
+# -- two-stage ranking: Hamming candidates, then a finer score -------------------------------
+CandidateScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class _Reranked:
+    scores: np.ndarray  # (c, R) candidate scores in the final order (descending)
+    distances: np.ndarray  # (c, R) their Hamming distances
+    relevant: np.ndarray  # (c, R) their relevance
+
+
+def check_rerank(rerank: Any, scorer: CandidateScorer | None) -> int:
+    """``rerank`` (R, the candidates re-ranked; 0 = off) checked: a non-negative integer, and
+    a scorer given when it is positive."""
+    if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) or rerank < 0:
+        raise InputError(f"rerank (the candidates re-ranked) must be a non-negative integer, got {rerank!r}")
+    if rerank and scorer is None:
+        raise InputError("re-ranking needs a candidate scorer (lagnh_pyg.rerank)")
+    return int(rerank)
+
+
+def rerank_candidates(order: np.ndarray, rerank: int, scorer: CandidateScorer, rows: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank the first ``rerank`` columns of ``order`` ((c, depth) database indices in
+    Hamming order) by ``scorer(rows, candidates)`` (higher first; ties keep the Hamming order).
+    Returns the new order and the candidates' scores in it."""
+    cand = order[:, :rerank]
+    scores = np.asarray(scorer(rows, cand), np.float64)
+    if scores.shape != cand.shape:
+        raise InputError(f"the candidate scorer returned shape {scores.shape}, expected {cand.shape}")
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    o = np.argsort(-scores, axis=1, kind="stable")
+    out = order.copy()
+    out[:, :rerank] = np.take_along_axis(cand, o, 1)
+    return out, np.take_along_axis(scores, o, 1)
+
+
+@dataclass
+class _Sums:
+    """What the chunks of :func:`evaluate_retrieval` accumulate, per query."""
+
+    ap: np.ndarray
+    hits_k: np.ndarray
+    pk_hits: np.ndarray
+    n_rel_db: np.ndarray
+    hist_all: np.ndarray | None
+    hist_rel: np.ndarray | None
+
+    @classmethod
+    def empty(cls, nq: int, ncut: int, nb: int, hists: bool) -> "_Sums":
+        return cls(np.zeros(nq), np.zeros(nq), np.zeros((nq, ncut)), np.full(nq, -1, np.int64),
+                   np.zeros((nq, nb), np.int64) if hists else None, np.zeros((nq, nb), np.int64) if hists else None)
+
+    def ranked(self, s: int, e: int, rel: np.ndarray, k: int, cut: np.ndarray, ranks: np.ndarray) -> None:
+        """AP@K and P@K of one chunk's rankings (relevance in rank order)."""
+        self.ap[s:e], self.hits_k[s:e], cum = _average_precision(rel, k, ranks)
+        if cut.size:
+            self.pk_hits[s:e] = cum[:, cut - 1]
+
+    def histograms(self, s: int, e: int, d: np.ndarray, rel_all: np.ndarray) -> None:
+        c, nb = e - s, self.hist_all.shape[1]
+        self.n_rel_db[s:e] = rel_all.sum(1)
+        keys = d.astype(np.int64) + (np.arange(c, dtype=np.int64) * nb)[:, None]
+        self.hist_all[s:e] = np.bincount(keys.ravel(), minlength=c * nb).reshape(c, nb)
+        self.hist_rel[s:e] = np.bincount(keys[rel_all], minlength=c * nb).reshape(c, nb)
+
+    def expected(self, s: int, e: int, k: int, cut: np.ndarray, rr: "_Reranked | None") -> None:
+        """The tie-aware protocol: AP@K and P@K as expectations over orders of tied items."""
+        sizes, rels = _tie_groups(self.hist_all[s:e], self.hist_rel[s:e], rr)
+        self.ap[s:e], self.hits_k[s:e] = expected_average_precision(sizes, rels, k)
+        if cut.size:
+            self.pk_hits[s:e] = expected_hits(sizes, rels, cut)
+
+
 def evaluate_retrieval(
     query_codes: Any,
     db_codes: Any,
@@ -353,6 +547,8 @@ def evaluate_retrieval(
     pk_cutoffs: Sequence[int] | None = DEFAULT_PK_CUTOFFS,
     curves: bool = True,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    rerank: int = 0,
+    scorer: CandidateScorer | None = None,
 ) -> RetrievalResult:
     """MAP@K under ``protocol`` and, with ``curves``, the P@K and PR curves, in one pass.
 
@@ -361,57 +557,64 @@ def evaluate_retrieval(
         db_codes: the database's codes, same format and length.
         query_labels / db_labels: multi-hot labels (items x classes); relevant = share one.
         topk: K of MAP@K (default 1000); ``None`` = the whole ranking.
-        protocol: ``lagnh``, ``calctopmap`` or ``hit`` (module docstring).
+        protocol: ``lagnh``, ``calctopmap``, ``hit`` or ``ties`` (module docstring).
         pk_cutoffs: the K of the precision@K curve (clamped to the database size).
         curves: also compute the P@K curve, the PR curve and per-query relevant counts.
         memory_bytes: working-memory budget; decides the query chunk size, never a result.
+        rerank: two-stage ranking: the top ``rerank`` items by Hamming distance (ties by
+            database order) re-ordered by ``scorer`` (0 = off). The PR curve stays by radius.
+        scorer: ``scorer(query_rows (c,), candidates (c, R)) -> (c, R)`` scores, higher first
+            (:class:`lagnh_pyg.rerank.Reranker`).
     """
     check_protocol(protocol)
     p = _prepare(query_codes, db_codes, query_labels, db_labels)
     if query_labels is None:
         raise InputError("evaluation needs ground-truth labels for the queries and the database")
     k = clamp_topk(topk, p.ndb)
+    R = min(check_rerank(rerank, scorer), p.ndb)
     cut = _cutoffs(pk_cutoffs if curves else None, p.ndb)
-    depth = max(k, int(cut.max()) if cut.size else 0)
+    ties = protocol == TIES
+    depth = max(k, int(cut.max()) if cut.size else 0, R)
     nb = p.bits + 1
     # bytes per (query, db item): xor u64, dist, argsort i64; with curves hist keys, their relevant
     # subset and relevance; with a deep ranking its relevance, counts and AP terms
-    per_pair = 8 + 2 + 8 + 1 + (8 + 8 + 1 + 1 if curves else 0) + (33 if depth > p.ndb // 4 else 0)
+    per_pair = 8 + 2 + 8 + 1 + (8 + 8 + 1 + 1 if curves or ties else 0) + (33 if depth > p.ndb // 4 else 0)
     rows = min(_chunk_rows(p.ndb, per_pair, memory_bytes), p.nq)
     sc = _Scanner(p, rows)
-    ap = np.zeros(p.nq)
-    hits_k = np.zeros(p.nq, np.int64)
-    pk_hits = np.zeros((p.nq, cut.size), np.int64)
-    n_rel_db = np.full(p.nq, -1, np.int64)
-    hist_all = np.zeros((p.nq, nb), np.int64) if curves else None
-    hist_rel = np.zeros((p.nq, nb), np.int64) if curves else None
+    acc = _Sums.empty(p.nq, cut.size, nb, curves or ties)
     ranks = np.arange(1, depth + 1, dtype=np.float64)
     for s, e in _iter_chunks(p.nq, rows):
-        c = e - s
         d = sc.distances(s, e)
         order = np.argsort(d, axis=1, kind="stable")[:, :depth]
+        rr = None
+        if R:
+            order, scores = rerank_candidates(order, R, scorer, np.arange(s, e))
         rel = sc.relevance(s, e, order)  # (c, depth) relevance in rank order
-        ap[s:e], hits_k[s:e], cum = _average_precision(rel, k, ranks)
-        if cut.size:
-            pk_hits[s:e] = cum[:, cut - 1]
-        if curves:
-            rel_all = sc.relevance(s, e)
-            n_rel_db[s:e] = rel_all.sum(1)
-            keys = d.astype(np.int64) + (np.arange(c, dtype=np.int64) * nb)[:, None]
-            hist_all[s:e] = np.bincount(keys.ravel(), minlength=c * nb).reshape(c, nb)
-            hist_rel[s:e] = np.bincount(keys[rel_all], minlength=c * nb).reshape(c, nb)
-    counted = _counted(protocol, p.ql, p.dl, hits_k, n_rel_db if curves else None)
-    res = RetrievalResult(protocol, k, _protocol_mean(ap, counted, protocol), ap, counted, p.nq, p.ndb, p.bits,
-                          n_rel_db)
-    _set_pk(res, cut, pk_hits)
+        acc.ranked(s, e, rel, k, cut, ranks)
+        if curves or ties:
+            acc.histograms(s, e, d, sc.relevance(s, e))
+        if ties:
+            if R:
+                rr = _Reranked(scores, np.take_along_axis(d, order[:, :R], 1), rel[:, :R])
+            acc.expected(s, e, k, cut, rr)
+    return _result(p, acc, protocol, k, cut, curves, R)
+
+
+def _result(p: _Prepared, acc: _Sums, protocol: str, k: int, cut: np.ndarray, curves: bool, R: int
+            ) -> RetrievalResult:
+    counted = _counted(protocol, p.ql, p.dl, acc.hits_k, acc.n_rel_db if acc.hist_all is not None else None)
+    res = RetrievalResult(protocol, k, _protocol_mean(acc.ap, counted, protocol), acc.ap, counted, p.nq, p.ndb,
+                          p.bits, acc.n_rel_db if curves else np.full(p.nq, -1, np.int64), rerank=R)
+    _set_pk(res, cut, acc.pk_hits)
     if curves:
-        within = np.cumsum(hist_all, axis=1)
-        within_rel = np.cumsum(hist_rel, axis=1)
+        nb = p.bits + 1
+        within = np.cumsum(acc.hist_all, axis=1)
+        within_rel = np.cumsum(acc.hist_rel, axis=1)
         prec = np.divide(within_rel, within, out=np.zeros(within.shape), where=within > 0)
-        has = n_rel_db > 0
+        has = acc.n_rel_db > 0
         res.radius = np.arange(nb)
         res.pr_precision = prec.mean(0)
-        res.pr_recall = (within_rel[has] / n_rel_db[has, None]).mean(0) if has.any() else np.zeros(nb)
+        res.pr_recall = (within_rel[has] / acc.n_rel_db[has, None]).mean(0) if has.any() else np.zeros(nb)
         tot, tot_rel = within.sum(0), within_rel.sum(0)
         res.pr_pooled_precision = np.divide(tot_rel, tot, out=np.zeros(nb), where=tot > 0)
     return res
@@ -531,6 +734,9 @@ def evaluate_cosine(
         a :class:`RetrievalResult` with ``bits = 0``, the P@K curve and no PR curve.
     """
     check_protocol(protocol)
+    if protocol == TIES:
+        raise InputError("protocol ties averages over orders of tied codes; the cosine reference ranks by real scores: "
+                         "use lagnh, calctopmap or hit")
     q = _float64_block(query_vectors, "query vectors")
     db = db_vectors if hasattr(db_vectors, "shape") and hasattr(db_vectors, "__getitem__") else np.asarray(db_vectors)
     if q.ndim != 2 or len(db.shape) != 2:

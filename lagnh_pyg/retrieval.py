@@ -21,10 +21,27 @@ from .data.store import Dataset
 from .errors import InputError
 from .files import write_json_atomic
 from .index import HammingIndex, is_index_dir
-from .metrics import DEFAULT_PK_CUTOFFS, RetrievalResult, check_protocol, evaluate_retrieval
+from .metrics import (
+    DEFAULT_PK_CUTOFFS,
+    RetrievalResult,
+    check_protocol,
+    evaluate_retrieval,
+    tie_rule,
+)
 from .report.plots import line_plot
 from .report.provenance import provenance
 from .report.tables import write_csv
+from .rerank import (
+    DatasetVectors,
+    Reranker,
+    RerankScore,
+    Vectors,
+    check_depth,
+    own_item_first,
+    resolve_score,
+    two_stage,
+)
+from .rerank import query_vectors as make_query_vectors
 from .rundir import Run
 
 logger = logging.getLogger(__name__)
@@ -78,6 +95,9 @@ def evaluate_run(
     pk_cutoffs: Sequence[int] = DEFAULT_PK_CUTOFFS,
     out_dir: str | os.PathLike | None = None,
     plots: bool = True,
+    rerank: int = 0,
+    rerank_score: str | RerankScore | None = None,
+    device: str = "cpu",
 ) -> Evaluation:
     """MAP@K, P@K and PR of a run's query codes against its database codes.
 
@@ -85,16 +105,19 @@ def evaluate_run(
     ``<protocol>-top<K>.json`` (summary with dataset, split sizes, protocol, software,
     machine), ``…-pk.csv``, ``…-pr.csv`` and, with ``plots``, ``…-pk.png`` and ``…-pr.png``.
     Labels come from the dataset named in ``codes/meta.json``; a dataset without labels is
-    refused.
+    refused. With ``rerank`` R > 0 the ranking is two-stage (:mod:`lagnh_pyg.rerank`, by
+    ``rerank_score``, default the run's own): the files are named ``<protocol>-top<K>-rerank<R>-<score>…``.
     """
     run = _open_run(run)
     check_protocol(protocol)
+    R = check_depth(rerank, "rerank")
     ds = codes_dataset(run)
     ds.require_labels("evaluation")
     qcodes, qidx = _split_codes(run, ds, "query")
     dcodes, didx = _split_codes(run, ds, "database")
+    scorer = run_reranker(run, ds, resolve_score(run, rerank_score), qidx, device) if R else None
     res = evaluate_retrieval(qcodes, dcodes, ds.label_rows(qidx), ds.label_rows(didx), topk, protocol,
-                             pk_cutoffs=pk_cutoffs, curves=True)
+                             pk_cutoffs=pk_cutoffs, curves=True, rerank=R, scorer=scorer)
     meta = run.codes_meta()
     summary = {
         "run": str(run.root.resolve()),
@@ -104,12 +127,13 @@ def evaluate_run(
         "encoding": meta.get("encoding"),
         **res.summary(),
         "topk_requested": topk_label(topk),
+        "rerank_score": str(scorer.score) if scorer is not None else None,
         **provenance(dataset=str(ds.root.resolve()), data_fingerprint=ds.fingerprint,
                      split_sizes={s: len(ds.split(s)) for s in ("train", "query", "database")}),
     }
     out_dir = Path(out_dir) if out_dir is not None else run.metrics_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{protocol}-top{topk_label(topk)}"
+    stem = f"{protocol}-top{topk_label(topk)}" + (f"-rerank{R}-{_slug(scorer.score)}" if R else "")
     files = {"json": out_dir / f"{stem}.json"}
     write_json_atomic(files["json"], summary)
     files["pk_csv"] = write_csv(out_dir / f"{stem}-pk.csv", ["protocol", "k", "precision_at_k"],
@@ -123,13 +147,38 @@ def evaluate_run(
         name = f"{run.method} {run.bits} bits"
         files["pk_png"] = line_plot(
             out_dir / f"{stem}-pk.png", {name: (res.pk_cutoffs, res.pk)},
-            title=f"precision@K — {name} (protocol {protocol}, ties by database order)", xlabel="K",
+            title=f"precision@K — {name} (protocol {protocol}; {tie_rule(protocol, R)})", xlabel="K",
             ylabel="precision@K")
         files["pr_png"] = line_plot(
             out_dir / f"{stem}-pr.png", {name: (res.pr_recall, res.pr_precision)},
             title=f"precision–recall by Hamming radius — {name} (protocol {protocol})", xlabel="recall",
             ylabel="precision")
     return Evaluation(res, summary, files)
+
+
+def _slug(score: RerankScore) -> str:
+    return str(score).replace(":", "").replace(",", "-")
+
+
+def run_reranker(run: Run, ds: Dataset, score: str | RerankScore, qidx: np.ndarray, device: str = "cpu",
+                 db_codes: np.ndarray | None = None, db_rows: np.ndarray | None = None) -> Reranker:
+    """The candidate scorer of a run's queries (dataset rows ``qidx``) against its database
+    (default: the database split's codes and rows): their stored features and aux, and for
+    ``asym`` the model's real-valued output of each query."""
+    score = RerankScore.parse(score)
+    needs_inputs = score.needs("asym") or score.needs("features")
+    feats = ds.feature_rows(qidx) if needs_inputs else None
+    aux = ds.aux_rows(qidx) if score.needs("asym") or score.needs("aux") else None
+    qv = make_query_vectors(score, feats, aux, lambda: _encoder(run, device))
+    if db_codes is None:
+        db_codes, db_rows = _split_codes(run, ds, "database")
+    return Reranker(score, qv, db_codes, DatasetVectors(ds, db_rows))
+
+
+def _encoder(run: Run, device: str):
+    from .encoders import load_encoder
+
+    return load_encoder(run, device)
 
 
 # -- index -----------------------------------------------------------------------------------
@@ -181,6 +230,7 @@ class SearchHit:
     path: str | None = None
     relevant: bool | None = None
     labels: list[str] | None = None
+    score: float | None = None  # the re-rank score, when re-ranked
 
 
 @dataclass
@@ -192,6 +242,9 @@ class SearchOutcome:
     index_kind: str
     index_saved: bool
     dataset: Dataset
+    rerank: int = 0
+    rerank_score: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def _label_names(ds: Dataset, row: np.ndarray) -> list[str]:
@@ -217,25 +270,43 @@ def query_code_for_item(run: Run, ds: Dataset, row: int, device: str = "cpu") ->
     return pack_codes(np.asarray(enc.encode(ds.feature_rows(rows), ds.aux_rows(rows))))
 
 
-def encode_image(
+@dataclass
+class ImageQuery:
+    """A new picture as a query: its packed ``code``, the ``vectors`` re-ranking reads (input
+    features, aux, the model's real-valued output) and the ``notes`` of its featurizing."""
+
+    code: np.ndarray
+    vectors: Vectors
+    notes: list[str]
+
+
+def image_query(
     run: Run | str | os.PathLike, image: str | os.PathLike, device: str = "cpu", tags: Sequence[str] | None = None
-) -> np.ndarray:
-    """The packed code of a new picture: featurized as the run's dataset was
+) -> ImageQuery:
+    """A new picture featurized as the run's dataset was
     (:func:`lagnh_pyg.extract.featurize_like`), then encoded by the run's model.
 
     ``tags`` (``"a;b"`` cells) give the picture's aux where the dataset's aux is a tag vocabulary.
     """
-    from .codes import pack_codes
-    from .encoders import load_encoder
     from .extract import featurize_like
+    from .rerank import encode_with_output
 
     run = _open_run(run)
     image = Path(image)
     if not image.is_file():
         raise InputError(f"image {image} does not exist")
     ds = codes_dataset(run)
-    features, aux = featurize_like(ds, [str(image)], device, tags=tags)
-    return pack_codes(np.asarray(load_encoder(run, device).encode(features, aux)))
+    notes: list[str] = []
+    features, aux = featurize_like(ds, [str(image)], device, tags=tags, notes=notes)
+    code, z = encode_with_output(_encoder(run, device), features, aux)
+    return ImageQuery(code, Vectors(z, features, aux), notes)
+
+
+def encode_image(
+    run: Run | str | os.PathLike, image: str | os.PathLike, device: str = "cpu", tags: Sequence[str] | None = None
+) -> np.ndarray:
+    """The packed code of a new picture (:func:`image_query`)."""
+    return image_query(run, image, device, tags).code
 
 
 def search_run(
@@ -246,12 +317,22 @@ def search_run(
     query_label_row: np.ndarray | None = None,
     k: int = 10,
     device: str = "cpu",
+    rerank: int = 0,
+    rerank_score: str | RerankScore | None = None,
+    query_vectors: Vectors | None = None,
 ) -> SearchOutcome:
     """The top-``k`` database items of one query: a dataset item (``item_id``) or a packed
-    ``query_code`` (a new image encoded by the caller)."""
+    ``query_code`` (a new image encoded by the caller, with its ``query_vectors``).
+
+    Ranked by Hamming distance, ties by database order, a query item's own entry first among
+    those tied with it; with ``rerank`` R > 0 the Hamming top R re-ranked by ``rerank_score``
+    (default: the run's own, :func:`lagnh_pyg.rerank.run_score`)
+    (:mod:`lagnh_pyg.rerank`). A code without vectors is not re-ranked (a note says so)."""
     run = _open_run(run)
     if (item_id is None) == (query_code is None):
         raise InputError("give exactly one query: an item id or a query code")
+    R = check_depth(rerank, "rerank")
+    score = resolve_score(run, rerank_score)
     index, saved = open_index(run, device)
     ds = codes_dataset(run)
     q_path = q_labels = None
@@ -266,24 +347,37 @@ def search_run(
         if ds.has_labels:
             query_label_row = np.asarray(ds.labels[row])
         query_id = str(item_id)
+        if R:
+            rows = np.array([row])
+            query_vectors = make_query_vectors(score, ds.feature_rows(rows), ds.aux_rows(rows),
+                                               lambda: _encoder(run, device))
     else:
         query_id = "query image"
     if query_label_row is not None:
         q_labels = _label_names(ds, query_label_row)
-    r = index.search(np.asarray(query_code, np.uint8).reshape(1, -1), k)
-    id_to_row = None
+    notes = [] if not R or query_vectors is not None else ["a code without features is ranked by Hamming distance only"]
+    for n in notes:
+        logger.warning("%s", n)
+    R = R if query_vectors is not None else 0
+    r = index.search(np.asarray(query_code, np.uint8).reshape(1, -1), max(k, R))
+    found = r.positions[0] >= 0
+    pos, dist, ids = r.positions[0][found], r.distances[0][found], [i for i, f in zip(r.ids[0], found) if f]
+    scores = np.full(len(pos), np.nan)
+    if R:
+        order, scores = two_stage(score, query_vectors, pos, index.codes_at(pos),
+                                  DatasetVectors(ds, ds.split("database")), R)
+        pos, dist, ids = pos[order], dist[order], [ids[j] for j in order]
+    ids, dist, scores = own_item_first(ids, dist, scores, item_id if item_id is not None and item_id in index else None)
     hits = []
-    for rank, (pos, d, hid) in enumerate(zip(r.positions[0], r.distances[0], r.ids[0]), start=1):
-        if pos < 0:
-            break
-        if id_to_row is None:
-            id_to_row = {v: i for i, v in enumerate(ds.ids)}
-        drow = id_to_row[hid]
-        h = SearchHit(rank, hid, int(d), path=ds.paths[drow] if ds.paths else None)
+    id_to_row = {v: i for i, v in enumerate(ds.ids)}
+    for rank, j in enumerate(range(min(k, len(ids))), start=1):
+        drow = id_to_row[ids[j]]
+        h = SearchHit(rank, ids[j], int(dist[j]), path=ds.paths[drow] if ds.paths else None,
+                      score=None if np.isnan(scores[j]) else float(scores[j]))
         if ds.has_labels:
             lab = np.asarray(ds.labels[drow])
             h.labels = _label_names(ds, lab)
             if query_label_row is not None:
                 h.relevant = bool(np.any((lab > 0) & (np.asarray(query_label_row) > 0)))
         hits.append(h)
-    return SearchOutcome(query_id, q_path, q_labels, hits, index.kind, saved, ds)
+    return SearchOutcome(query_id, q_path, q_labels, hits, index.kind, saved, ds, R, str(score) if R else None, notes)

@@ -57,6 +57,7 @@ CONFIG_FILE = "config.yaml"
 LOG_FILE = "log.jsonl"
 LOCK_FILE = ".lock"
 CELL_FILE = "cell.json"  # an experiment's record of the settings and results of its run
+RERANK_FILE = "rerank.json"  # the re-rank score chosen on the run's validation split (lagnh experiment rerank --save)
 CODES_DIR, INDEX_DIR, METRICS_DIR, ADDED_DIR = "codes", "index", "metrics", "added"
 MODEL_STEM = "model"  # a baseline's model file: model.npz (shallow) or model.safetensors (deep)
 RUN_FORMAT = "lagnh-run"
@@ -105,6 +106,10 @@ class RunPaths:
     @property
     def cell_path(self) -> Path:
         return self.root / CELL_FILE
+
+    @property
+    def rerank_path(self) -> Path:
+        return self.root / RERANK_FILE
 
     def codes_dir(self) -> Path:
         return self.root / CODES_DIR

@@ -49,7 +49,7 @@ def test_find_duplicates_matches_brute_force(tmp_path, rng, radius):
 
 
 def test_dedup_cli(syn_run, tmp_path):
-    r = runner.invoke(app, ["dedup", str(syn_run), "--radius", "1", "--out", str(tmp_path / "d.json"),
+    r = runner.invoke(app, ["dedup", str(syn_run), "--radius", "1", "--no-verify", "--out", str(tmp_path / "d.json"),
                             "--html", str(tmp_path / "d.html")])
     assert r.exit_code == 0, r.stderr
     got = json.loads((tmp_path / "d.json").read_text())
@@ -98,3 +98,133 @@ def test_multi_index_hashing_range_search_is_exact(tmp_path, rng, bits, radius):
     ids = [str(i) for i in range(len(codes))]
     find_duplicates(codes, ids, radius, tmp_path / "d.json", chunk=50)
     assert json.loads((tmp_path / "d.json").read_text()) == reference(codes, ids, radius)
+
+
+# -- confirmation by features, groups that do not chain ----------------------------------------
+def ref_confirmed(codes, feats, radius, threshold):
+    """{i: [j ...]} of pairs within the radius whose feature cosine reaches the threshold,
+    closest first (Hamming), ties by position: loops over the definitions."""
+    bits = np.unpackbits(codes, axis=1).astype(int)
+    out = {}
+    for i in range(len(codes)):
+        row = []
+        for j in range(len(codes)):
+            if j == i:
+                continue
+            d = int((bits[i] != bits[j]).sum())
+            c = float(feats[i] @ feats[j] / (np.linalg.norm(feats[i]) * np.linalg.norm(feats[j])))
+            if d <= radius and c >= threshold:
+                row.append((d, j))
+        out[i] = [j for _, j in sorted(row)]
+    return out
+
+
+def ref_star(n, pairs_of):
+    """Star groups by their definition: by decreasing confirmed-duplicate count (ties by
+    position), an ungrouped item takes its ungrouped duplicates."""
+    degree = {i: len(pairs_of[i]) for i in range(n)}
+    taken, groups = set(), []
+    for i in sorted(range(n), key=lambda i: (-degree[i], i)):
+        if degree[i] == 0 or i in taken:
+            continue
+        members = [j for j in pairs_of[i] if j not in taken]  # pairs_of: closest first, ties by position
+        if members:
+            taken.update([i, *members])
+            groups.append([i, *members])
+    return sorted(groups, key=lambda g: (-len(g), g[0]))
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.9])
+def test_confirmed_pairs_and_star_groups_match_reference(tmp_path, rng, threshold):
+    base = rng.integers(0, 256, (12, 2), dtype=np.uint8)
+    codes = base[rng.integers(0, 12, 90)] ^ np.packbits(rng.random((90, 16)) < 0.05, axis=1)
+    centres = rng.standard_normal((6, 8))
+    feats = centres[rng.integers(0, 6, 90)] + 0.3 * rng.standard_normal((90, 8))
+    ids = [f"p{i}" for i in range(90)]
+    want = ref_confirmed(codes, feats, 2, threshold)
+
+    def reader(pos):
+        return feats[pos], np.ones(len(pos), bool)
+
+    res = find_duplicates(codes, ids, 2, tmp_path / "d.json", features=reader, min_cosine=threshold, chunk=13,
+                          max_groups=1000)
+    got = json.loads((tmp_path / "d.json").read_text())
+    assert got == {ids[i]: [ids[j] for j in v] for i, v in want.items()}
+    assert res.n_pairs == sum(len(v) for v in want.values()) // 2 and res.grouping == "star"
+    assert res.n_candidates == sum(len(v) for v in reference(codes, ids, 2).values()) // 2 > res.n_pairs
+    assert res.groups == ref_star(90, want) and res.n_groups == len(res.groups)
+    for g in res.groups:  # no chains: every member is a confirmed duplicate of the representative
+        assert all(m in want[g[0]] for m in g[1:])
+    grouped = [m for g in res.groups for m in g]
+    assert len(grouped) == len(set(grouped))
+
+
+def test_a_chain_is_not_one_group(tmp_path):
+    """A-B, B-C, C-D confirmed, nothing else: components join all four, stars do not."""
+    codes = np.array([[0b00000000, 0], [0b00000001, 0], [0b00000011, 0], [0b00000111, 0]], np.uint8)
+    ang = np.radians([0, 20, 40, 60])
+    feats = np.stack([np.cos(ang), np.sin(ang)], 1)  # neighbours at cosine 0.94, two apart 0.77
+
+    def reader(pos):
+        return feats[pos], np.ones(len(pos), bool)
+
+    star = find_duplicates(codes, list("ABCD"), 1, features=reader, min_cosine=0.9)
+    comp = find_duplicates(codes, list("ABCD"), 1, features=reader, min_cosine=0.9, grouping="components")
+    assert comp.groups == [[0, 1, 2, 3]]
+    assert star.groups == [[1, 0, 2]] and star.n_pairs == 3  # B with A and C; D's only duplicate C is taken
+
+
+def test_unstored_features_do_not_confirm(tmp_path):
+    codes = np.zeros((3, 2), np.uint8)
+    feats = np.ones((3, 4))
+
+    def reader(pos):
+        return feats[pos], np.asarray(pos) != 2  # item 2's features are not stored
+
+    res = find_duplicates(codes, ["a", "b", "c"], 0, tmp_path / "d.json", features=reader)
+    assert json.loads((tmp_path / "d.json").read_text()) == {"a": ["b"], "b": ["a"], "c": []}
+    assert (res.n_candidates, res.n_pairs, res.n_unverifiable) == (3, 1, 2)
+
+
+def test_dedup_cli_confirms_prints_groups_and_sorts_the_sheet(fresh_pic_run, tmp_path):
+    import re
+    import shutil
+
+    from lagnh_pyg.collection import Collection
+
+    coll = Collection(fresh_pic_run)
+    db = coll.dataset.split("database")
+    new = tmp_path / "new"
+    new.mkdir()
+    for j in range(3):  # exact copies: same code, same features
+        shutil.copy(coll.dataset.paths[db[j]], new / f"copy{j}.png")
+    assert runner.invoke(app, ["add", str(fresh_pic_run), str(new), "--prefix", "new/"]).exit_code == 0
+    r = runner.invoke(app, ["dedup", str(fresh_pic_run), "--radius", "2"])
+    assert r.exit_code == 0, r.stderr
+    assert "confirmed by feature cosine >= 0.625" in r.stdout and "candidate pairs from the codes" in r.stdout
+    lines = [x for x in r.stdout.splitlines() if " items: " in x]
+    assert lines, r.stdout  # the groups themselves, printed with neither --out nor --html
+    for j in range(3):
+        item = coll.dataset.ids[db[j]]
+        assert any(item in x and f"new/copy{j}.png" in x for x in lines), r.stdout
+    h = runner.invoke(app, ["dedup", str(fresh_pic_run), "--radius", "6", "--min-cosine", "0.5",
+                            "--html", str(tmp_path / "d.html")])
+    assert h.exit_code == 0, h.stderr
+    page = (tmp_path / "d.html").read_text()
+    for sheet in page.split("class=\"grid\"")[1:]:
+        dists = [int(x) for x in re.findall(r"d=(\d+)", sheet)]
+        assert dists == sorted(dists)
+    help_text = runner.invoke(app, ["dedup", "--help"]).stdout
+    assert "{id: [ids of its duplicates]}" in " ".join(help_text.replace("│", " ").split())
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--min-cosine", "1.5"], "--min-cosine must be a number in [-1, 1]"),
+    (["--min-cosine", "high"], "--min-cosine must be a number in [-1, 1]"),
+    (["--min-cosine", "nan"], "--min-cosine must be a number in [-1, 1]"),
+    (["--groups", "0"], "--groups must be a positive integer"),
+])
+def test_dedup_bad_options(syn_run, args, msg):
+    r = runner.invoke(app, ["dedup", str(syn_run), "--radius", "1", *args])
+    assert r.exit_code == 2 and r.stderr.startswith("error: ") and msg in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

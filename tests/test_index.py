@@ -184,3 +184,35 @@ def test_flat_one_scan_and_range_fallback_agree_with_brute_force(bits, n):
         r = ix.search(q, k)
         ref, _ = brute_force(q, db, k)
         assert [p.tolist() for p in r.positions] == [pos for _, pos in ref]
+
+
+
+def test_search_without_ids_gives_the_same_positions():
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (500, 2), dtype=np.uint8)
+    codes[10:60] = codes[0]
+    ix = HammingIndex(16)
+    ix.add(codes, [str(i) for i in range(len(codes))])
+    full, bare = ix.search(codes[[0, 5]], 300), ix.search(codes[[0, 5]], 300, with_ids=False)
+    assert np.array_equal(full.positions, bare.positions) and np.array_equal(full.distances, bare.distances)
+    assert bare.ids == [] and full.ids[0][:2] == ["0", "10"]
+
+
+@pytest.mark.parametrize("bits", [16, 64, 72])
+def test_counting_search_of_large_k_matches_the_ranking(bits):
+    """From COUNTING_K on, a flat index searches by counting: the same top-k, ties by database
+    order, as the metrics' brute-force ranking."""
+    from lagnh_pyg.index import COUNTING_K
+    from lagnh_pyg.metrics import hamming_rank
+
+    rng = np.random.default_rng(bits)
+    codes = rng.integers(0, 256, (3000, bits // 8), dtype=np.uint8)
+    codes[100:400] = codes[0]  # a large tie at distance 0
+    ix = HammingIndex(bits)
+    ix.add(codes, [str(i) for i in range(len(codes))])
+    q = codes[[0, 7, 2999]]
+    for k in (COUNTING_K - 1, COUNTING_K, 1000, 3000):
+        r = ix.search(q, k)
+        d, i = hamming_rank(q, codes, k)
+        assert np.array_equal(r.positions, i) and np.array_equal(r.distances, d)
+        assert r.ids[1][:3] == [str(p) for p in i[1, :3]]

@@ -92,3 +92,41 @@ def test_index_folder_trains_lagnh_by_default(tmp_path):
 
     coll = Collection(tmp_path / "run")
     assert coll.run.method == "lagnh" and len(coll) == 30
+
+
+def test_index_folder_reads_as_one_command(tmp_path):
+    """LAGNH end to end: stage lines, one `next:` hint (its own, last), no sub-command chatter,
+    held-out queries not counted as added; the progress line fits 80 columns at every stage."""
+    import io
+
+    from fastapi.testclient import TestClient
+    from rich.console import Console
+
+    from cli.index_folder import Pipeline
+    from lagnh_pyg.index_folder import STAGES
+    from lagnh_pyg.serve import create_app
+
+    write_photos(tmp_path / "photos", 24)
+    r = runner.invoke(app, ["index-folder", str(tmp_path / "photos"), "--out", str(tmp_path / "run"), "--bits", "16",
+                            "--image-size", "32", "--device", "cpu", "--workers", "0", "--topk", "3",
+                            "--set", "train.epochs=3"])
+    assert r.exit_code == 0, (r.stdout, r.stderr)
+    lines = r.stdout.splitlines()
+    assert [x for x in lines if "next:" in x] == [f"next: lagnh serve {tmp_path / 'run'}"] == lines[-1:]
+    assert [x for x in lines if x.startswith("[")] == [f"[{s}] ..." for s in STAGES]
+    assert not any(x.startswith(("wrote", "trained")) for x in lines)
+    info = TestClient(create_app(tmp_path / "run")).get("/api/info").json()
+    assert info["items"] == 24 and info["added_items"] == 0 and info["held_out_items"] == 1
+    # the display itself, on an 80-column terminal: one line, never cut
+    buf = io.StringIO()
+    con = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    pipe = Pipeline(console=con)
+    with pipe:
+        for step, name in enumerate(STAGES, start=1):
+            pipe.begin(name, step, len(STAGES), 999_999)
+            pipe.advance(123_456)
+            rendered = io.StringIO()
+            Console(file=rendered, width=80, force_terminal=True, color_system=None).print(pipe.bar.get_renderable())
+            shown = rendered.getvalue().rstrip("\n").splitlines()
+            assert len(shown) == 1 and len(shown[0]) <= 80 and "…" not in shown[0], shown
+            assert f"[{STAGES.index(name) + 1}/7] {name}" in shown[0] and "123456/999999" in shown[0]

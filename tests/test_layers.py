@@ -19,7 +19,7 @@ LAYERS = [
     "lagnh_pyg.demo | lagnh_pyg.experiments | lagnh_pyg.index_folder",
     "lagnh_pyg.collection | lagnh_pyg.ingest | lagnh_pyg.dedup | lagnh_pyg.added",
     "lagnh_pyg.retrieval",
-    "lagnh_pyg.index",
+    "lagnh_pyg.index | lagnh_pyg.rerank",
     "lagnh_pyg.encode | lagnh_pyg.baselines",
     "lagnh_pyg.training",
     "lagnh_pyg.encoders",

@@ -17,6 +17,7 @@ import time
 
 import pytest
 from serve_fixtures import *  # noqa: F401,F403 - the run fixtures
+from serve_fixtures import SHAPES
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 DRIVERS = ("chromedriver",)
@@ -124,5 +125,89 @@ def test_page_upload_results_and_click(live_server, tmp_path):
         drv.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
         print(f"screenshots: {tmp_path / 'upload.png'} {shot}")
+    finally:
+        drv.quit()
+
+
+def _driver(browser: str, driver_path: str, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for f in FLAGS:
+        opts.add_argument(f)
+    opts.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-profile-', dir=tmp_path)}")
+    return webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
+
+
+def test_page_gallery_tags_notes_ties_and_keyboard(live_server, tmp_path):
+    """The collection on load (paged, with tags), keyboard search from a tile, the featurizing
+    notes, the id box after an upload, the same file chosen twice, and the query's own item
+    first among the items tied with it."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from lagnh_pyg.collection import Collection
+
+    browser, driver_path = browser_or_skip()
+    url, run = live_server
+    coll = Collection(run)
+    db = coll.dataset.split("database")
+    first_id, picture = coll.dataset.ids[db[0]], coll.dataset.paths[db[3]]
+    # a twin of the first database item (same code, later in the index): ties with it at d=0
+    code = coll.code_of(first_id).tobytes().hex()
+    r = httpx.post(url + "/api/items", json={"items": [{"id": "twin", "code": code, "tags": ["copy"]}]}, timeout=30)
+    assert r.status_code == 200, r.text
+    drv = _driver(browser, driver_path, tmp_path)
+    try:
+        wait = WebDriverWait(drv, 60)
+        drv.get(url + "/")
+        # 1. the collection, before any search: a page of tiles with their tags
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery .tile")) == len(coll) + 1)
+        assert "items 1–" in drv.find_element(By.ID, "pageinfo").text and drv.find_element(By.ID, "prev").get_attribute("disabled")
+        tiles = drv.find_elements(By.CSS_SELECTOR, "#gallery .tile")
+        assert tiles[0].get_attribute("data-id") == first_id
+        colour = first_id.split("/")[1].split("_")[0]
+        assert f"tags: {colour}" in tiles[0].text or f"tags: {SHAPES[colour]}" in tiles[0].text
+        assert "tags: copy" in tiles[-1].text and tiles[-1].get_attribute("data-id") == "twin"
+        assert "(1 added)" in drv.find_element(By.ID, "info").text
+        # 2. from the keyboard: Enter on a focused tile searches from it
+        tiles[1].send_keys(Keys.ENTER)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .tile")) > 0)
+        assert drv.find_element(By.ID, "itemid").get_attribute("value") == tiles[1].get_attribute("data-id")
+        assert drv.find_element(By.ID, "gallery").is_displayed() is False
+        first = drv.find_elements(By.CSS_SELECTOR, "#results .tile")[0]
+        assert first.get_attribute("data-id") == drv.find_element(By.ID, "itemid").get_attribute("value")
+        # 3. the query's own item first among those tied with it (typed, then Enter)
+        box = drv.find_element(By.ID, "itemid")
+        box.clear()
+        box.send_keys("twin", Keys.ENTER)
+        wait.until(lambda d: "twin" in d.find_element(By.ID, "query").text)
+        res = drv.find_elements(By.CSS_SELECTOR, "#results .tile")
+        assert res[0].get_attribute("data-id") == "twin" and res[0].get_attribute("data-distance") == "0"
+        assert first_id in [t.get_attribute("data-id") for t in res if t.get_attribute("data-distance") == "0"]
+        # 4. an upload: the id box clears, the notes reach the page
+        drv.find_element(By.ID, "file").send_keys(picture)
+        wait.until(lambda d: "aux = zeros" in d.find_element(By.ID, "notes").text)
+        assert "no --tags given" in drv.find_element(By.ID, "notes").text
+        assert drv.find_element(By.ID, "itemid").get_attribute("value") == ""
+        # 5. the same file again is searched again
+        drv.execute_script("document.getElementById('results').replaceChildren();"
+                           "document.getElementById('notes').replaceChildren();")
+        drv.find_element(By.ID, "file").send_keys(picture)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .tile")) > 0)
+        wait.until(lambda d: "aux = zeros" in d.find_element(By.ID, "notes").text)
+        # unknown tags are reported too
+        drv.find_element(By.ID, "tags").send_keys("red;bogus")
+        drv.find_element(By.ID, "file").send_keys(picture)
+        wait.until(lambda d: "bogus" in d.find_element(By.ID, "notes").text)
+        # 6. back to the collection, by keyboard
+        drv.find_element(By.ID, "showall").send_keys(Keys.ENTER)
+        wait.until(lambda d: d.find_element(By.ID, "gallery").is_displayed())
+        assert not drv.find_elements(By.CSS_SELECTOR, "#results .tile")
+        drv.save_screenshot(str(tmp_path / "gallery.png"))
     finally:
         drv.quit()

@@ -147,8 +147,16 @@ def detections_like(dataset: Any, rec: dict, paths: Sequence[str], device: str =
     return (scores >= threshold).astype(np.float32)
 
 
-def tags_like(dataset: Any, tags: Sequence[str]) -> np.ndarray:
-    """One multi-hot row of ``tags`` over the dataset's aux vocabulary (unknown tags warned)."""
+def _note(notes: list[str] | None, message: str) -> None:
+    """A warning for the log, and for the caller's ``notes`` (what the API and the page show)."""
+    logger.warning("%s", message)
+    if notes is not None:
+        notes.append(message)
+
+
+def tags_like(dataset: Any, tags: Sequence[str], notes: list[str] | None = None) -> np.ndarray:
+    """One multi-hot row of ``tags`` over the dataset's aux vocabulary (unknown tags warned,
+    and appended to ``notes``)."""
     from .tags import split_terms
 
     names = dataset.aux_names
@@ -164,9 +172,10 @@ def tags_like(dataset: Any, tags: Sequence[str]) -> np.ndarray:
         else:
             unknown.append(t)
     if unknown:
-        logger.warning("tag(s) not in the dataset's vocabulary of %d, ignored: %s", len(names), ", ".join(unknown))
+        _note(notes, f"tag(s) not in the dataset's vocabulary of {len(names)}, ignored: {', '.join(unknown)}")
     if not row.any():
-        logger.warning("none of the given tags is in the dataset's vocabulary: the code is made without auxiliary semantics")
+        _note(notes, "none of the given tags is in the dataset's vocabulary: the code is made without auxiliary "
+                     "semantics")
     return row
 
 
@@ -190,7 +199,8 @@ def classifications_like(dataset: Any, rec: dict, paths: Sequence[str], device: 
 
 
 def featurize_like(
-    dataset: Any, paths: Sequence[str], device: str = "cpu", tags: Sequence[str] | None = None
+    dataset: Any, paths: Sequence[str], device: str = "cpu", tags: Sequence[str] | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features and aux of new images, made the way ``dataset``'s were.
 
@@ -200,6 +210,8 @@ def featurize_like(
         device: ``cpu`` or ``cuda[:N]`` (already resolved).
         tags: user tags of the images (``"a;b"`` cells or single terms), for a dataset whose aux
             is a tag vocabulary; they apply to every image in ``paths``.
+        notes: when given, what was warned about the aux (no tags, unknown tags) is appended
+            here too, for a caller that shows it (the search page).
 
     Returns:
         ``(features, aux)``: ``len(paths) x d`` float32 and ``len(paths) x c`` float32.
@@ -224,11 +236,11 @@ def featurize_like(
                              f"{rec.get('classifier')}, which is run on the image instead")
         aux = classifications_like(dataset, rec, paths, device)
     elif tags and (kind == "tags" or dataset.aux_names):
-        aux = np.repeat(tags_like(dataset, tags), n, axis=0)
+        aux = np.repeat(tags_like(dataset, tags, notes), n, axis=0)
     elif tags:
         raise InputError(f"--tags cannot be mapped: dataset {dataset.root} records no aux vocabulary")
     else:
         why = "no --tags given" if kind == "tags" else "the dataset's aux cannot be made for a new picture"
-        logger.warning("%s: the code is made without auxiliary semantics (aux = zeros)", why)
+        _note(notes, f"{why}: the code is made without auxiliary semantics (aux = zeros)")
         aux = np.zeros((n, dataset.aux_dim), dtype=np.float32)
     return features, aux

@@ -8,9 +8,9 @@ malformed request 422. A bug is logged here and answered 500 with one line, neve
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..collection import Collection, ConflictError, NotFoundError
 from ..errors import InputError
+from ..rerank import run_score
 from .deps import PayloadTooLarge, Unauthorized, require_token, thumbnail_url  # noqa: F401  (routers use deps)
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
-@dataclass
+@dataclasses.dataclass
 class ServeSettings:
     """Args:
         token: when set, ``POST``/``DELETE /api/items`` need ``Authorization: Bearer <token>``.
@@ -37,6 +38,9 @@ class ServeSettings:
         max_pixels: largest picture (width x height) decoded: the decompression-bomb guard.
         thumb_px: thumbnail side in pixels.
         device: where uploads are featurized and encoded.
+        rerank: R of two-stage ranking when a search does not say (0: Hamming order).
+        rerank_score: the re-rank score when a search does not say (:mod:`lagnh_pyg.rerank`;
+            ``None``: the run's own, :func:`lagnh_pyg.rerank.run_score`).
     """
 
     token: str | None = None
@@ -44,6 +48,15 @@ class ServeSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     thumb_px: int = 160
     device: str = "cpu"
+    rerank: int = 0
+    rerank_score: str | None = None
+
+    def __post_init__(self) -> None:
+        from ..rerank import RerankScore, check_depth
+
+        self.rerank = check_depth(self.rerank)
+        if self.rerank_score is not None:
+            self.rerank_score = str(RerankScore.parse(self.rerank_score))
 
 
 class BodyLimit:
@@ -132,6 +145,8 @@ def create_app(run_dir: str | os.PathLike, settings: ServeSettings | None = None
     app = FastAPI(title="lagnh-pyg search", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json",
                   redoc_url=None)
     app.state.collection = coll
+    if settings.rerank_score is None:  # the run's own choice (its validation split), else the default
+        settings = dataclasses.replace(settings, rerank_score=str(run_score(coll.run)[0]))
     app.state.settings = settings
     _install_error_handlers(app)
     app.include_router(meta.router)

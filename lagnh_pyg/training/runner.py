@@ -61,7 +61,7 @@ def train_run(
     overrides: Iterable[str | tuple[str, Any]] = (),
     resume: bool = False,
     device: str = "auto",
-    progress: bool = True,
+    progress: Any = True,
     distributed: bool = False,
 ) -> Path:
     """Train LAGNH on ``data_dir``'s training split; write a complete run directory.
@@ -79,7 +79,9 @@ def train_run(
         resume: continue from ``out_dir/checkpoint.pt`` (same config except ``train.epochs``);
             a run killed before its first checkpoint starts afresh.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
-        progress: show a progress bar with the loss terms.
+        progress: ``True``: a progress bar with the loss terms; ``False``: none; or the
+            caller's display, an object with ``start(total, done)``, ``update(terms)`` (once an
+            epoch) and ``close()`` (e.g. one bar for a whole pipeline).
         distributed: data-parallel training under ``torchrun`` (``train.mode: sampled``).
 
     Returns:
@@ -133,7 +135,7 @@ class _Setup:
 
 
 def _train(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext, writer: RunWriter | None,
-           ck: Mapping[str, Any] | None, progress: bool) -> None:
+           ck: Mapping[str, Any] | None, progress: Any) -> None:
     s = _setup(cfg, ds, bits, dev, ctx)
     if ck is not None:
         restore(s.trainer, s.source, ck, ctx)
@@ -142,7 +144,12 @@ def _train(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext, writ
             "n_train": s.n, "config_yaml": cfg.to_yaml(), "config_digest": cfg.digest()}
     if writer is not None:
         writer.start_log(s.trainer.epoch)
-    bar = Bar(cfg.train.epochs, s.trainer.epoch) if progress and ctx.is_main else None
+    bar = None
+    if progress is True and ctx.is_main:
+        bar = Bar(cfg.train.epochs, s.trainer.epoch)
+    elif progress and ctx.is_main:  # the caller's display
+        bar = progress
+        bar.start(cfg.train.epochs, s.trainer.epoch)
     try:
         fit(s.trainer, s.source, cfg.train.epochs, writer=writer, checkpoint_meta=meta,
             checkpoint_every=cfg.train.checkpoint_every, ctx=ctx, bar=bar)

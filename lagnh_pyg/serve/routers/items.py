@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import re
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from ...added import AddedItem, code_from_hex
@@ -25,12 +25,15 @@ from ..models import (
     DeleteResponse,
     ErrorResponse,
     ItemResponse,
+    PageItem,
+    PageResponse,
 )
 from ..uploads import check_picture, read_upload
 
 router = APIRouter(prefix="/api/items", tags=["items"],
                    responses={c: {"model": ErrorResponse} for c in (400, 401, 404, 409, 413, 422)})
 MAX_FILES = 256
+MAX_PAGE = 500
 
 
 @router.get("/{item_id:path}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
@@ -58,6 +61,18 @@ def thumbnail(request: Request, item_id: str) -> Response:
     return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
+@router.get("", response_model=PageResponse)
+def page(request: Request, offset: int = Query(0, ge=0, description="items to skip"),
+         limit: int = Query(48, ge=1, le=MAX_PAGE, description="items to return")) -> PageResponse:
+    """A page of the live collection in index order (database, then added items): the gallery
+    the search page shows before any search."""
+    coll = request.app.state.collection
+    ids, total = coll.page(offset, limit)
+    items = [PageItem(id=i, labels=coll.labels_of(i), tags=coll.tags_of(i),
+                      thumbnail=thumbnail_url(i) if coll.image_of(i) is not None else None) for i in ids]
+    return PageResponse(items=items, offset=offset, total=total)
+
+
 @router.get("/{item_id:path}", response_model=ItemResponse)
 def item(request: Request, item_id: str) -> ItemResponse:
     coll = request.app.state.collection
@@ -65,7 +80,7 @@ def item(request: Request, item_id: str) -> ItemResponse:
     added = coll.added.get(item_id)
     source = "added" if added is not None else "database" if item_id in coll else "dataset"
     return ItemResponse(id=item_id, code=code.tobytes().hex(), source=source, labels=coll.labels_of(item_id),
-                        tags=added.tags if added is not None else None,
+                        tags=coll.tags_of(item_id),
                         thumbnail=thumbnail_url(item_id) if coll.image_of(item_id) is not None else None)
 
 
@@ -90,17 +105,19 @@ async def add(request: Request) -> AddResponse:
         body = await json_body(request, AddCodesRequest, '{"items": [{"id", "code", "tags"}]}')
         items = [AddedItem(it.id, code_from_hex(it.code, coll.run.bits), None,
                            [t for c in it.tags for t in split_terms(c)]) for it in body.items]
+        notes, vectors = [], None
     elif ctype.startswith("multipart/form-data"):
-        items = await _pictures(request, coll)
+        items, notes, vectors = await _pictures(request, coll)
     else:
         raise InputError("POST /api/items takes multipart/form-data (files 'images') or a JSON body of codes")
-    await run_in_threadpool(coll.add, items)
+    await run_in_threadpool(coll.add, items, vectors)
     return AddResponse(added=[Added(id=it.id, code=it.code.tobytes().hex(),
                                     thumbnail=thumbnail_url(it.id) if it.path else None) for it in items],
-                       items=len(coll))
+                       items=len(coll), notes=notes)
 
 
-async def _pictures(request: Request, coll) -> list[AddedItem]:
+async def _pictures(request: Request, coll):
+    """The multipart pictures of a request: ``(items, featurizing notes, their vectors)``."""
     import hashlib
 
     settings = request.app.state.settings
@@ -120,15 +137,15 @@ async def _pictures(request: Request, coll) -> list[AddedItem]:
 
     def store_and_encode():
         rels = [coll.log.store_image(d, n) for d, n in pics]
-        codes = coll.encode_pictures([str(coll.log.root / r) for r in rels], tags=[tags] if tags else None)
-        return rels, codes
+        enc = coll.encode_query_pictures([str(coll.log.root / r) for r in rels], tags=[tags] if tags else None)
+        return rels, enc
 
-    rels, codes = await run_in_threadpool(store_and_encode)
+    rels, enc = await run_in_threadpool(store_and_encode)
     out = []
-    for (data, name), rel, code in zip(pics, rels, codes):
+    for (data, name), rel, code in zip(pics, rels, enc.codes):
         item_id = given_id or default_id(hashlib.sha256(data).hexdigest(), name)
         out.append(AddedItem(item_id, code.reshape(1, -1), rel, split_terms(tags), name))
-    return out
+    return out, enc.notes, enc.vectors
 
 
 @router.delete("/{item_id:path}", response_model=DeleteResponse, dependencies=[Depends(require_token)])

@@ -18,4 +18,5 @@ def health(request: Request) -> HealthResponse:
 def info(request: Request) -> InfoResponse:
     s = request.app.state.settings
     return InfoResponse(**request.app.state.collection.info(), max_upload_bytes=s.max_upload_bytes,
+                        rerank=s.rerank, rerank_score=str(s.rerank_score),
                         writes_need_token=bool(s.token))
