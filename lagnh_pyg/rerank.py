@@ -104,7 +104,7 @@ class RerankScore:
 
 def run_score(run) -> tuple[RerankScore, str]:
     """The re-rank score of ``run`` and where it comes from: ``RUN/rerank.json`` (chosen on the
-    run's validation split, for this model and dataset), else :data:`DEFAULT_SCORE`."""
+    run's validation split, for this model), else :data:`DEFAULT_SCORE`."""
     from .files import read_json
 
     path = run.rerank_path
