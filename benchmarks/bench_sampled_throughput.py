@@ -57,9 +57,10 @@ def main() -> None:
 
     from lagnh_pyg.config import load_config
     from lagnh_pyg.data.store import Dataset
-    from lagnh_pyg.experiments.scaling import SCALING_CONFIG, _fresh_trainer
+    from lagnh_pyg.experiments.scaling import SCALING_CONFIG
     from lagnh_pyg.runtime import set_threads
     from lagnh_pyg.training import SampledSource
+    from lagnh_pyg.training.runner import new_trainer
     from lagnh_pyg.training.sampled import BatchFetcher, SampledModule
     from lagnh_pyg.training.sources import sampled_step_of
 
@@ -72,7 +73,7 @@ def main() -> None:
     rows = ds.split("train")
     aux = ds.aux_rows(rows)
     topo, graph_s = topology(ds, rows, aux, cfg, args.topology)
-    tr = _fresh_trainer(cfg, ds, aux, rows, 32, "cpu", 0)
+    tr = new_trainer(cfg, ds, rows, aux, None, 32, "cpu")  # as lagnh train makes it (sampled: features mapped)
     source = SampledSource(SampledModule(tr.model), topo, BatchFetcher(ds.features, aux, rows), cfg.train.num_neighbors,
                            None, cfg.train.seed_batch_size, 0, g_steps=cfg.train.sampled_g_steps)
     it = iter(source.loader)

@@ -65,7 +65,8 @@ def search(
                        "rebuild with a larger --nflip or use `lagnh index %s --kind flat` for exact results",
                        res.index_kind, len(res.hits), k, run_dir)
     if not res.index_saved:
-        logger.info("no saved index in %s/index: searched the database codes exactly (build one with `lagnh index`)", run_dir)
+        logger.info("no saved index in %s: searched the database codes exactly (build one with `lagnh index`)",
+                    run.index_dir())
     notes = (q.notes if q else []) + res.notes
     ranked = (f"Hamming top {res.rerank} re-ranked by {res.rerank_score}, then by Hamming distance" if res.rerank
               else "ranked by Hamming distance, ties by database order") + ("; the query's own item first" if item else "")

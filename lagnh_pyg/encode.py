@@ -318,7 +318,7 @@ def load_lagnh_encoder(run: Run, device: str = "cpu", encoding: str | None = Non
     if not path.is_file():
         raise InputError(f"run {run.root} has no model file {path.name}; re-run `lagnh train`")
     if fingerprint(path) != run.model_fingerprint:
-        raise InputError(f"{path} changed after {run.root}/run.json was written (an interrupted --resume?); "
+        raise InputError(f"{path} changed after {run.meta_path} was written (an interrupted --resume?); "
                          "finish the training with `lagnh train ... --resume`")
     ck = load_checkpoint(path, map_location="cpu")
     if not ck.get("complete", False):

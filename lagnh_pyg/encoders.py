@@ -89,7 +89,7 @@ def encode_splits(
     ds = run.dataset(data_dir)
     enc = load_encoder(run, device, **(encoder_options or {}))
     if enc.bits != run.bits:
-        raise InputError(f"model of {run.root} produces {enc.bits}-bit codes but run.json says {run.bits}")
+        raise InputError(f"model of {run.root} produces {enc.bits}-bit codes but {run.meta_path} says {run.bits}")
     step = getattr(enc, "encode_chunk_multiple", 1)
     chunk = max(step, (chunk // step) * step)
     out_dir = Path(out_dir) if out_dir is not None else run.codes_dir()  # elsewhere: another dataset's codes

@@ -13,7 +13,10 @@ from typing import Callable, Iterable
 
 from .errors import InputError
 
-# Files whose JSON "format" field marks a directory as written by this project.
+# Files whose JSON "format" field marks a directory as written by this project: the dataset
+# directory's and an extraction's (manifest.json), a codes or index directory's (meta.json), the
+# run directory's (run.json, lagnh_pyg.rundir.RUN_FILE; a test checks they agree: this bottom
+# layer cannot import the run directory's module)
 MARKER_FILES = ("manifest.json", "meta.json", "run.json")
 
 

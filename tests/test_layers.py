@@ -64,3 +64,11 @@ def test_no_module_imports_a_layer_above_its_own():
     assert "lagnh_pyg.graph" in graph and "lagnh_pyg.training.runner" in graph
     bad = upward_imports(graph)
     assert not bad, "upward imports: " + "; ".join(bad)
+
+
+def test_the_bottom_layer_knows_the_run_directory_marker_by_its_name_in_rundir():
+    """ownership.py (bottom layer) spells run.json because it cannot import rundir.py."""
+    from lagnh_pyg.ownership import MARKER_FILES
+    from lagnh_pyg.rundir import RUN_FILE
+
+    assert RUN_FILE in MARKER_FILES

@@ -112,7 +112,7 @@ def load_run_encoder(run, device: str = "cpu") -> HashingBaseline:
     """
     model = load_model(run.model_path)
     if model.name != run.method:
-        raise InputError(f"{run.model_path} holds a {model.name} model but {run.root}/run.json says {run.method}")
+        raise InputError(f"{run.model_path} holds a {model.name} model but {run.meta_path} says {run.method}")
     if isinstance(model, DeepBaseline):
         model.to(device)
     return model
