@@ -221,9 +221,9 @@ def _constraint(owner: type, name: str) -> Constraint:
     return next(f.metadata["check"] for f in dataclasses.fields(owner) if f.name == name)
 
 
-
 def set_value(cfg: Config, key: str, value: Any) -> None:
-    """Set the dotted ``key`` (e.g. ``train.epochs``) on ``cfg`` with type checking."""
+    """Set the dotted ``key`` (e.g. ``train.epochs``) on ``cfg``, checked against the constraint
+    declared beside its field."""
     if key == "variant":
         cfg.variant = _constraint(Config, "variant").check(key, value)
         return
