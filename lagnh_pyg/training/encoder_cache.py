@@ -189,7 +189,7 @@ def _edge_distances(xhat: Tensor, edge_index: Tensor, spans, dev) -> tuple[Tenso
         d2[lo:hi] = edge_sq_dist(xh, local).cpu()
         for b in range(0, hi - lo, EDGE_BLOCK):
             src, dst = local[:, b : b + EDGE_BLOCK]
-            d2_sigma[lo + b : lo + b + len(src)] = sq_dist(xh[src], xh[dst]).cpu()
+            d2_sigma[lo + b : lo + b + len(src)] = sq_dist(xh, src, dst).cpu()
     return d2.to(dev), d2_sigma
 
 
