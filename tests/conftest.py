@@ -4,8 +4,12 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import serve_fixtures  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +34,29 @@ def tiny_runs(small_synthetic, tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-runs")
     return {m: train_run(small_synthetic, TINY_LAGNH, 16, root / m, overrides=[f"train.mode={m}"], progress=False)
             for m in MODES}
+
+
+# the runs the service tests (test_serve, test_serve_browser, test_dedup) search: built once a session
+@pytest.fixture(scope="session")
+def syn_run(small_synthetic, tmp_path_factory):
+    return serve_fixtures.synthetic_run(small_synthetic, tmp_path_factory.mktemp("serve") / "run")
+
+
+@pytest.fixture(scope="session")
+def pic_run(tmp_path_factory):
+    pytest.importorskip("torchvision")
+    return serve_fixtures.photo_run(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture
+def fresh_syn_run(syn_run, tmp_path):
+    """A private copy of the synthetic run (tests that add or delete items change it)."""
+    return Path(shutil.copytree(syn_run, tmp_path / "run"))
+
+
+@pytest.fixture
+def fresh_pic_run(pic_run, tmp_path):
+    return Path(shutil.copytree(pic_run, tmp_path / "run"))
 
 
 @pytest.fixture(autouse=True)

@@ -3,11 +3,9 @@ whose dataset records its extraction recipe (so pictures can be uploaded)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (40, 70, 220)}
 SHAPES = {"red": "circle", "green": "square", "blue": "triangle"}
@@ -82,25 +80,3 @@ def photo_run(root: Path, n: int = 30) -> Path:
         r = runner.invoke(app, s)
         assert r.exit_code == 0, (s, r.stdout, r.stderr)
     return root / "run"
-
-
-@pytest.fixture(scope="session")
-def syn_run(small_synthetic, tmp_path_factory):
-    return synthetic_run(small_synthetic, tmp_path_factory.mktemp("serve") / "run")
-
-
-@pytest.fixture(scope="session")
-def pic_run(tmp_path_factory):
-    pytest.importorskip("torchvision")
-    return photo_run(tmp_path_factory.mktemp("photos"))
-
-
-@pytest.fixture
-def fresh_syn_run(syn_run, tmp_path):
-    """A private copy of the synthetic run (tests that add or delete items change it)."""
-    return Path(shutil.copytree(syn_run, tmp_path / "run"))
-
-
-@pytest.fixture
-def fresh_pic_run(pic_run, tmp_path):
-    return Path(shutil.copytree(pic_run, tmp_path / "run"))

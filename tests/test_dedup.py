@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-from serve_fixtures import *  # noqa: F401,F403 - the run fixtures
 from typer.testing import CliRunner
 
 from cli.main import app

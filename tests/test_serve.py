@@ -16,7 +16,6 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from serve_fixtures import *  # noqa: E402,F401,F403 - the run fixtures
 from typer.testing import CliRunner  # noqa: E402
 
 from cli.main import app as cli_app  # noqa: E402

@@ -16,7 +16,6 @@ import threading
 import time
 
 import pytest
-from serve_fixtures import *  # noqa: F401,F403 - the run fixtures
 from serve_fixtures import SHAPES
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")

@@ -12,7 +12,6 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from serve_fixtures import *  # noqa: E402,F401,F403 - the run fixtures
 from serve_fixtures import SHAPES  # noqa: E402
 
 from lagnh_pyg.retrieval import codes_dataset, search_run  # noqa: E402
