@@ -148,11 +148,11 @@ def sensitivity(
     from lagnh_pyg.errors import InputError
     from lagnh_pyg.experiments import DEFAULT_GRID, PARAMETERS, run_sensitivity
     from lagnh_pyg.experiments.common import parse_list
+    from lagnh_pyg.params import split_assignment
 
     grid: dict[str, list[float]] = {}
-    for p in param or list(DEFAULT_GRID):
-        name, _, values = p.partition("=")
-        name = name.strip()
+    for p in param or list(DEFAULT_GRID):  # NAME (its default grid) or NAME=v1,v2,...
+        name, values = split_assignment(p, "--param", "--param eta=0,1,2") if "=" in p else (p.strip(), "")
         if name not in PARAMETERS:
             raise InputError(f"--param: unknown parameter {name!r}; choose from {', '.join(PARAMETERS)}")
         grid[name] = parse_list(values, f"--param {name}", float) if values else list(DEFAULT_GRID[name])
