@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def lagnh(*args: str, env=None) -> None:
-    subprocess.run([sys.executable, "-m", "cli.main", *args], check=True, cwd=ROOT, env=env,
+    subprocess.run([sys.executable, "-m", "lagnh_pyg", *args], check=True, cwd=ROOT, env=env,
                    stdout=subprocess.DEVNULL)
 
 
@@ -72,7 +72,7 @@ class Server:
                 os.sched_setaffinity(0, cores)
 
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", str(self.run), "--port", str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "lagnh_pyg", "serve", str(self.run), "--port", str(self.port)],
                                      cwd=ROOT, env=env, preexec_fn=pin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         while time.perf_counter() - t0 < timeout:
             if self.proc.poll() is not None:

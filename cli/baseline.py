@@ -18,14 +18,16 @@ def baseline(
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory to create (must not exist).")],
     seed: Annotated[int, typer.Option(help="Seed of the method's random choices.")] = 0,
     sets: Annotated[list[str] | None, typer.Option("--set", help="Method parameter key=value (repeatable; see above).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML file of parameters (default: configs/baselines/NAME.yaml).")] = None,
+    config: Annotated[str | None, typer.Option("--config", metavar="NAME|FILE", help="Parameters: a YAML file or a shipped baseline config's name (default: the method's own, configs/baselines/NAME.yaml).")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     from lagnh_pyg.baselines import BASELINES, DeepBaseline, baseline_class, fit_run
     from lagnh_pyg.device import resolve_device
+    from lagnh_pyg.ownership import check_writable_target
     from lagnh_pyg.params import split_assignments
     from lagnh_pyg.rundir import Run
 
+    check_writable_target(out_dir, "--out", directory=True)  # before the fit, which may take minutes
     deep = issubclass(baseline_class(name), DeepBaseline) if name.lower() in BASELINES else False
     dev = resolve_device(device) if deep else "cpu"
     run_dir = fit_run(name, data_dir, bits, out_dir, seed=seed, device=dev, config=config, **split_assignments(sets, "--set", "--set iterations=50"))

@@ -54,7 +54,7 @@ def encode(
     if encoding is not None and run.method != "lagnh":
         raise InputError(f"--encoding applies to LAGNH runs; {run_dir} was made by {run.method}")
     ds = run.dataset(data)
-    own = Path(ds.root).resolve() == Path(run.meta["data_dir"]).resolve()
+    own = Path(ds.root).resolve() == run.data_dir.resolve()
     if not own and out_dir is None:
         raise InputError(f"--data {data} is not the dataset {run.root} was trained on: its codes would replace the "
                          "run's own codes/; pass --out DIR to write them elsewhere")

@@ -23,7 +23,7 @@ Bits = Annotated[str, typer.Option("--bits", help="Code lengths, comma-separated
 TopK = Annotated[str, typer.Option("--topk", help="K of MAP@K, or 'all'.")]
 Protocol = Annotated[str, typer.Option("--protocol", help="lagnh, calctopmap or hit.")]
 Seeds = Annotated[str, typer.Option("--seeds", help="Seeds, comma-separated: one run each, tables show mean ± std.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="LAGNH config YAML (default: built-in defaults).")]
+ConfigOpt = Annotated[str | None, typer.Option("--config", metavar="NAME|FILE", help="LAGNH config: a shipped config's name (demo, coco, nuswide) or a YAML file (default: built-in defaults).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="LAGNH override key=value (repeatable).")]
 Reuse = Annotated[bool, typer.Option("--reuse/--no-reuse", help="Reuse finished runs in OUT/runs whose settings match.")]
 

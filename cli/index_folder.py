@@ -22,7 +22,7 @@ def index_folder(
     image_size: Annotated[int | None, typer.Option(help="Input side for the backbone and classifier (default 224).")] = None,
     method: Annotated[str, typer.Option(help="lagnh, or a baseline: itq, lsh, pcah, sh, sklsh, sgh.")] = "lagnh",
     bits: Annotated[int, typer.Option(help="Code length.")] = 32,
-    config: Annotated[Path | None, typer.Option(help="LAGNH config (default configs/demo.yaml).")] = None,
+    config: Annotated[str | None, typer.Option(metavar="NAME|FILE", help="LAGNH config: a shipped config's name or a YAML file (default: demo).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="LAGNH config override key=value (repeatable).")] = None,
     device: DeviceOpt = "auto",
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,

@@ -14,14 +14,14 @@ from .common import DeviceOpt, handle_errors, out
 @handle_errors
 def train(
     data_dir: Annotated[Path, typer.Argument(help="A dataset directory (see `lagnh data`).")],
-    config: Annotated[Path, typer.Option(help="A YAML config (configs/demo.yaml, coco.yaml, nuswide.yaml).")],
+    config: Annotated[str, typer.Option(metavar="NAME|FILE", help="A shipped config's name (demo, coco, nuswide) or a YAML file.")],
     bits: Annotated[int, typer.Option(help="Code length: a multiple of 8 (16, 32, 64, 128).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory to create.")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value, e.g. --set train.epochs=50 (repeatable).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR/checkpoint.pt (same config; train.epochs may grow).")] = False,
     device: DeviceOpt = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar with the loss terms.")] = True,
-    distributed: Annotated[bool, typer.Option(help="Data-parallel training (train.mode=sampled) under `torchrun --nproc_per_node=N -m cli.main train ...`.")] = False,
+    distributed: Annotated[bool, typer.Option(help="Data-parallel training (train.mode=sampled) under `torchrun --nproc_per_node=N -m lagnh_pyg train ...`.")] = False,
 ) -> None:
     """Train LAGNH and write RUN_DIR (checkpoint, encoder.safetensors, config.yaml, log.jsonl, run.json).
 
@@ -30,7 +30,7 @@ def train(
     graph in node chunks: bounded memory at any N (also sampled runs past 200,000 nodes, whose
     features stay memory-mapped).
 
-    Example: lagnh train data/syn --config configs/demo.yaml --bits 32 --out runs/demo32
+    Example: lagnh train data/syn --config demo --bits 32 --out runs/demo32
     """
     from lagnh_pyg.ownership import check_writable_target
     from lagnh_pyg.training import train_run

@@ -27,9 +27,13 @@ def codes_file(directory: str | os.PathLike, split: str) -> Path:
     return Path(directory) / f"{split}.npy"
 
 
-def check_bits(bits: int) -> int:
-    """Validate a code length: a positive multiple of 8."""
-    if not isinstance(bits, (int, np.integer)) or bits <= 0 or bits % 8:
+def check_bits(bits: int, packed: bool = True) -> int:
+    """Validate a code length: a positive multiple of 8 (``packed``: codes stored packed, as in
+    every file and index), or any positive integer (codes held as ±1 in memory, e.g. a
+    baseline fitted through the Python API)."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits <= 0:
+        raise InputError(f"code length must be a positive integer (8, 16, 32, 64, 128, ...), got {bits!r}")
+    if packed and bits % 8:
         raise InputError(f"code length must be a positive multiple of 8 (8, 16, 32, 64, 128, ...), got {bits}")
     return int(bits)
 

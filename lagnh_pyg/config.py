@@ -21,7 +21,7 @@ Resolution order: dataclass defaults < YAML file < ``--set`` overrides; then the
 
 Example::
 
-    cfg = load_config("configs/demo.yaml", overrides=["train.epochs=50", "graph.eta=2"])
+    cfg = load_config("demo", overrides=["train.epochs=50", "graph.eta=2"])   # or a YAML file's path
 """
 
 from __future__ import annotations
@@ -50,17 +50,43 @@ from .params import (
     split_assignment,
 )
 
-#: the YAML configs that come with the project (coco.yaml, nuswide.yaml, demo.yaml, baselines/)
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+def _config_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    # installed: lagnh_pyg/configs (package data, pyproject.toml); a checkout: configs/ at its root
+    return here / "configs" if (here / "configs").is_dir() else here.parent / "configs"
 
 
-def shipped_config(name: str) -> Path:
-    """``configs/<name>`` of the project (e.g. ``demo.yaml``, the default of ``lagnh demo`` and
-    ``lagnh index-folder``)."""
-    path = CONFIG_DIR / name
-    if not path.is_file():
-        raise InputError(f"{path} is missing; run this from a checkout of lagnh-pyg")
-    return path
+#: the YAML configs that come with lagnh-pyg: demo.yaml, coco.yaml, nuswide.yaml; baselines/NAME.yaml
+CONFIG_DIR = _config_dir()
+#: the kinds of shipped configs, and where each lives under CONFIG_DIR
+CONFIG_KINDS = {"lagnh": ".", "baseline": "baselines"}
+
+
+def shipped_configs(kind: str = "lagnh") -> list[str]:
+    """The names of the configs that come with lagnh-pyg: LAGNH's (``coco``, ``demo``,
+    ``nuswide``) or, with ``kind="baseline"``, the baselines' (``cibhash``, ``tbh``, ...)."""
+    return sorted(p.stem for p in (CONFIG_DIR / CONFIG_KINDS[kind]).glob("*.yaml"))
+
+
+def find_config(config: str | os.PathLike, kind: str = "lagnh") -> Path:
+    """The YAML file of ``config``: a path to one, or the name of a shipped config (``demo``,
+    ``coco``, ``nuswide``; with ``kind="baseline"`` a baseline's name, e.g. ``cibhash``), with or
+    without ``.yaml``. An existing file wins over a name.
+
+    Raises:
+        InputError: neither a file nor a shipped config's name.
+    """
+    path = Path(config)
+    if path.is_file():
+        return path
+    folder = CONFIG_DIR / CONFIG_KINDS[kind]
+    if len(path.parts) == 1 and path.suffix in ("", ".yaml"):
+        named = folder / f"{path.stem}.yaml"
+        if named.is_file():
+            return named
+    names = ", ".join(shipped_configs(kind)) or "none installed"
+    raise InputError(f"config {str(config)!r} is neither a YAML file nor the name of a shipped config ({names})")
 
 
 def param(default: Any, check: Constraint) -> Any:
@@ -296,14 +322,15 @@ def load_config(
     source: str | os.PathLike | Mapping[str, Any] | Config | None = None,
     overrides: Iterable[str | tuple[str, Any]] = (),
 ) -> Config:
-    """Load a YAML file (or a mapping / Config), apply ``key=value`` overrides, resolve."""
+    """Load a config (a YAML file, a shipped config's name such as ``demo``, a mapping or a
+    Config), apply ``key=value`` overrides, resolve."""
     if isinstance(source, Config):
         cfg = copy.deepcopy(source)
     elif source is None or isinstance(source, Mapping):
         cfg = from_dict(source or {})
     else:
-        data = load_yaml(source, "config file", " (see configs/*.yaml)")
-        cfg = from_dict(data, where=str(source))
+        path = find_config(source)
+        cfg = from_dict(load_yaml(path, "config file"), where=str(path))
     for ov in overrides:
         key, value = parse_override(ov) if isinstance(ov, str) else ov
         set_value(cfg, key, value)

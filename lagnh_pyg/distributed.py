@@ -8,7 +8,7 @@ deprecated.
 
 Launch::
 
-    torchrun --nproc_per_node=2 -m cli.main train DATA --config configs/demo.yaml \\
+    torchrun --nproc_per_node=2 -m lagnh_pyg train DATA --config configs/demo.yaml \\
         --bits 32 --out runs/ddp --distributed --set train.mode=sampled
 """
 
@@ -78,7 +78,7 @@ def init_distributed(device: str) -> DistContext:
     environment variables of a launcher are missing.
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise InputError("--distributed needs a launcher: run under `torchrun --nproc_per_node=N -m cli.main train ...`")
+        raise InputError("--distributed needs a launcher: run under `torchrun --nproc_per_node=N -m lagnh_pyg train ...`")
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", rank))
     backend = "nccl" if device.startswith("cuda") else "gloo"

@@ -57,19 +57,24 @@ def folder_split(n: int) -> tuple[int, int]:
 
 
 def check_arguments(method: str, bits: int, topk: int, tags: str | os.PathLike | None,
-                    config: str | os.PathLike | None) -> None:
-    """Everything :func:`index_folder` refuses, checked before any work is done."""
+                    config: str | os.PathLike | None, overrides: Sequence[str] = ()) -> Path:
+    """Everything :func:`index_folder` refuses, checked before any work is done; returns the
+    LAGNH config's file (``config``: a path or a shipped config's name, default ``demo``)."""
     from .baselines import BASELINES
     from .codes import check_bits
+    from .config import find_config, load_config
     from .extract.classifier import check_topk
 
     if method != "lagnh" and method not in BASELINES:
         raise InputError(f"--method must be lagnh or a baseline ({', '.join(sorted(BASELINES))}), got {method!r}")
     check_bits(bits)
     check_topk(topk)
-    for what, p in (("--tags", tags), ("--config", config)):
-        if p is not None and not Path(p).is_file():
-            raise InputError(f"{what} file {p} does not exist")
+    if tags is not None and not Path(tags).is_file():
+        raise InputError(f"--tags file {tags} does not exist")
+    path = find_config(config if config is not None else "demo")
+    if method == "lagnh":
+        load_config(path, overrides)  # a bad value fails now, not after the extraction
+    return path
 
 
 def index_folder(
@@ -98,8 +103,8 @@ def index_folder(
         tags: a tag CSV (path,tags[,labels]) as aux, instead of the classifier's ``topk``
             ImageNet classes.
         backbone, image_size: the feature network and its input side (and the classifier's).
-        method: ``lagnh`` (``config``, default configs/demo.yaml, with ``overrides`` and
-            limits for small folders) or a baseline. bits: the code length.
+        method: ``lagnh`` (``config``: a YAML file or a shipped config's name, default ``demo``;
+            with ``overrides`` and limits for small folders) or a baseline. bits: the code length.
         device: a resolved device (:func:`~lagnh_pyg.device.resolve_device`).
         say: receives one line per stage.
         progress: one display for the whole pipeline (``None``: none), with
@@ -110,12 +115,11 @@ def index_folder(
     Returns:
         Seconds per stage (0 for a stage done before).
     """
-    from .config import shipped_config
     from .extract.images import list_images
     from .ownership import check_writable_target
 
     photos, out_dir = Path(photos), Path(out_dir)
-    check_arguments(method, bits, topk, tags, config)
+    config = check_arguments(method, bits, topk, tags, config, overrides)
     check_writable_target(out_dir, "--out", directory=True)
     folder_split(len(list_images(photos)))  # too small a folder is refused before any work
     w = FolderWork(Path(work) if work is not None else out_dir.with_name(out_dir.name + ".work"))
@@ -128,7 +132,7 @@ def index_folder(
                device, workers, advance)
     stages.run("import", (w.data / "manifest.json").is_file(), None, _import, photos, w, tags)
     stages.run("train", _trained(out_dir), None, _train, method, w.data, bits, out_dir,
-               config or shipped_config("demo.yaml"), overrides, device, progress or False)
+               config, overrides, device, progress or False)
     stages.run("encode", _encoded(out_dir), n, _encode, out_dir, device, advance)
     stages.run("index", _indexed(out_dir), None, _index, out_dir)
     stages.run("queries", False, None, _add_queries, out_dir, say)

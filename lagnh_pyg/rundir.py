@@ -17,6 +17,9 @@ Layout::
       metrics/             evaluation outputs (``lagnh evaluate``)
       added/               items added to the collection later (``lagnh add``, :mod:`lagnh_pyg.added`)
       cell.json            in an experiment's runs: the settings and result of the cell
+      data/                a run fitted on in-memory arrays (the Python API, :mod:`lagnh_pyg.estimators`):
+                           its training items as a dataset directory, which run.json names by the
+                           relative path ``data`` (a relative data_dir is relative to the run directory)
 
 Commit order of a training run (:class:`RunWriter`): the directory is built in a hidden
 temporary sibling until its first checkpoint, then renamed into place (so an interrupted
@@ -58,7 +61,7 @@ LOG_FILE = "log.jsonl"
 LOCK_FILE = ".lock"
 CELL_FILE = "cell.json"  # an experiment's record of the settings and results of its run
 RERANK_FILE = "rerank.json"  # the re-rank score chosen on the run's validation split (lagnh experiment rerank --save)
-CODES_DIR, INDEX_DIR, METRICS_DIR, ADDED_DIR = "codes", "index", "metrics", "added"
+CODES_DIR, INDEX_DIR, METRICS_DIR, ADDED_DIR, DATA_DIR = "codes", "index", "metrics", "added", "data"
 MODEL_STEM = "model"  # a baseline's model file: model.npz (shallow) or model.safetensors (deep)
 RUN_FORMAT = "lagnh-run"
 RUN_VERSION = 1
@@ -130,6 +133,10 @@ class RunPaths:
     def added_dir(self) -> Path:
         return self.root / ADDED_DIR
 
+    def own_data_dir(self) -> Path:
+        """Where a run fitted on in-memory arrays keeps them as its dataset (:func:`attach_dataset`)."""
+        return self.root / DATA_DIR
+
 
 def write_run_meta(
     run_dir: str | os.PathLike,
@@ -140,8 +147,12 @@ def write_run_meta(
     model_file: str,
     config: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    data_dir: str | None = None,
 ) -> dict:
-    """Write ``run.json`` (atomically) after the model file exists; returns the metadata."""
+    """Write ``run.json`` (atomically) after the model file exists; returns the metadata.
+
+    ``data_dir`` records where the dataset is instead of ``data``'s absolute path: a path
+    relative to the run directory, for a dataset the run holds (``data``, :func:`attach_dataset`)."""
     run_dir = Path(run_dir)
     check_bits(bits)
     meta = {
@@ -149,7 +160,7 @@ def write_run_meta(
         "version": RUN_VERSION,
         "method": method,
         "bits": int(bits),
-        "data_dir": str(Path(data.root).resolve()),
+        "data_dir": data_dir if data_dir is not None else str(Path(data.root).resolve()),
         "data_fingerprint": data.fingerprint,
         "feature_dim": data.feature_dim,
         "aux_dim": data.aux_dim,
@@ -161,6 +172,19 @@ def write_run_meta(
     }
     write_json_atomic(RunPaths(run_dir).meta_path, meta)
     return meta
+
+
+def attach_dataset(run_dir: str | os.PathLike, dataset_dir: str | os.PathLike) -> Path:
+    """Move the dataset directory a run was fitted on into the run (``data/``) and name it in
+    ``run.json`` by that relative path: the run directory then moves and copies as one. (The
+    dataset's fingerprint is of its files' contents, so it is unchanged.)"""
+    run = Run.open(run_dir)
+    target = run.own_data_dir()
+    if target.exists():
+        raise InputError(f"{run.root} already holds a {DATA_DIR}/ directory")
+    os.rename(dataset_dir, target)
+    write_json_atomic(run.meta_path, {**run.meta, "data_dir": DATA_DIR})
+    return target
 
 
 def fingerprint(path: str | os.PathLike) -> str:
@@ -208,9 +232,15 @@ class Run(RunPaths):
     def model_path(self) -> Path:
         return self.root / self.meta["model_file"]
 
+    @property
+    def data_dir(self) -> Path:
+        """The dataset directory the run was fitted on (``run.json``'s ``data_dir``; a relative
+        one is relative to the run directory)."""
+        return self.root / self.meta["data_dir"]  # an absolute data_dir stays what it is
+
     def dataset(self, data_dir: str | os.PathLike | None = None) -> Dataset:
         """The run's training dataset, or another one (checked for the same feature/aux dims)."""
-        ds = Dataset.open(data_dir if data_dir is not None else self.meta["data_dir"])
+        ds = Dataset.open(data_dir if data_dir is not None else self.data_dir)
         if ds.feature_dim != self.meta["feature_dim"]:
             raise InputError(
                 f"dataset {ds.root} has {ds.feature_dim}-d features but the model of {self.root} expects {self.meta['feature_dim']}-d"

@@ -58,7 +58,7 @@ def photo_run(root: Path, n: int = 30) -> Path:
     -> codes -> index; returns the run directory (root/run)."""
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from lagnh_pyg.cli.main import app
 
     runner = CliRunner()
     rels = write_photos(root / "photos", n)

@@ -8,7 +8,6 @@ import pytest
 from helpers import ref_map
 from typer.testing import CliRunner
 
-from cli.main import app
 from lagnh_pyg.baselines import (
     ITQ,
     PCAH,
@@ -23,6 +22,7 @@ from lagnh_pyg.baselines import (
 from lagnh_pyg.baselines.pca import principal_components
 from lagnh_pyg.baselines.sgh import RHO, transformed_features, unit_rows
 from lagnh_pyg.baselines.sh import enumerate_modes
+from lagnh_pyg.cli.main import app
 from lagnh_pyg.codes import pack_codes
 from lagnh_pyg.data.store import Dataset
 from lagnh_pyg.encoders import load_encoder

@@ -22,7 +22,7 @@ import pytest
 from retrieval_fakes import make_run
 from typer.testing import CliRunner
 
-from cli.main import app
+from lagnh_pyg.cli.main import app
 from lagnh_pyg.data.store import Dataset, write_dataset
 from lagnh_pyg.files import sha256_file
 

@@ -7,7 +7,7 @@ import pytest
 from helpers import error_line
 from typer.testing import CliRunner
 
-from cli.main import app
+from lagnh_pyg.cli.main import app
 from lagnh_pyg.data.store import Dataset
 
 runner = CliRunner()

@@ -9,7 +9,7 @@ from helpers import error_line
 from retrieval_fakes import make_run
 from typer.testing import CliRunner
 
-from cli.main import app
+from lagnh_pyg.cli.main import app
 from lagnh_pyg.data.store import write_dataset
 from lagnh_pyg.metrics import mean_average_precision
 from lagnh_pyg.retrieval import codes_dataset

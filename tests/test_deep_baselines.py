@@ -10,7 +10,6 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from cli.main import app
 from lagnh_pyg.baselines import BASELINES, DEEP, config_file, fit_run, load_model, make_baseline
 from lagnh_pyg.baselines.bihalf import bihalf, bihalf_codes, bihalf_loss
 from lagnh_pyg.baselines.cibhash import bernoulli_kl, cib_loss, nt_xent
@@ -20,6 +19,7 @@ from lagnh_pyg.baselines.sadh import anchor_graph, discrete_codes, graph_objecti
 from lagnh_pyg.baselines.ssdh import half_gaussian_thresholds, semantic_structure, ssdh_loss
 from lagnh_pyg.baselines.tbh import adversarial_loss, gcn_propagate, hamming_adjacency
 from lagnh_pyg.baselines.uhbdnn import code_step, decoder_step, encoder_objective
+from lagnh_pyg.cli.main import app
 from lagnh_pyg.codes import pack_codes
 from lagnh_pyg.data.store import Dataset, DatasetWriter, write_dataset
 from lagnh_pyg.errors import InputError

@@ -72,7 +72,7 @@ def test_two_gloo_ranks_end_identical_and_loss_falls(small_synthetic, tmp_path):
 def _torchrun_train(data, cfg, out, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv-backend=c10d",
-           "--rdzv-endpoint=localhost:0", "-m", "cli.main", "train", str(data), "--config", str(cfg), "--bits", "16",
+           "--rdzv-endpoint=localhost:0", "-m", "lagnh_pyg", "train", str(data), "--config", str(cfg), "--bits", "16",
            "--out", str(out), "--device", "cpu", "--distributed", "--no-progress", *extra]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]

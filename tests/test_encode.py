@@ -81,7 +81,7 @@ def test_encodings_and_zero_aux(small_synthetic, run_dir):
 
 
 def test_cli_encode(small_synthetic, run_dir, tmp_path):
-    from cli.main import app
+    from lagnh_pyg.cli.main import app
 
     r = CliRunner().invoke(app, ["encode", str(run_dir), "--encoding", "self"])
     assert r.exit_code == 0, r.output

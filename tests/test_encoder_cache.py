@@ -132,7 +132,7 @@ def test_sampled_run_encodes_with_neighbours(small_synthetic, tmp_path, monkeypa
     forward (training graph + them). ``large``: the path of more than EXACT_MAX_NODES training
     nodes (features memory-mapped, graph by the chunked backend, cache from the sampling
     topology, chunked neighbour index), forced on 400 nodes."""
-    from cli.main import app
+    from lagnh_pyg.cli.main import app
     from lagnh_pyg.encode import load_lagnh_encoder
 
     if large:

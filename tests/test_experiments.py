@@ -12,7 +12,7 @@ import pytest
 from retrieval_fakes import make_run
 from typer.testing import CliRunner
 
-from cli.main import app
+from lagnh_pyg.cli.main import app
 from lagnh_pyg.data.store import write_dataset
 from lagnh_pyg.errors import InputError
 from lagnh_pyg.experiments import (

@@ -14,7 +14,7 @@ pytest.importorskip("timm")
 from helpers import error_line
 from PIL import Image
 
-from cli.main import app
+from lagnh_pyg.cli.main import app
 from lagnh_pyg.errors import InputError
 from lagnh_pyg.extract.backbones import build_backbone, load_state_dict_in_order
 from lagnh_pyg.extract.features import extract_features, load_extraction

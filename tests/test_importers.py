@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from helpers import error_line
 from typer.testing import CliRunner
 
-from cli.main import app
+from lagnh_pyg.cli.main import app
 from lagnh_pyg.data import coco, folder, mat, nuswide
 from lagnh_pyg.data.sources import Catalog, read_ids, seeded_splits, write_catalog
 from lagnh_pyg.data.store import Dataset

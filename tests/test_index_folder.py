@@ -10,7 +10,7 @@ import pytest
 from serve_fixtures import write_photos
 from typer.testing import CliRunner
 
-from cli.main import app
+from lagnh_pyg.cli.main import app
 
 pytest.importorskip("timm")
 pytest.importorskip("torchvision")

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("timm")
 
-from cli.main import app
+from lagnh_pyg.cli.main import app
 from lagnh_pyg.data.store import Dataset
 from lagnh_pyg.demo import fashion_mnist as mosaic
 from lagnh_pyg.demo.build import build_demo

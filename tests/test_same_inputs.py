@@ -9,9 +9,9 @@ import pytest
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from cli.main import app
 from lagnh_pyg.baselines import SHALLOW, InputTransform, fit_run, load_model, make_baseline
 from lagnh_pyg.baselines.base import linear_embedding, signs
+from lagnh_pyg.cli.main import app
 from lagnh_pyg.codes import pack_codes
 from lagnh_pyg.data.store import Dataset
 from lagnh_pyg.errors import InputError

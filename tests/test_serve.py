@@ -18,7 +18,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from cli.main import app as cli_app  # noqa: E402
+from lagnh_pyg.cli.main import app as cli_app  # noqa: E402
 from lagnh_pyg.data.store import Dataset  # noqa: E402
 from lagnh_pyg.retrieval import search_run  # noqa: E402
 from lagnh_pyg.serve import ServeSettings, create_app  # noqa: E402
@@ -281,7 +281,7 @@ def test_thumbnails_and_upload_search_and_add(fresh_pic_run):
 
 
 def test_serve_refuses_a_public_bind_without_token(syn_run):
-    from cli.serve import is_loopback
+    from lagnh_pyg.cli.serve import is_loopback
 
     r = CliRunner().invoke(cli_app, ["serve", str(syn_run), "--host", "0.0.0.0"])
     assert r.exit_code == 2
@@ -296,7 +296,7 @@ def test_serve_refuses_a_public_bind_without_token(syn_run):
 def test_serve_binds_loopback_by_default():
     import inspect
 
-    from cli.serve import serve
+    from lagnh_pyg.cli.serve import serve
 
     assert inspect.signature(serve.__wrapped__).parameters["host"].default == "127.0.0.1"
 

@@ -136,7 +136,7 @@ def test_faithful_mode_trains_and_encodes(small_synthetic, tmp_path):
 
 
 def test_cli_train_exit_codes(small_synthetic, tmp_path):
-    from cli.main import app
+    from lagnh_pyg.cli.main import app
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(TINY))

@@ -110,7 +110,7 @@ def test_training_stops_at_the_first_non_finite_loss_and_keeps_the_last_checkpoi
 
 
 def test_cli_train_that_diverges_exits_1_with_one_line(small_synthetic, tmp_path):
-    from cli.main import app
+    from lagnh_pyg.cli.main import app
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
@@ -161,7 +161,7 @@ def test_sigkill_before_the_first_checkpoint_does_not_leave_the_user_stuck(small
     cfg.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "epochs": 10000, "checkpoint_every": 0}}))
     out = tmp_path / "runs" / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "train", str(small_synthetic), "--config", str(cfg),
+    proc = subprocess.Popen([sys.executable, "-m", "lagnh_pyg", "train", str(small_synthetic), "--config", str(cfg),
                              "--bits", "8", "--out", str(out), "--no-progress"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -224,7 +224,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_fresh(small_s
 
 
 def test_failed_train_leaves_no_run_dir(small_synthetic, tmp_path):
-    from cli.main import app
+    from lagnh_pyg.cli.main import app
 
     data = tmp_path / "data"
     shutil.copytree(small_synthetic, data)
@@ -240,7 +240,7 @@ def test_failed_train_leaves_no_run_dir(small_synthetic, tmp_path):
 
 
 def test_train_out_an_existing_file_is_exit_2(small_synthetic, tmp_path):
-    from cli.main import app
+    from lagnh_pyg.cli.main import app
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
@@ -256,7 +256,7 @@ def test_train_out_an_existing_file_is_exit_2(small_synthetic, tmp_path):
 
 
 def test_a_second_resume_of_a_locked_run_is_refused(small_synthetic, four_epochs, tmp_path):
-    from cli.main import app
+    from lagnh_pyg.cli.main import app
 
     out = tmp_path / "run"
     shutil.copytree(four_epochs["full"], out)

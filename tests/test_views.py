@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli.main import app
+from lagnh_pyg.cli.main import app
 from lagnh_pyg.data.store import Dataset, write_dataset
 from lagnh_pyg.errors import InputError
 

@@ -81,8 +81,11 @@ def baseline_class(name: str) -> type[HashingBaseline]:
 
 
 def make_baseline(name: str, bits: int, seed: int = 0, **params: Any) -> HashingBaseline:
-    """An unfitted baseline ``name`` with code length ``bits`` and the given parameters."""
-    return baseline_class(name)(bits, seed, **params)
+    """An unfitted baseline ``name`` with code length ``bits`` (a multiple of 8: its codes are
+    stored packed) and the given parameters."""
+    from ..codes import check_bits
+
+    return baseline_class(name)(check_bits(bits), seed, **params)
 
 
 def load_model(path: str | os.PathLike) -> HashingBaseline:
@@ -126,15 +129,20 @@ def config_file(name: str) -> Path:
 
 
 def load_params(name: str, config: str | os.PathLike | None = None) -> tuple[dict[str, Any], str | None]:
-    """The parameters a config file gives method ``name`` (``config`` or its default file).
+    """The parameters a config file gives method ``name`` (``config``: a YAML file or the name of
+    a shipped baseline config; default: the method's own file, when there is one).
 
     Returns ``(params, source)``; ``({}, None)`` when there is no default file.
     """
+    from ..config import find_config
     from ..params import load_yaml
 
-    path = Path(config) if config is not None else config_file(name)
-    if config is None and not path.is_file():
-        return {}, None
+    if config is None:
+        path = config_file(name)
+        if not path.is_file():
+            return {}, None
+    else:
+        path = find_config(config, "baseline")  # a YAML file, or a shipped one's name (e.g. cibhash)
     params = load_yaml(path, "baseline config file") or {}
     if not isinstance(params, dict):
         raise InputError(f"{path} must map parameter names to values")
@@ -166,7 +174,8 @@ def fit_run(
         out_dir: the run directory to create.
         seed: seed of the method's random choices.
         device: where a deep method trains (``cpu`` or ``cuda[:N]``, resolved).
-        config: a YAML file of parameters (default: ``configs/baselines/<name>.yaml`` if present).
+        config: a YAML file of parameters, or a shipped baseline config's name (default:
+            ``configs/baselines/<name>.yaml`` if present).
         **params: the method's parameters (``BASELINES[name].params``) and the input transform
             (``inputs``, ``aux_weight``: :data:`~lagnh_pyg.baselines.base.INPUT_PARAMS`); override the file.
 
@@ -175,7 +184,6 @@ def fit_run(
     """
     from ..data.store import Dataset
     from ..files import atomic_dir
-    from ..rundir import baseline_model_file, write_run_meta
 
     out_dir = Path(out_dir)
     file_params, source = load_params(name, config)
@@ -186,27 +194,47 @@ def fit_run(
     train = ds.split("train")
     logger.debug("fitting %s (%d bits, inputs %s) on %d training items of %s", model.name, model.bits,
                  model.transform.inputs, len(train), ds.root)
+    fit_on_dataset(model, ds, device)
+    with atomic_dir(out_dir) as tmp:
+        write_run(tmp, model, ds, config_file=source, overrides=params)
+    return out_dir
+
+
+def fit_on_dataset(model: HashingBaseline, ds, device: str = "cpu") -> HashingBaseline:
+    """Fit ``model`` on the training split of dataset ``ds``: its features, its aux when the
+    model's ``inputs`` use it, and its stored views of training items when the method takes
+    views (a deep method trains on ``device``)."""
+    train = ds.split("train")
     aux = ds.aux_rows(train) if model.uses_aux else None
     if isinstance(model, DeepBaseline):
         model.device = device
         views = ds.views_of(train) if model.uses_views and ds.has_views else None
-        model.fit(ds.feature_rows(train), views=views, aux=aux)
-    else:
-        model.fit(ds.feature_rows(train), aux=aux)
+        return model.fit(ds.feature_rows(train), views=views, aux=aux)
+    return model.fit(ds.feature_rows(train), aux=aux)
+
+
+def write_run(directory: str | os.PathLike, model: HashingBaseline, data, *, config_file: str | None = None,
+              overrides: dict[str, Any] | None = None, data_dir: str | None = None) -> None:
+    """Write fitted ``model`` into ``directory`` as a run directory: the model file and
+    ``run.json`` naming dataset ``data`` (:func:`~lagnh_pyg.rundir.write_run_meta`; ``data_dir``:
+    a path relative to the run, for a dataset it holds). ``config_file`` and ``overrides``
+    record where the parameters came from."""
+    from ..rundir import baseline_model_file, write_run_meta
+
+    directory = Path(directory)
     model_file = baseline_model_file(getattr(model, "model_suffix", ".npz"))
-    with atomic_dir(out_dir) as tmp:
-        model.save(tmp / model_file)
-        write_run_meta(
-            tmp,
-            method=model.name,
-            bits=model.bits,
-            data=ds,
-            model_file=model_file,
-            config={"seed": model.seed, **model.config},
-            extra={"fit": model.fit_info, "config_file": source, "overrides": dict(params),
-                   "inputs": model.transform.record()},
-        )
-    return out_dir
+    model.save(directory / model_file)
+    write_run_meta(
+        directory,
+        method=model.name,
+        bits=model.bits,
+        data=data,
+        model_file=model_file,
+        config={"seed": model.seed, **model.config},
+        extra={"fit": model.fit_info, "config_file": config_file, "overrides": dict(overrides or {}),
+               "inputs": model.transform.record()},
+        data_dir=data_dir,
+    )
 
 
 __all__ = [
@@ -235,8 +263,10 @@ __all__ = [
     "InputTransform",
     "Param",
     "baseline_class",
+    "fit_on_dataset",
     "fit_run",
     "load_model",
     "load_run_encoder",
     "make_baseline",
+    "write_run",
 ]

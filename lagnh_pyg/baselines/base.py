@@ -193,7 +193,8 @@ class HashingBaseline:
     ``_check_fit(X)`` for method-specific limits (e.g. PCA needs ``bits <= d``).
 
     Args:
-        bits: the code length (a positive multiple of 8).
+        bits: the code length: a positive integer; a multiple of 8 for a run directory (packed
+            codes: :func:`~lagnh_pyg.baselines.make_baseline` and ``fit_run`` require it).
         seed: seed of every random choice of the fit (same seed, same data: same model).
         **params: the method's parameters (see ``params``); unknown names are an error.
     """
@@ -205,7 +206,7 @@ class HashingBaseline:
     batch_independent: ClassVar[bool] = True
 
     def __init__(self, bits: int, seed: int = 0, **params: Any) -> None:
-        self.bits = check_bits(bits)
+        self.bits = check_bits(bits, packed=False)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed = int(seed)

@@ -84,7 +84,7 @@ def check_pca_bits(method: str, bits: int, X: np.ndarray) -> None:
     if bits > d:
         raise InputError(
             f"{method} takes one principal direction per bit, so --bits {bits} cannot exceed the "
-            f"feature dimension {d}; choose --bits <= {d} (or lsh, sklsh, sh, sgh)"
+            f"feature dimension {d} (n_features={d}); choose --bits <= {d} (or lsh, sklsh, sh, sgh)"
         )
     if bits > n - 1:
         raise InputError(

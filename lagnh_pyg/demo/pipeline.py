@@ -2,7 +2,7 @@
 
 Real images end to end on a 2-core CPU in minutes: build (or reuse) the offline demo
 dataset (real Fashion-MNIST items in 2x2 mosaics, pretrained EfficientNet-Lite0 features,
-see :mod:`lagnh_pyg.demo.build`), train LAGNH with ``configs/demo.yaml``, fit the baselines,
+see :mod:`lagnh_pyg.demo.build`), train LAGNH with the ``demo`` config (configs/demo.yaml), fit the baselines,
 encode, evaluate MAP@1000 under the authors' protocol, and write the P@K plots and an HTML
 page of example queries. Without Fashion-MNIST it says so and runs on synthetic data.
 """
@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..config import shipped_config
+from ..config import find_config, load_config
 from ..errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -130,11 +130,13 @@ def run_demo(
     from ..experiments.common import ExperimentSpec
 
     t0 = time.perf_counter()
+    config = find_config("demo")
+    load_config(config, overrides)  # a bad --set fails here, before the data build and training
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data, real = prepare_demo_data(out_dir, Path(data_dir) if data_dir else None, device, log)
     log(f"dataset: {data}")
-    spec = ExperimentSpec(data_dir=data, out_dir=out_dir / "report", config=shipped_config("demo.yaml"), device=device,
+    spec = ExperimentSpec(data_dir=data, out_dir=out_dir / "report", config=config, device=device,
                           overrides=tuple(overrides), progress=True)
     files = run_accuracy(spec, methods, bits)
     extra = []

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import find_config, load_config
 from ..data.store import Dataset
 from ..errors import InputError
 from ..files import write_json_atomic, write_text
@@ -136,8 +137,9 @@ class ExperimentSpec:
         self.dataset = ds
         if not self.seeds:
             raise InputError("give at least one seed")
-        if self.config is not None and not isinstance(self.config, Mapping) and not Path(self.config).is_file():
-            raise InputError(f"config file {self.config} does not exist (see configs/*.yaml)")
+        if self.config is not None and not isinstance(self.config, Mapping):
+            self.config = find_config(self.config)  # a path, or a shipped config's name (demo, coco, ...)
+        load_config(self.config, self.overrides)  # a bad --set fails before the first cell
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
     def record(self) -> dict[str, Any]:

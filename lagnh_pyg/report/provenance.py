@@ -59,7 +59,7 @@ def software_versions() -> dict[str, str]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    from .. import __version__
+    from ..version import __version__
 
     versions["lagnh_pyg"] = __version__
     return versions
