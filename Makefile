@@ -9,7 +9,7 @@ export MKL_NUM_THREADS ?= 2
 # Busy-waiting OpenMP threads waste the CPU under load (measured: 6x slower extraction).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-all test-min lint install clean browser
+.PHONY: demo test test-all test-min lint install clean browser wheel-check docs
 
 install: $(STAMP)
 
@@ -62,8 +62,23 @@ test-min: $(STAMP_MIN) browser
 test-all: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
+# The wheel outside a checkout: build the sdist and wheel (no warnings, twine check), install
+# the wheel into a fresh venv, use it from a temporary directory (.ci/wheel-check.sh).
+wheel-check: $(STAMP)
+	BUILD_PYTHON=$(BIN)/python PYTHON=$(PYTHON) .ci/wheel-check.sh
+
+# The documentation site (MkDocs + Material + mkdocstrings) into site/, built strictly: a broken
+# link or API reference fails the build.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[vision,serve,dev,docs]'
+	touch $@
+
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict
+
 lint: $(STAMP)
-	$(BIN)/ruff check lagnh_pyg cli tests
+	$(BIN)/ruff check lagnh_pyg cli tests docs/hooks.py
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_MIN) build dist site *.egg-info .pytest_cache

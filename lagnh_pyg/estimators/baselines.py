@@ -122,19 +122,24 @@ def _aux_or_empty(aux: np.ndarray | None, n: int) -> np.ndarray:
     return aux if aux is not None else np.zeros((n, 1), np.float32)
 
 
+#: the Python type of each kind of baseline parameter (:class:`~lagnh_pyg.baselines.base.Param`)
+_KIND_TYPES = {"int": int, "float": float, "float|auto": float | str, "choice": str}
+
+
 def _estimator(baseline: type[B.HashingBaseline]) -> type[BaselineEstimator]:
     """The estimator class of ``baseline``: its constructor's signature from the method's
     parameters, each default the one ``lagnh baseline`` uses (declaration < shipped config)."""
     shipped, _ = B.load_params(baseline.name)
     declared = [*baseline.params, *B.INPUT_PARAMS]
     defaults = {p.name: p.parse(shipped.get(p.name, p.default), baseline.name) for p in declared}
+    kinds = {p.name: _KIND_TYPES[p.kind] for p in declared}
     P = inspect.Parameter
-    params = [P("self", P.POSITIONAL_OR_KEYWORD), P("bits", P.POSITIONAL_OR_KEYWORD, default=32)]
-    params += [P(name, P.KEYWORD_ONLY, default=value) for name, value in defaults.items()]
-    params += [P("seed", P.KEYWORD_ONLY, default=0)]
+    params = [P("self", P.POSITIONAL_OR_KEYWORD), P("bits", P.POSITIONAL_OR_KEYWORD, default=32, annotation=int)]
+    params += [P(name, P.KEYWORD_ONLY, default=value, annotation=kinds[name]) for name, value in defaults.items()]
+    params += [P("seed", P.KEYWORD_ONLY, default=0, annotation=int)]
     deep = issubclass(baseline, B.DeepBaseline)
     if deep:
-        params += [P("device", P.KEYWORD_ONLY, default="auto")]
+        params += [P("device", P.KEYWORD_ONLY, default="auto", annotation=str)]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         BaselineEstimator.__init__(self, *args, **kwargs)
