@@ -131,7 +131,7 @@ def index_folder(folder: Path, run: Path, bits: int) -> float:
     t0 = time.perf_counter()
     if not (run / "index" / "meta.json").is_file():
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        subprocess.run([sys.executable, "-m", "cli.main", "index-folder", str(folder), "--out", str(run), "--bits",
+        subprocess.run([sys.executable, "-m", "lagnh_pyg", "index-folder", str(folder), "--out", str(run), "--bits",
                         str(bits), "--device", "cpu"], check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 

@@ -102,7 +102,7 @@ def test_index_folder_reads_as_one_command(tmp_path):
     from fastapi.testclient import TestClient
     from rich.console import Console
 
-    from cli.index_folder import Pipeline
+    from lagnh_pyg.cli.index_folder import Pipeline
     from lagnh_pyg.index_folder import STAGES
     from lagnh_pyg.serve import create_app
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from lagnh_pyg.cli.main import app
 from lagnh_pyg.errors import InputError
 from lagnh_pyg.rerank import (
     DEFAULT_SCORE,
