@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..baselines.base import as_features
 from ..errors import InputError
 
 
@@ -45,7 +46,8 @@ def is_dataset_path(X: Any) -> bool:
 
 
 def check_array(X: Any, what: str, owner: str, n_features: int | None = None) -> np.ndarray:
-    """``X`` as a C-contiguous finite float32 (n, d) array, refused with scikit-learn's wording.
+    """``X`` as a C-contiguous finite float32 (n, d) array (:func:`~lagnh_pyg.baselines.base.as_features`),
+    refused with scikit-learn's wording where its checks expect it.
 
     Args:
         X: array-like (an object array of numbers is read as numbers).
@@ -75,11 +77,7 @@ def check_array(X: Any, what: str, owner: str, n_features: int | None = None) ->
         raise InputError(f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
     if n_features is not None and X.shape[1] != n_features:
         raise InputError(f"{what} has {X.shape[1]} features, but {owner} is expecting {n_features} features as input.")
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    if not np.isfinite(X).all():
-        row, col = np.argwhere(~np.isfinite(X))[0]
-        raise InputError(f"{what} contains NaN or infinity (first at row {row}, column {col}); clean it first")
-    return X
+    return as_features(X, what)  # float32, C-contiguous, finite
 
 
 def check_aux(aux: Any, n: int, owner: str, n_aux: int | None = None) -> np.ndarray | None:
