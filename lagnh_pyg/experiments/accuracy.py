@@ -77,29 +77,12 @@ def run_accuracy(spec: ExperimentSpec, methods: Sequence[str], bits: Sequence[in
             ``inputs=both``, its ``aux_weight`` chosen on the validation split), or both.
         aux_weights: the grid the same-inputs block and the tuned cosine reference choose from.
     """
-    from ..device import resolve_device
-
     methods = check_methods(methods)
     bits = [check_bits(int(b)) for b in bits]
     blocks = check_blocks(blocks)
     weights = check_weights(aux_weights)
     validation = Validation(spec)
-    cells: list[Cell] = []
-    for b in bits:
-        for m in methods:
-            if "visual" in blocks or is_lagnh(m):
-                for s in spec.seeds:
-                    c = run_cell(spec, m, b, s, f"{m}-{b}bits-seed{s}")
-                    block = "visual+same" if is_lagnh(m) else "visual"
-                    c.extra.update(block=block, inputs="both" if is_lagnh(m) else "visual", aux_weight=None)
-                    cells.append(c)
-            if "same" in blocks and not is_lagnh(m):
-                choice = choose_aux_weight(spec, validation, m, b, weights, resolve_device(spec.device))
-                w = choice["aux_weight"]
-                for s in spec.seeds:
-                    c = run_cell(spec, m, b, s, f"{m}-both-{b}bits-seed{s}", ("inputs=both", f"aux_weight={w!r}"))
-                    c.extra.update(block="same", inputs="both", aux_weight=w, aux_weight_choice=choice)
-                    cells.append(c)
+    cells = [c for b in bits for m in methods for c in _method_cells(spec, validation, m, b, blocks, weights)]
     refs = cosine_references(spec, validation, weights)
     body = "".join(_block(blk, methods, bits, cells, refs, weights) for blk in blocks)
     body += _choices_table(methods, bits, cells, refs, weights) if "same" in blocks else ""
@@ -113,17 +96,48 @@ def run_accuracy(spec: ExperimentSpec, methods: Sequence[str], bits: Sequence[in
         ["reference", "inputs", "aux_weight", "protocol", "topk", "map", "seconds"],
         [[r["name"], r["inputs"], r["aux_weight"], spec.protocol, "all" if spec.topk is None else spec.topk, r["map"],
           r["seconds"]] for r in refs])
+    files.update(_pk_plots(spec, methods, bits, blocks, cells))
+    return files
+
+
+def _method_cells(spec: ExperimentSpec, validation: Validation, m: str, b: int, blocks: Sequence[str],
+                  weights: Sequence[float]) -> list[Cell]:
+    """The cells of method ``m`` at ``b`` bits, one per seed and block (LAGNH: one set for both)."""
+    from ..device import resolve_device
+
+    cells = []
+    if "visual" in blocks or is_lagnh(m):
+        for s in spec.seeds:
+            c = run_cell(spec, m, b, s, f"{m}-{b}bits-seed{s}")
+            c.extra.update(block="visual+same" if is_lagnh(m) else "visual", inputs="both" if is_lagnh(m) else "visual",
+                           aux_weight=None)
+            cells.append(c)
+    if "same" in blocks and not is_lagnh(m):
+        choice = choose_aux_weight(spec, validation, m, b, weights, resolve_device(spec.device))
+        w = choice["aux_weight"]
+        for s in spec.seeds:
+            c = run_cell(spec, m, b, s, f"{m}-both-{b}bits-seed{s}", ("inputs=both", f"aux_weight={w!r}"))
+            c.extra.update(block="same", inputs="both", aux_weight=w, aux_weight_choice=choice)
+            cells.append(c)
+    return cells
+
+
+def _pk_plots(spec: ExperimentSpec, methods: Sequence[str], bits: Sequence[int], blocks: Sequence[str],
+              cells: Sequence[Cell]) -> dict[str, Path]:
+    """One P@K figure per block and code length: ``pk-<b>bits.png`` (visual), ``pk-same-<b>bits.png``."""
+    files = {}
     for blk in blocks:
         for b in bits:
             series = {}
-            for label, cs in _by(cells).items():
-                if label[1] == b and (label[0] in methods if blk == "visual" else label[0].endswith(SAME_SUFFIX)
-                                      or is_lagnh(label[0])):
-                    series[label[0]] = (cs[0].pk_cutoffs, np.mean([c.pk for c in cs], axis=0))
-            name = f"pk-{b}bits.png" if blk == "visual" else f"pk-same-{b}bits.png"
-            key = f"pk_{b}" if blk == "visual" else f"pk_same_{b}"
-            files[key] = line_plot(spec.out_dir / name, series, title=f"precision@K, {b} bits (protocol {spec.protocol}"
-                                   + (", same inputs)" if blk == "same" else ")"), xlabel="K", ylabel="precision@K")
+            for (label, bb), cs in _by(cells).items():
+                in_block = label in methods if blk == "visual" else (label.endswith(SAME_SUFFIX) or is_lagnh(label))
+                if bb == b and in_block:
+                    series[label] = (cs[0].pk_cutoffs, np.mean([c.pk for c in cs], axis=0))
+            same = blk == "same"
+            files[f"pk_same_{b}" if same else f"pk_{b}"] = line_plot(
+                spec.out_dir / (f"pk-same-{b}bits.png" if same else f"pk-{b}bits.png"), series,
+                title=f"precision@K, {b} bits (protocol {spec.protocol}{', same inputs' if same else ''})",
+                xlabel="K", ylabel="precision@K")
     return files
 
 
