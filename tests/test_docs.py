@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
-EXAMPLE_PAGES = sorted((ROOT / "docs").rglob("*.md"))
+EXAMPLE_PAGES = PAGES
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
@@ -25,7 +25,7 @@ def python_blocks(page: Path) -> list[str]:
 
 
 def test_the_pages_have_examples_to_run():
-    assert len(python_blocks(ROOT / "docs" / "python.md")) >= 5
+    assert len(python_blocks(ROOT / "docs" / "python.md")) >= 5 and python_blocks(ROOT / "README.md")
 
 
 @pytest.mark.parametrize("page", [p for p in EXAMPLE_PAGES if python_blocks(p)], ids=lambda p: str(p.relative_to(ROOT)))
@@ -52,9 +52,21 @@ def test_relative_links_resolve(page):
     assert not missing, f"{page.relative_to(ROOT)} links to missing files: {missing}"
 
 
-def test_the_readme_links_the_site_pages_only_inside_docs():
-    for link in _links(ROOT / "README.md"):
-        assert link.startswith("docs/") or link in ("LICENSE",), link
+def test_the_readme_is_short_and_links_the_site():
+    """What it is, the two commands, a photo folder to a served page, ten lines of Python and
+    links: everything else is on the site."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 100
+    for command in ("make demo", "make test", "make install", "lagnh index-folder", "lagnh serve", "lagnh add",
+                    "lagnh dedup"):
+        assert command in text, command
+    assert len(python_blocks(ROOT / "README.md")[0].strip().splitlines()) <= 10
+    links = _links(ROOT / "README.md")
+    assert all(link.startswith("docs/") for link in links), links
+    site = {str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md")} - {"docs/index.md"}
+    linked = {link.split("#")[0] for link in links}
+    assert {"docs/python.md", "docs/cli.md", "docs/method.md", "docs/results/index.md"} <= linked
+    assert linked <= site | {"docs/index.md"}
 
 
 def _hooks():
