@@ -4,16 +4,18 @@ use too), YAML files, ``--set key=value`` overrides.
 
 A config has five sections and one switch::
 
-    graph:   k, sources, index, eta, sigma, weights         (Eq. 3-5, the kNN topology)
+    graph:   k, sources, index, eta, sigma, weights,
+             semantics, semantic_visual, semantic_ridge     (Eq. 3-5, the kNN topology)
     model:   attention, anchors, att_dim, hidden, dropout,
              normalization, feature_norm                    (Eq. 1-2, 6-7)
     loss:    lam, beta, alpha, mu, adv, reconstruct,
-             recon_nodes                                    (Eq. 8-12)
+             diffusion, recon_nodes                         (Eq. 8-12)
     train:   mode, epochs, lr, lr_d, g_steps, batch_size,
              seed, checkpoint_every, threads
     encode:  mode, k, batch_size                            (Eq. 13, out-of-sample)
     variant: lagnh | no-aux | no-att | only-Sv | only-Sa |
-             recons-ZZ | recons-feat | recons-S | recons-Sv | recons-Sa   (Table 5)
+             recons-ZZ | recons-feat | recons-S | recons-Sv | recons-Sa   (Table 5),
+             raw-aux-graph | paper-graph   (this package's departures, switched off)
 
 Resolution order: dataclass defaults < YAML file < ``--set`` overrides; then the variant and
 ``train.mode=faithful`` fix the fields they imply (see :data:`VARIANTS` and
@@ -101,10 +103,10 @@ POSITIVE_INT, NONNEG_INT, NONNEG = Integer(low=1), Integer(low=0), Real(low=0)
 # Table 5 of the paper: each variant fixes these fields (applied after the YAML and --set).
 VARIANTS: dict[str, dict[str, Any]] = {
     "lagnh": {},
-    "recons-Sa": {},
+    "recons-Sa": {"loss.reconstruct": "Sa"},
     "no-aux": {
         "model.attention": "none", "model.self_key": False, "graph.sources": "visual",
-        "graph.weights": "visual", "loss.reconstruct": "Sv", "loss.alpha": 0.0,
+        "graph.weights": "visual", "loss.reconstruct": "Sv", "loss.alpha": 0.0, "graph.semantics": "raw",
     },
     "no-att": {"model.attention": "none", "model.self_key": False},
     "only-Sv": {"graph.weights": "visual"},
@@ -113,7 +115,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "recons-feat": {"loss.reconstruct": "feat"},
     "recons-S": {"loss.reconstruct": "S"},
     "recons-Sv": {"loss.reconstruct": "Sv"},
+    # the denoised semantics (lagnh_pyg/training/semantics.py) switched off, one part at a time:
+    # the aux kNN list on the raw aux; both the list and the target as the paper has them
+    "raw-aux-graph": {"graph.semantics": "raw"},
+    "paper-graph": {"graph.semantics": "raw", "loss.reconstruct": "Sa"},
 }
+#: the loss targets and graph options that need the denoised semantic map (fitted at training)
+SEMANTIC_TARGETS = ("Sd",)
 
 
 @dataclass
@@ -130,6 +138,14 @@ class GraphConfig:
     sigma: Any = param("auto", Real(positive=True, auto=True))
     # edge weights: fused (S^v + eta S^a) | visual (only-Sv) | aux (only-Sa)
     weights: str = param("fused", Options("fused", "visual", "aux"))
+    # what the aux kNN list ranks by: raw (the aux rows, as the paper) | denoised (the aux
+    # cleaned by what the features predict of it, lagnh_pyg/training/semantics.py). Topology
+    # only: the edges' S^a weights stay the raw aux's (Eq. 4).
+    semantics: str = param("raw", Options("raw", "denoised"))
+    # denoised semantics s = l2n(w l2n(P(x)) + l2n(r * y)): w, the weight of the features'
+    # ridge prediction P(x) of the aux; and the ridge penalty, as a fraction of the training size
+    semantic_visual: float = param(0.5, NONNEG)
+    semantic_ridge: float = param(0.01, Real(positive=True))
 
 
 @dataclass
@@ -160,7 +176,11 @@ class LossConfig:
     alpha: float = param(1.0, NONNEG)  # semantic guidance, Eq. 11
     mu: float = param(1.0, NONNEG)  # scale of the reconstructed graph, Eq. 9
     adv: float = param(1.0, NONNEG)  # adversarial term, Eq. 10
-    reconstruct: str = param("Sa", Options("Sa", "S", "Sv", "ZZ", "feat"))  # Sa | S | Sv | ZZ | feat (Table 5)
+    # Sa | S | Sv | ZZ | feat (Table 5) | Sd (the denoised semantic graph: S^d_ij = max(0, t_i t_j),
+    # t the denoised semantics after one diffusion step over the training graph)
+    reconstruct: str = param("Sa", Options("Sa", "S", "Sv", "ZZ", "feat", "Sd"))
+    # Sd: t = l2n(s_i + diffusion * l2n(sum of s_j over i's graph neighbours)) (0: no diffusion)
+    diffusion: float = param(1.0, NONNEG)
     recon_nodes: int = param(2048, POSITIVE_INT)  # full mode: nodes sampled per step for the n x n terms of Eq. 9
 
 
@@ -230,6 +250,7 @@ class Config:
 FAITHFUL: dict[str, Any] = {
     "model.attention": "batch", "model.self_key": False, "model.att_norm": "l2", "graph.sigma": 1.0,
     "model.normalization": "row", "model.feature_norm": "none", "encode.mode": "faithful",
+    "graph.semantics": "raw",
 }
 
 
@@ -310,12 +331,19 @@ def resolve(cfg: Config) -> Config:
     if cfg.train.mode == "faithful":
         for key, value in FAITHFUL.items():
             set_value(cfg, key, value)
+        if cfg.loss.reconstruct == "Sd":  # the release reconstructs S^a
+            set_value(cfg, "loss.reconstruct", "Sa")
     if cfg.model.attention == "batch" and cfg.encode.mode == "neighbours":
         raise InputError(
             "model.attention=batch makes a code depend on its batch-mates; use encode.mode=faithful "
             "or attention anchors|categories"
         )
     return cfg
+
+
+def uses_semantics(cfg: Config) -> bool:
+    """Whether a run of ``cfg`` fits the denoised semantic map (and its model carries it)."""
+    return cfg.graph.semantics == "denoised" or cfg.loss.reconstruct in SEMANTIC_TARGETS
 
 
 def load_config(

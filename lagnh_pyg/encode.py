@@ -50,6 +50,7 @@ from .knn import (
 from .nn import LAGNH
 from .rundir import Run, fingerprint
 from .runtime import drop_mapped_pages
+from .training.semantics import semantic_rows
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +88,17 @@ class TrainingNeighbours:
             selecting the n training rows (a memory map is read in chunks, never loaded).
         aux: (n, c) training aux. k: ``graph.k``. sources: ``graph.sources``.
         index: ``graph.index`` (auto, flat, ivf). rows: see ``features``.
+        semantic: with ``graph.semantics: denoised``, the trained model: the aux list ranks
+            by its denoised semantics (:meth:`~lagnh_pyg.nn.LAGNH.semantic`), of the
+            training items and of the new ones, as the training graph's did.
 
     Call with (m, d) features and (m, c) aux; returns (m, 2k) training ids, -1 padded, each
     row without repeats.
     """
 
     def __init__(self, features, aux: np.ndarray, k: int, sources: str = "both", index: str = "auto",
-                 rows: np.ndarray | None = None) -> None:
-        self.k = int(k)
+                 rows: np.ndarray | None = None, semantic=None) -> None:
+        self.k, self.semantic = int(k), semantic
         n = len(rows) if rows is not None else features.shape[0]
         wide = index == "ivf" or (index == "auto" and n > EXACT_MAX_NODES)
         self.parts = []  # (unit rows by node id, their node ids, FAISS index, candidates, aux: positive only)
@@ -106,7 +110,7 @@ class TrainingNeighbours:
                 unit = l2_normalize(features if rows is None else features[rows])
                 self.parts.append((unit, None, exact_index(unit), self.k + RERANK_SLACK, False))
         if sources in ("aux", "both"):
-            unit = l2_normalize(aux)
+            unit = l2_normalize(aux if semantic is None else semantic_rows(semantic, features, aux, rows))
             has = np.flatnonzero(np.linalg.norm(unit, axis=1) > 0)
             if len(has) > k:  # as build_graph: the aux kNN needs more than k items with aux
                 idx = _chunked_index(unit[has], len(has), None) if wide else exact_index(unit[has])
@@ -115,6 +119,8 @@ class TrainingNeighbours:
     def __call__(self, features: np.ndarray, aux: np.ndarray) -> np.ndarray:
         m = len(features)
         cols = []
+        if self.semantic is not None and any(positive for *_, positive in self.parts):
+            aux = semantic_rows(self.semantic, features, aux, None)
         for base, node_ids, idx, kk, positive in self.parts:
             q = l2_normalize(aux if positive else features)
             kk = min(kk, len(base))
@@ -338,11 +344,11 @@ def load_lagnh_encoder(run: Run, device: str = "cpu", encoding: str | None = Non
     cache = neighbours = None
     if mode == "neighbours":
         cache = load_encoder_cache(run, {"xhat", "z1", "degree", "aux_unit"})
-        neighbours = training_neighbours(run, cfg)
+        neighbours = training_neighbours(run, cfg, model)
     return LagnhEncoder(model, mode, neighbours, cache, cfg.encode.batch_size, device)
 
 
-def training_neighbours(run: Run, cfg) -> TrainingNeighbours:
+def training_neighbours(run: Run, cfg, model=None) -> TrainingNeighbours:
     """:class:`TrainingNeighbours` over the run's training rows, read from its dataset
     (checked to be the one it was trained on)."""
     try:
@@ -353,15 +359,22 @@ def training_neighbours(run: Run, cfg) -> TrainingNeighbours:
     if run.meta.get("data_fingerprint") and ds.fingerprint != run.meta["data_fingerprint"]:
         raise InputError(f"the training dataset {ds.root} changed since {run.root} was trained; the neighbours "
                          "encoding needs it as it was (re-train, or encode with --encoding self)")
-    return dataset_neighbours(ds, cfg)
+    return dataset_neighbours(ds, cfg, model)
 
 
-def dataset_neighbours(ds, cfg) -> TrainingNeighbours:
+def dataset_neighbours(ds, cfg, model=None) -> TrainingNeighbours:
     """:class:`TrainingNeighbours` over the training split of dataset ``ds`` (features read
-    from its memory map) with the neighbour rule of config ``cfg``."""
+    from its memory map) with the neighbour rule of config ``cfg`` (``model``: the trained
+    model, whose denoised semantics the rule of ``graph.semantics: denoised`` needs)."""
     rows = ds.split("train")
     t0 = time.perf_counter()
+    semantic = None
+    if cfg.graph.semantics == "denoised":
+        if model is None or not model.has_semantics:
+            raise InputError("graph.semantics=denoised links new items by the model's denoised semantics; "
+                             "this model has none (re-train it)")
+        semantic = model
     near = TrainingNeighbours(ds.features, ds.aux_rows(rows), cfg.graph.k, cfg.graph.sources, cfg.graph.index,
-                              rows=rows)
+                              rows=rows, semantic=semantic)
     logger.info(f"neighbour index over {len(rows)} training items built in {time.perf_counter() - t0:.1f}s")
     return near

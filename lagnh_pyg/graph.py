@@ -24,6 +24,7 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import remove_self_loops, scatter, sort_edge_index, to_torch_csr_tensor
@@ -77,6 +78,7 @@ def build_graph(
     labels: np.ndarray | None = None,
     *,
     rows: np.ndarray | None = None,
+    aux_knn: np.ndarray | None = None,
     pca_dim: int | None = 64,
     nprobe: int = 8,
     chunk: int = CHUNK,
@@ -95,6 +97,9 @@ def build_graph(
             ``EXACT_MAX_NODES`` nodes, ivf beyond).
         labels: optional (n, m) ground truth, only for the logged diagnostic.
         rows: sorted rows of ``features`` that are the nodes (None: all rows).
+        aux_knn: optional (n, c') vectors whose cosine kNN gives the aux list instead of the
+            aux rows' (e.g. the denoised semantics, ``graph.semantics: denoised``); the edge
+            weights S^a stay the aux rows' own.
         pca_dim, nprobe, chunk, seed: the ``chunked`` backend's projection, lists searched,
             rows per chunk and sampling seed.
 
@@ -123,12 +128,13 @@ def build_graph(
             _, ids = knn_search(l2_normalize(x), k, index)
         parts.append(_edges_from_knn(ids))
     if sources in ("aux", "both"):
-        has_aux = np.linalg.norm(aux_unit, axis=1) > 0
+        knn_unit = aux_unit if aux_knn is None else l2_normalize(aux_knn)
+        has_aux = np.linalg.norm(knn_unit, axis=1) > 0
         if has_aux.sum() > k:
             if x is None:  # nodes without aux stay out of the index
-                sims, ids = ivf_knn(aux_unit, k, **{**chunked, "pca_dim": None, "seed": seed + 1}, mask=has_aux)
+                sims, ids = ivf_knn(knn_unit, k, **{**chunked, "pca_dim": None, "seed": seed + 1}, mask=has_aux)
             else:
-                sims, ids = knn_search(aux_unit, k, index)
+                sims, ids = knn_search(knn_unit, k, index)
             ok = (sims > 0) & has_aux[:, None]  # an aux neighbour must share something
             parts.append(_edges_from_knn(ids, ok))
         elif sources == "aux":
@@ -190,6 +196,21 @@ def edge_aux_similarity(aux_unit: Tensor, edge_index: Tensor, chunk: int = 1 << 
                                               size=(hi - lo, aux_unit.shape[0]))
             out[e] = torch.sparse.sampled_addmm(pattern, aux_unit[lo:hi], aux_unit.T, beta=0.0).values().clamp_min(0)
     return out
+
+
+def diffuse(s_unit: Tensor, edge_index: Tensor, weight: float) -> Tensor:
+    """One diffusion step of unit rows over a graph: t_i = l2n(s_i + w l2n(sum of s_j over the
+    other ends j of i's edges)), self-loops left out; (n, c) -> (n, c) unit rows (a node
+    without other edges keeps s_i). ``edge_index`` sorted by target (:func:`sort_by_target`);
+    a sparse product, so memory is the rows', not one row per edge."""
+    if weight == 0:
+        return F.normalize(s_unit, dim=1)
+    keep = edge_index[0] != edge_index[1]
+    ei = edge_index[:, keep]
+    adj = csr_adjacency(ei, torch.ones(ei.shape[1], dtype=s_unit.dtype, device=s_unit.device), s_unit.shape[0])
+    with _quiet_csr():
+        around = adj @ s_unit
+    return F.normalize(s_unit + weight * F.normalize(around, dim=1), dim=1)
 
 
 def graph_stats(edge_index: Tensor, n: int, labels: np.ndarray | None = None) -> dict:

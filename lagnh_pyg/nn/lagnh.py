@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import uses_semantics
 from ..graph import (
     auto_sigma2,
     csr_adjacency,
@@ -55,7 +56,8 @@ class LAGNH(nn.Module):
     def __init__(self, feature_dim: int, aux_dim: int, bits: int, *, att_dim: int = 512, hidden: int = 1024,
                  dropout: float = 0.5, attention: str = "anchors", anchors: int = 1024, self_key: bool = False,
                  att_norm: str = "l2", eta: float = 1.0, sigma: float | str = "auto", weights: str = "fused",
-                 normalization: str = "gcn", feature_norm: str = "l2", decoder: bool = False) -> None:
+                 normalization: str = "gcn", feature_norm: str = "l2", decoder: bool = False,
+                 semantics: bool = False, semantic_visual: float = 0.5) -> None:
         super().__init__()
         self.feature_dim, self.aux_dim, self.bits = feature_dim, aux_dim, bits
         self.eta, self.weights, self.normalization, self.feature_norm = float(eta), weights, normalization, feature_norm
@@ -68,6 +70,12 @@ class LAGNH(nn.Module):
         if feature_norm == "standard":  # per-dimension training mean and std (set_feature_stats)
             self.register_buffer("feature_mean", torch.zeros(feature_dim))
             self.register_buffer("feature_std", torch.ones(feature_dim))
+        self.semantic_visual = float(semantic_visual)
+        if semantics:  # the denoised semantic map, fitted at training (training/semantics.py)
+            self.register_buffer("semantic_mean", torch.zeros(feature_dim))
+            self.register_buffer("semantic_std", torch.ones(feature_dim))
+            self.register_buffer("semantic_weight", torch.zeros(feature_dim, aux_dim))
+            self.register_buffer("semantic_reliability", torch.ones(aux_dim))
 
     @classmethod
     def from_config(cls, cfg, feature_dim: int, aux_dim: int, bits: int) -> LAGNH:
@@ -76,7 +84,8 @@ class LAGNH(nn.Module):
                    attention=m.attention, anchors=m.anchors, self_key=m.self_key, att_norm=m.att_norm,
                    eta=g.eta, sigma=g.sigma,
                    weights=g.weights, normalization=m.normalization, feature_norm=m.feature_norm,
-                   decoder=cfg.loss.reconstruct == "feat")
+                   decoder=cfg.loss.reconstruct == "feat", semantics=uses_semantics(cfg),
+                   semantic_visual=g.semantic_visual)
 
     # -- pieces ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -94,6 +103,18 @@ class LAGNH(nn.Module):
         if self.feature_norm == "standard":
             return (x - self.feature_mean) / self.feature_std
         return x
+
+    @property
+    def has_semantics(self) -> bool:
+        return hasattr(self, "semantic_weight")
+
+    def semantic(self, x: Tensor, aux: Tensor) -> Tensor:
+        """The denoised semantics of items (unit rows, (n, d), (n, c) -> (n, c)):
+        s = l2n(w l2n(P(x)) + l2n(r * y)), P the ridge map from the standardised features to
+        the aux, r each aux column's reliability, w ``semantic_visual``
+        (:mod:`lagnh_pyg.training.semantics` fits them)."""
+        p = F.normalize(((x - self.semantic_mean) / self.semantic_std) @ self.semantic_weight, dim=1)
+        return F.normalize(self.semantic_visual * p + F.normalize(aux * self.semantic_reliability, dim=1), dim=1)
 
     def attentive_features(self, x: Tensor, aux: Tensor) -> Tensor:
         """Eq. 1-2: (n, d), (n, c) -> (n, att_dim)."""

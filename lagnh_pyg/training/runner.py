@@ -29,7 +29,7 @@ from torch_geometric.data import Data
 from ..cache_file import EncoderCacheFile
 from ..checkpoint import check_resumable, load_checkpoint
 from ..codes import check_bits
-from ..config import Config, load_config
+from ..config import Config, load_config, uses_semantics
 from ..data.store import Dataset
 from ..device import resolve_device
 from ..distributed import DistContext, init_distributed, shutdown
@@ -47,6 +47,7 @@ from .encoder_cache import (
 )
 from .loop import Bar, fit, restore, training_state
 from .sampled import BatchFetcher, SampledModule, feature_stats
+from .semantics import fit_semantic_map, semantic_rows, semantic_target
 from .sources import BatchSource, FaithfulSource, FullGraphSource, SampledSource
 from .trainer import Trainer
 
@@ -182,7 +183,7 @@ def _setup(cfg: Config, ds: Dataset, bits: int, dev: str, ctx: DistContext) -> _
     if cfg.train.mode == "faithful":
         xt, at = torch.from_numpy(x).to(dev), torch.from_numpy(aux).to(dev)
         return _Setup(trainer, FaithfulSource(model, xt, at, cfg.train.batch_size, cfg.train.seed), None, {}, n)
-    graph, stats = training_graph(cfg, ds, rows, aux, x)
+    graph, stats = training_graph(cfg, ds, rows, aux, x, model)
     if cfg.train.mode == "full":
         graph = graph.to(dev)
         return _Setup(trainer, FullGraphSource(model, graph), graph, stats, n)
@@ -208,21 +209,41 @@ def new_trainer(cfg: Config, ds: Dataset, rows: np.ndarray, aux: np.ndarray, x: 
             model.feature_std.copy_(std.clamp_min(1e-6).to(dev))
     else:
         model.set_feature_stats(torch.from_numpy(x).to(dev))
+    if model.has_semantics:  # the denoised semantic map (training/semantics.py)
+        t0 = time.perf_counter()
+        info = fit_semantic_map(model, x if x is not None else ds.features, aux, None if x is not None else rows,
+                               cfg.graph.semantic_ridge, cfg.train.seed)
+        logger.info(f"denoised semantics: ridge map over {info['rows']} items, {info['columns_kept']} of "
+                    f"{info['columns']} aux columns kept (mean reliability {info['reliability_mean']}), "
+                    f"{time.perf_counter() - t0:.1f}s")
     return trainer
 
 
-def training_graph(cfg: Config, ds: Dataset, rows: np.ndarray, aux: np.ndarray, x: np.ndarray | None
-                   ) -> tuple[Data, dict[str, Any]]:
+def training_graph(cfg: Config, ds: Dataset, rows: np.ndarray, aux: np.ndarray, x: np.ndarray | None,
+                   model: nn.Module | None = None) -> tuple[Data, dict[str, Any]]:
     """The training graph (:func:`~lagnh_pyg.graph.build_graph`) and its logged statistics:
     over ``x`` (the training rows in memory) with ``graph.index``, or, when ``x`` is None, by
-    the chunked backend over the dataset's memory-mapped features."""
+    the chunked backend over the dataset's memory-mapped features.
+
+    With a config that uses the denoised semantics, ``model`` (from :func:`new_trainer`, its
+    semantic map fitted) gives them: the aux kNN list ranks by them (``graph.semantics:
+    denoised``) and ``loss.reconstruct: Sd`` finds its target in ``graph.target_unit``."""
     t0 = time.perf_counter()
+    semantic = None
+    if uses_semantics(cfg):
+        if model is None or not model.has_semantics:
+            raise ValueError("this config uses the denoised semantics: pass the model of new_trainer")
+        semantic = semantic_rows(model, x if x is not None else ds.features, aux, None if x is not None else rows)
+    aux_knn = semantic if cfg.graph.semantics == "denoised" else None
     if x is not None:
         labels = ds.label_rows(rows) if ds.has_labels else None
-        graph = build_graph(x, aux, cfg.graph.k, cfg.graph.sources, cfg.graph.index, labels)
+        graph = build_graph(x, aux, cfg.graph.k, cfg.graph.sources, cfg.graph.index, labels, aux_knn=aux_knn)
     else:  # too many nodes to load: the chunked backend reads the features' memory map
         graph = build_graph(ds.features, aux, cfg.graph.k, cfg.graph.sources, "chunked", rows=rows,
-                            seed=cfg.train.seed)
+                            aux_knn=aux_knn, seed=cfg.train.seed)
+    if cfg.loss.reconstruct == "Sd":
+        graph.target_unit = semantic_target(semantic, graph.edge_index, cfg.loss.diffusion)
+    del semantic
     stats = {**graph.stats, "seconds": round(time.perf_counter() - t0, 3)}
     _log_graph(stats)
     return graph, stats
@@ -235,7 +256,8 @@ def sampled_source(trainer: Trainer, graph: Data, ds: Dataset, rows: np.ndarray,
     of the seed nodes), batches read from ``x`` or the dataset's memory map; and the topology."""
     ctx = ctx or DistContext()
     n = len(rows)
-    fetch = BatchFetcher(x, aux, None, dev) if x is not None else BatchFetcher(ds.features, aux, rows, dev)
+    target = getattr(graph, "target_unit", None)
+    fetch = BatchFetcher(x, aux, None, dev, target) if x is not None else BatchFetcher(ds.features, aux, rows, dev, target)
     topology = sampling_topology_for_cache(graph)
     source = SampledSource(_sampled_module(trainer, ctx, dev), topology, fetch,
                            cfg.train.num_neighbors, ctx.shard(torch.arange(n)), cfg.train.seed_batch_size,

@@ -147,10 +147,13 @@ class BatchFetcher:
         rows: optional (N,) map from graph node to row of ``features`` (the training split's
             dataset rows); None: node i is row i.
         device: torch device.
+        target: optional (N, c') reconstruction target rows by node (``loss.reconstruct: Sd``,
+            the graph's ``target_unit``): the batch carries them as ``target_unit``.
     """
 
-    def __init__(self, features, aux, rows: np.ndarray | None = None, device: str | torch.device = "cpu") -> None:
-        self.features, self.aux, self.rows = features, aux, rows
+    def __init__(self, features, aux, rows: np.ndarray | None = None, device: str | torch.device = "cpu",
+                 target: Tensor | None = None) -> None:
+        self.features, self.aux, self.rows, self.target = features, aux, rows, target
         self.device = torch.device(device)
 
     @staticmethod
@@ -174,8 +177,11 @@ class BatchFetcher:
                                  fill_value=pair_aux_similarity(au, au), num_nodes=n)
         ei, s_a = sort_by_target(ei, s_a)
         rows = gcn_rows(list(batch.num_sampled_nodes), n) if "num_sampled_nodes" in batch else None
-        return Data(x=x, aux=aux, aux_unit=au, edge_index=ei, s_a=s_a, count=batch.count.to(self.device),
-                    batch_size=int(batch.batch_size), n_id=batch.n_id, num_nodes=n, rows=rows)
+        out = Data(x=x, aux=aux, aux_unit=au, edge_index=ei, s_a=s_a, count=batch.count.to(self.device),
+                   batch_size=int(batch.batch_size), n_id=batch.n_id, num_nodes=n, rows=rows)
+        if self.target is not None:  # only the seeds' rows are read (the losses' nodes)
+            out.target_unit = self._take(self.target, nodes[: int(batch.batch_size)]).to(self.device)
+        return out
 
 
 def seeds_only(out: Mapping[str, Tensor], b: int) -> dict[str, Tensor]:

@@ -139,4 +139,5 @@ def sampled_step_of(module: nn.Module, b: Data, g_steps: int | None = None) -> S
     if isinstance(module, SampledModule):  # not under DDP, whose wrapper must run each whole pass
         split = (lambda: module.weighted_graph(b.x, b.aux, b.edge_index, b.s_a, b.count),
                  lambda g: seeds_only(module.codes(g, rows), size))
-    return Step(forward, b.x[:size], b.aux[:size], b.aux_unit[:size], g_steps=g_steps, split=split)
+    return Step(forward, b.x[:size], b.aux[:size], b.aux_unit[:size], g_steps=g_steps, split=split,
+                target_unit=getattr(b, "target_unit", None))

@@ -39,6 +39,8 @@ class Step:
             ``head`` does the rest (the GCN and its dropout): the step then runs ``prepare``
             once for its no-grad pass and its first generator pass (same numbers, one
             attention pass less; the parameters do not change in between).
+        target_unit: (n, c') unit rows of the loss nodes whose S^d = max(0, t t^T) Eq. 9
+            reconstructs with ``loss.reconstruct: Sd`` (the graph's ``target_unit``).
     """
 
     forward: Callable[[], dict[str, Tensor]]
@@ -48,6 +50,7 @@ class Step:
     subsample_recon: bool = True
     g_steps: int | None = None
     split: tuple[Callable[[], Any], Callable[[Any], dict[str, Tensor]]] | None = None
+    target_unit: Tensor | None = None
 
 
 class Trainer:
@@ -69,17 +72,21 @@ class Trainer:
         self.epoch = 0
 
     # -- losses ---------------------------------------------------------------------------
-    def _recon_target(self, kind: str, xhat: Tensor, aux_unit: Tensor) -> Tensor:
+    def _recon_target(self, kind: str, xhat: Tensor, aux_unit: Tensor, target_unit: Tensor | None = None) -> Tensor:
         """The graph Eq. 9 reconstructs, over the given nodes (detached)."""
         with torch.no_grad():
             if kind == "Sa":
                 return aux_similarity(aux_unit, aux_unit)
+            if kind == "Sd":
+                if target_unit is None:
+                    raise ValueError("loss.reconstruct=Sd needs the step's target_unit (the graph's)")
+                return aux_similarity(target_unit, target_unit)
             weights = "visual" if kind == "Sv" else "fused"  # S (and ZZ, which reconstructs S)
             return dense_fused_weight(xhat, xhat, aux_unit, aux_unit, self.model.eta, self.model.sigma2, weights,
                                       same=True)
 
     def generator_losses(self, out: Mapping[str, Tensor], x: Tensor, aux: Tensor, aux_unit: Tensor,
-                         rec_idx: Tensor | None) -> dict[str, Tensor]:
+                         rec_idx: Tensor | None, target_unit: Tensor | None = None) -> dict[str, Tensor]:
         """Eq. 8-12 on one forward pass; ``rec_idx`` selects the nodes of the n x n terms."""
         lc = self.cfg.loss
         z = out["z"]
@@ -89,7 +96,8 @@ class Trainer:
         if lc.reconstruct == "feat":
             recon = L.feature_reconstruction_loss(self.model.decoder(z[sel]), self.model.prepare(x[sel]))
         else:
-            target = self._recon_target(lc.reconstruct, out["xhat"][sel], aux_unit[sel])
+            target = self._recon_target(lc.reconstruct, out["xhat"][sel], aux_unit[sel],
+                                        None if target_unit is None else target_unit[sel])
             fn = L.inner_product_reconstruction_loss if lc.reconstruct == "ZZ" else L.reconstruction_loss
             recon = fn(z[sel], target, lc.mu)
         logits = out["logits"] if "logits" in out else self.model.classify(z)
@@ -113,7 +121,7 @@ class Trainer:
         # that under DDP the discriminator's all-reduce hooks run on its own updates only)
         self.disc.requires_grad_(False)
         try:
-            terms = self.generator_losses(out, step.x, step.aux, step.aux_unit, rec_idx)
+            terms = self.generator_losses(out, step.x, step.aux, step.aux_unit, rec_idx, step.target_unit)
             self.opt_g.zero_grad(set_to_none=True)
             terms["loss_g"].backward()
         finally:
@@ -196,7 +204,8 @@ def graph_step_of(model: LAGNH, graph: Data) -> Step:
     included) and ``s_a``: the plain sparse forward, whose degrees are the graph's own."""
     x, aux, ei, s_a = graph.x, graph.aux, graph.edge_index, graph.s_a
     return Step(lambda: model(x, aux, ei, s_a), x, aux, graph.aux_unit,
-                split=(lambda: model.weighted_graph(x, aux, ei, s_a), model.codes))
+                split=(lambda: model.weighted_graph(x, aux, ei, s_a), model.codes),
+                target_unit=getattr(graph, "target_unit", None))
 
 
 def dense_step_of(model: LAGNH, x: Tensor, aux: Tensor) -> Step:
