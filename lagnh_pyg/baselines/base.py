@@ -90,7 +90,7 @@ class Param:
 INPUT_CHOICES = {
     "visual": "x, the features as given (the default; the paper's Table 3)",
     "aux": "a/|a|, the L2-normalised aux alone",
-    "both": "[x/|x|, aux_weight * a/|a|]: both L2-normalised, concatenated (LAGNH's inputs)",
+    "both": "x/|x| and aux_weight * a/|a| side by side: both L2-normalised, concatenated (LAGNH's inputs)",
 }
 INPUT_PARAMS = (
     Param("inputs", "visual", "choice", "what the method hashes: " + "; ".join(f"{k}: {v}" for k, v in INPUT_CHOICES.items()),
