@@ -182,7 +182,8 @@ async def add_clients(base: str, adders: int, per_adder: int, bits: int, acked: 
                 kill()
                 return
 
-    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+    # the header a write needs on a server without a token (what its page sends)
+    async with httpx.AsyncClient(base_url=base, timeout=30, headers={"X-Requested-With": "lagnh"}) as c:
         await asyncio.gather(*[adder(c, a) for a in range(adders)])
     return {"acked": len(acked), "failed_or_cut": failed}
 

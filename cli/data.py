@@ -27,6 +27,18 @@ SparseOpt = Annotated[Optional[bool], typer.Option("--sparse-aux/--dense-aux", h
 SeedOpt = Annotated[int, typer.Option(help="Seed of the split sampling.")]
 
 
+def _new_out(out_dir: Path | None) -> None:
+    """A dataset directory to create: an existing one (nothing is ever replaced) or one that
+    cannot be written is refused before any input is read."""
+    if out_dir is None:
+        return
+    from lagnh_pyg.ownership import check_writable_target
+
+    if out_dir.exists() or out_dir.is_symlink():
+        raise InputError(f"output directory {out_dir} already exists; choose another --out or remove it")
+    check_writable_target(out_dir, "--out", directory=True)
+
+
 def _load_array(path: Path, what: str):
     from lagnh_pyg.data.sources import load_matrix
 
@@ -69,6 +81,7 @@ def import_npy(
     missing = [k for k in need if given[k] is None]
     if missing:
         raise InputError(f"missing option(s) {', '.join(missing)} (or name an importer: coco, nuswide, mat, folder)")
+    _new_out(out_dir)
     from lagnh_pyg.data.store import write_dataset
 
     X = _load_array(features, "features")
@@ -86,11 +99,11 @@ def import_npy(
 
 
 def _read_lines(path: Path, what: str) -> list[str]:
-    from lagnh_pyg.files import read_text
+    from lagnh_pyg.files import read_text, text_lines
 
     if not path.is_file():
         raise InputError(f"{what} file {path} does not exist")
-    return read_text(path, what).splitlines()
+    return text_lines(read_text(path, what))
 
 
 def _write_catalog(catalog, out_dir: Path, features: Optional[Path], ids: Optional[Path], aux: Optional[Path],
@@ -150,6 +163,7 @@ def import_coco(
     """
     from lagnh_pyg.data import coco
 
+    _new_out(out_dir)
     catalog = coco.build_catalog(train_json, val_json, n_train=n_train, seed=seed, no_annotation=no_annotation,
                                  images=images)
     _write_catalog(catalog, out_dir, features, ids, aux, aux_ids, sparse_aux,
@@ -188,6 +202,7 @@ def import_nuswide(
     """
     from lagnh_pyg.data import nuswide
 
+    _new_out(out_dir)
     catalog = nuswide.build_catalog(
         root, n_concepts=concepts, per_concept=per_concept, n_train=n_train, seed=seed, min_tag_count=min_tag_count,
         images=images, concepts_file=concepts_file, labels_dir=labels_dir, tags_file=tags_file,
@@ -223,6 +238,7 @@ def import_mat(
     from lagnh_pyg.data import mat as matmod
     from lagnh_pyg.data.sources import write_catalog
 
+    _new_out(out_dir)
     catalog, feats, handle = matmod.build(
         path, features_key=features_key, aux_key=aux_key, labels_key=labels_key, transpose=transpose,
         n_train=n_train, n_query=n_query, seed=seed, train_in_database=train_in_database, binarize_aux=binarize_aux)
@@ -271,6 +287,7 @@ def import_folder(
         return
     if out_dir is None:
         raise InputError("missing option --out (the dataset directory to create)")
+    _new_out(out_dir)
     catalog = folder.import_folder(root, out_dir, features, ids=ids, csv_path=csv_file, aux=aux, aux_ids=aux_ids,
                                    min_tag_count=min_tag_count, n_train=n_train, n_query=n_query, seed=seed,
                                    train_in_database=train_in_database, sparse_aux=sparse_aux,
@@ -392,6 +409,10 @@ def data_demo(
                     aux=aux, detector_threshold=detector_threshold, detector_pool=detector_pool, image_size=image_size,
                     seed=seed)
     spec.validate()
+    if cache_dir is not None:  # a cache of its own: never inside a run or a dataset
+        from lagnh_pyg.ownership import check_output_dir
+
+        check_output_dir(cache_dir, "--cache-dir")
     dev = resolve_device(device)
     with image_progress() as bar:
         task = bar.add_task("EfficientNet-Lite0 features", total=spec.n_mosaics)
@@ -422,6 +443,7 @@ def add_views(
     from lagnh_pyg.data.add_views import add_views as _add_views
     from lagnh_pyg.data.store import Dataset
 
+    _new_out(out_dir)
     path = _add_views(data_dir, extraction, out_dir, split)
     v = Dataset.open(path).manifest["views"]
     out.print(f"wrote {path}: {v['k']} views of each of {v['rows']} {split} items")

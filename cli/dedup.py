@@ -40,15 +40,20 @@ def dedup(
         groups_text,
         write_html,
     )
-    from lagnh_pyg.ownership import check_writable_target
+    from lagnh_pyg.ownership import check_output_file
 
     threshold = check_min_cosine(min_cosine)
     if groups < 1:
         raise InputError(f"--groups must be a positive integer, got {groups}")
+    if out_json is not None and html is not None and out_json.absolute() == html.absolute():
+        raise InputError(f"--out and --html both name {out_json}; give two files")
     for what, p in (("--out file", out_json), ("--html file", html)):
         if p is not None:
-            check_writable_target(p, what)
+            check_output_file(p, what)  # writable, and never a file of a run or a dataset
     coll = Collection(run_dir)
+    for what, p in (("--out file", out_json), ("--html file", html)):  # before any work, never over a picture it reads
+        if p is not None:
+            check_output_file(p, what, inputs=coll.picture_paths)
     codes, ids = coll.live_codes()
     res = find_duplicates(codes, ids, radius, out_json, chunk=chunk, max_groups=groups,
                           features=coll.live_features(ids) if verify else None, min_cosine=threshold)

@@ -29,9 +29,10 @@ def demo(
     from lagnh_pyg.demo.pipeline import run_demo
     from lagnh_pyg.device import resolve_device
     from lagnh_pyg.experiments.common import parse_list
-    from lagnh_pyg.ownership import check_writable_target
+    from lagnh_pyg.ownership import check_output_dir
 
-    check_writable_target(out_dir, "--out", directory=True)  # before the data build and training
+    # before the data build and training: never in a run or a dataset, never the --data itself
+    check_output_dir(out_dir, "--out", inputs=[data] if data is not None else [], may_hold_inputs=True)
     res = run_demo(out_dir, data_dir=data, methods=parse_list(methods, "methods"),
                    bits=parse_list(bits, "bits", int), device=resolve_device(device),
                    faithful_bits=faithful_bits or None,

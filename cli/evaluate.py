@@ -33,7 +33,7 @@ def evaluate(
     from lagnh_pyg.device import resolve_device
     from lagnh_pyg.files import write_json_atomic
     from lagnh_pyg.metrics import check_protocol
-    from lagnh_pyg.ownership import check_writable_target
+    from lagnh_pyg.ownership import check_output_file
     from lagnh_pyg.rerank import RerankScore, check_depth
     from lagnh_pyg.retrieval import evaluate_run, topk_label
 
@@ -42,7 +42,7 @@ def evaluate(
     R = check_depth(rerank)
     score = RerankScore.parse(rerank_score) if rerank_score is not None else None
     if json_file is not None:
-        check_writable_target(json_file, "--json file")
+        check_output_file(json_file, "--json file")
     ev = evaluate_run(run_dir, k, protocol, plots=plots, rerank=R, rerank_score=score,
                       device=resolve_device(device) if R else "cpu")
     r = ev.result

@@ -33,17 +33,18 @@ def _spec(data, out_dir, topk, protocol, seeds, config, overrides, device, reuse
     from lagnh_pyg.experiments.common import parse_list
 
 
-    _check_out(out_dir)
+    _check_out(out_dir, data)
     return ExperimentSpec(data_dir=data, out_dir=out_dir, config=config, overrides=tuple(overrides or ()),
                           topk=parse_topk(topk), protocol=protocol, seeds=tuple(parse_list(seeds, "--seeds", int)),
                           device=device, reuse=reuse, progress=False)
 
 
-def _check_out(out_dir) -> None:
-    """A report directory that cannot be written is refused before hours of work."""
-    from lagnh_pyg.ownership import check_writable_target
+def _check_out(out_dir, data=None) -> None:
+    """A report directory that cannot be written, that lies in a run or a dataset, or that is
+    (or lies in) the dataset, is refused before hours of work."""
+    from lagnh_pyg.ownership import check_output_dir
 
-    check_writable_target(out_dir, "--out", directory=True)
+    check_output_dir(out_dir, "--out", inputs=[data] if data is not None else [], may_hold_inputs=True)
 
 
 def _bits(bits: str) -> list[int]:
@@ -183,6 +184,10 @@ def scaling(
     from lagnh_pyg.experiments.scaling import run_scaling
 
     _check_out(out_dir)
+    if data_root is not None:  # its synthetic datasets: never inside a run or a dataset
+        from lagnh_pyg.ownership import check_output_dir
+
+        check_output_dir(data_root, "--data-root")
     path = run_scaling(parse_list(sizes, "--sizes", int), out_dir, data_root=data_root, bits=bits, full_max=full_max,
                        max_batches=max_batches, db_max=db_max, threads=threads, device=device, keep_data=keep_data,
                        epochs=epochs)
@@ -219,7 +224,7 @@ def tune(
     for g in grid or []:
         name, vals = split_assignment(g, "--grid", "--grid alpha=0.5,1,2")
         values[name] = parse_list(vals, f"--grid {name}")
-    _check_out(out_dir)
+    _check_out(out_dir, data)
     path = tune_baseline(method.lower(), data, bits, values, out_dir, seed=seed, fraction=fraction, topk=parse_topk(topk),
                          protocol=protocol, device=resolve_device(device), fixed=split_assignments(sets, "--set", "--set iterations=50"))
     out.print(Path(path).read_text(), markup=False, highlight=False, soft_wrap=True)
@@ -248,6 +253,6 @@ def rerank(
 
     if depth < 1 or topk < 1:
         raise InputError(f"--rerank and --topk must be positive integers, got {depth} and {topk}")
-    _check_out(out_dir)
+    _check_out(out_dir)  # never in a run (rerank --save writes RUN/rerank.json itself) or a dataset
     _done(rerank_study(runs, out_dir, depth=depth, topk=topk, fraction=fraction, seed=seed,
                        device=resolve_device(device), save=save))

@@ -26,10 +26,13 @@ def index_folder(
     set_: Annotated[list[str] | None, typer.Option("--set", help="LAGNH config override key=value (repeatable).")] = None,
     device: DeviceOpt = "auto",
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes.")] = 2,
+    overwrite: Annotated[bool, typer.Option(help="Replace a --out run made from other pictures or options (and the items added to it).")] = False,
 ) -> None:
     """Folder of pictures -> served index: extract -> import -> train -> encode -> index.
 
-    Resumable: run the same command again after an interruption. Then: lagnh serve RUN_DIR.
+    Resumable: run the same command again after an interruption. A stage made from other
+    pictures or options is done again (the run in --out only with --overwrite).
+    Then: lagnh serve RUN_DIR.
 
     Example: lagnh index-folder photos/ --out runs/photos
     """
@@ -46,7 +49,7 @@ def index_folder(
         with Pipeline() as display:
             run(photos, out_dir, work=work, tags=tags, topk=topk, backbone=backbone, image_size=image_size,
                 method=method, bits=bits, config=config, overrides=set_ or (), device=resolve_device(device),
-                workers=workers, say=say, progress=display)
+                workers=workers, say=say, progress=display, overwrite=overwrite)
     finally:
         root.setLevel(level)
     say(f"next: lagnh serve {out_dir}")

@@ -48,11 +48,9 @@ def search(
     if k < 1:
         raise InputError(f"-k must be a positive integer, got {k}")
     R, score = check_depth(rerank), RerankScore.parse(rerank_score) if rerank_score is not None else None
-    if html_file is not None:
-        from lagnh_pyg.ownership import check_writable_target
-
-        check_writable_target(html_file, "--html file")
     run = Run.open(run_dir)
+    if html_file is not None:
+        _check_html(html_file, image, run)
     q = None
     if image is not None:
         q = image_query(run, image, resolve_device(device), tags=[tags] if tags else None)
@@ -94,3 +92,19 @@ def search(
         )
         write_text(html_file, page)
         say(f"wrote {html_file}")
+
+
+def _check_html(html_file: Path, image: Path | None, run) -> None:
+    """Before any work: the page never lands on the query picture or a dataset picture (nor a
+    file of a run or dataset)."""
+    from lagnh_pyg.ownership import check_output_file
+    from lagnh_pyg.retrieval import codes_dataset
+
+    def read_pictures():
+        if image is not None:
+            yield image
+        ds = codes_dataset(run)
+        for p in ds.paths or ():
+            yield p if Path(p).is_absolute() else ds.root / p
+
+    check_output_file(html_file, "--html file", inputs=read_pictures)

@@ -31,6 +31,31 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
 
 
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def allowed_hosts(host: str, extra: list[str] | None) -> tuple[str, ...] | None:
+    """The ``Host`` names the server answers for: the loopback names, ``--host`` (for a
+    wildcard address: this machine's name and every address of its interfaces) and each
+    ``--allowed-host``; ``None`` (any) when one of those is ``*``."""
+    from lagnh_pyg.serve.app import LOOPBACK_HOSTS
+
+    extra = [h.strip() for h in extra or () if h.strip()]
+    if "*" in extra:
+        return None
+    names = set(LOOPBACK_HOSTS) | set(extra)
+    h = host.strip("[]")
+    if h in WILDCARDS:
+        import psutil
+
+        names |= {socket.gethostname(), socket.getfqdn()}
+        names |= {a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs
+                  if a.family in (socket.AF_INET, socket.AF_INET6)}
+    else:
+        names.add(h)
+    return tuple(sorted(n.lower() for n in names if n))
+
+
 @handle_errors
 def serve(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with database codes (`lagnh encode`, `lagnh index`).")],
@@ -42,8 +67,13 @@ def serve(
     device: DeviceOpt = "cpu",
     rerank: Annotated[str, typer.Option(help="Default two-stage ranking of the API: re-rank the Hamming top R (0 = off; a request's 'rerank' overrides it; the page asks for 1000).")] = "0",
     rerank_score: Annotated[str | None, typer.Option(help=f"Default re-rank score: asym, features, aux, or weighted sums like 'features:1,aux:1' (default: the run's own, chosen by `lagnh experiment rerank --save`, else {RERANK_SCORE}).")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(help="Another host name clients may reach the server by (Host header; repeatable), e.g. behind a proxy; '*' answers any (DNS rebinding then works).")] = None,
 ) -> None:
     """Serve RUN_DIR: search by item id or by a picture, add and delete items, a web page at /.
+
+    Only the loopback names, --host and each --allowed-host are answered (other Host headers
+    get 400). Changes need the token, or on a server without one the header
+    'X-Requested-With: lagnh' (the page sends it); cross-site requests are refused.
 
     Example: lagnh serve runs/lagnh32  (then open http://127.0.0.1:8000/)
     """
@@ -65,7 +95,7 @@ def serve(
     from lagnh_pyg.rerank import RerankScore, check_depth
 
     settings = ServeSettings(token=token, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels,
-                             device=resolve_device(device), rerank=check_depth(rerank),
+                             device=resolve_device(device), rerank=check_depth(rerank), allowed_hosts=allowed_hosts(host, allowed_host),
                              rerank_score=str(RerankScore.parse(rerank_score)) if rerank_score is not None else None)
     app = create_app(run_dir, settings)
     info = app.state.collection.info()

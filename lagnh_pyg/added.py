@@ -22,15 +22,29 @@ off), so a crash loses at most the request in flight and a restart sees every ac
 one. Several images sent in one request commit together. Item ids are never reused: a
 deleted id stays reserved (a later add of it is refused), so replaying the log gives the same
 collection in the same order as the server that wrote it.
+
+One writer protocol for every process (``lagnh serve``, ``lagnh add``, ``lagnh index-folder``):
+a change takes the exclusive lock on ``added/lock`` (``fcntl.flock``), reads the records other
+processes appended since it last looked, checks its ids against all of them, and only then
+appends its line. So of two writers adding one id, the second is refused (``lagnh add`` counts
+it as already in), and an acknowledged item is never replaced. Readers take the lock too, so a
+reader never mistakes a line being written for a crashed writer's torn one.
+
+Ids and tags are checked (:func:`lagnh_pyg.text.check_text`) before they are written; a record
+written by an older version with text that is not valid (a lone surrogate, a control
+character) is read with that text escaped (:func:`lagnh_pyg.text.escape_text`), never refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +53,7 @@ import numpy as np
 from .errors import InputError
 from .files import atomic_path, write_json_atomic
 from .rundir import RunPaths
+from .text import check_text, escape_text
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +86,19 @@ class AddedItem:
 
 @dataclass
 class AddedState:
-    """What the log says: live added items in order, and every deleted id (database or added)."""
+    """What the log says: live added items in order, and every deleted id (database or added).
+    ``offset``: the bytes of the log read so far (a later :meth:`AddedLog.read_new` goes on
+    from there); ``repeated``: records of an id already added (older versions could write them;
+    the first is kept)."""
 
     items: dict[str, AddedItem]
     deleted: set[str]
+    offset: int = 0
+    repeated: int = 0
+    news: list = field(default_factory=list)  # ("add", item) / ("delete", id) in log order, for a reader that follows
+
+
+MAX_ID_CHARS = 512
 
 
 def _vectors_ref(ref) -> dict | None:
@@ -88,12 +112,17 @@ def _vectors_ref(ref) -> dict | None:
 
 
 def check_item_id(item_id: str) -> str:
-    """An item id is non-empty, one line, printable and at most 512 characters."""
+    """An item id is non-empty, valid one-line text (:func:`lagnh_pyg.text.check_text`) of at
+    most 512 characters."""
     if not isinstance(item_id, str) or not item_id.strip():
         raise InputError("an item id must be a non-empty string")
-    if len(item_id) > 512 or any(ord(c) < 32 or ord(c) == 127 for c in item_id):
-        raise InputError("an item id must be at most 512 characters with no control characters or newlines")
-    return item_id
+    return check_text(item_id, "item id", MAX_ID_CHARS)
+
+
+def check_tags(tags: list[str], item_id: str) -> list[str]:
+    for t in tags:
+        check_text(t, f"a tag of item {escape_text(item_id)[:80]!r}", MAX_ID_CHARS)
+    return tags
 
 
 def code_from_hex(text: str, bits: int) -> np.ndarray:
@@ -137,15 +166,51 @@ class AddedLog:
             raise InputError(f"the items in {self.root} were encoded by model {meta.get('model_fingerprint')}, not by this "
                              f"run's model {self.model_fingerprint}; move {self.root} away and add the pictures again")
 
+    @contextlib.contextmanager
+    def locked(self, create: bool = True) -> Iterator[None]:
+        """The store's exclusive lock (``added/lock``), across processes. Where the lock file
+        cannot be made (a read-only run directory: no writer can exist), nothing is locked."""
+        path = self.root / "lock"
+        try:
+            if create:
+                self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if create or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT):
+                raise
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the lock
+
     def read(self, repair: bool = False) -> AddedState:
-        """Replay the log. A torn last line (a crash mid-write) is dropped with a warning, and
-        cut off the file when ``repair``; a bad line elsewhere is refused."""
+        """Replay the log under the lock. A torn last line (a writer that crashed mid-write) is
+        dropped with a warning, and cut off the file when ``repair``; a bad line elsewhere is
+        refused."""
         state = AddedState({}, set())
         if not self.exists():
             return state
         self._check_meta()
-        data = self.log_path.read_bytes()
+        with self.locked(create=False):
+            self.read_new(state, repair=repair)
+        if state.repeated:
+            logger.info("%s: %d record(s) of ids already added are ignored (the first of each is kept)",
+                        self.log_path, state.repeated)
+        return state
+
+    def read_new(self, state: AddedState, repair: bool = False) -> int:
+        """Apply to ``state`` the records after ``state.offset`` (call it holding :meth:`locked`);
+        returns how many records were applied."""
+        if not self.exists():
+            return 0
+        with open(self.log_path, "rb") as f:
+            f.seek(state.offset)
+            data = f.read()
         good = 0
+        applied = 0
         lines = data.split(b"\n")
         for n, line in enumerate(lines):
             last = n == len(lines) - 1
@@ -156,6 +221,7 @@ class AddedLog:
                 if last:  # no newline: the write never finished
                     raise ValueError("unterminated line")
                 self._apply(state, json.loads(line))
+                applied += 1
             except (ValueError, KeyError, TypeError, InputError) as e:
                 if last or (n == len(lines) - 2 and not lines[-1].strip()):
                     logger.warning("%s: dropped an incomplete last request (%s)", self.log_path, str(e)[:80])
@@ -165,24 +231,28 @@ class AddedLog:
             good += len(line) + 1
         if repair and good < len(data):
             with open(self.log_path, "r+b") as f:
-                f.truncate(good)
+                f.truncate(state.offset + good)
                 os.fsync(f.fileno())
-        return state
+        state.offset += good
+        return applied
 
     def _apply(self, state: AddedState, rec: dict) -> None:
         if rec["op"] == "add":
-            parsed = [AddedItem(str(it["id"]), code_from_hex(it["code"], self.bits), it.get("path"),
-                                list(it.get("tags") or []), it.get("source"), bool(it.get("held_out")),
-                                _vectors_ref(it.get("vectors"))) for it in rec["items"]]
-            for it in parsed:  # two writers may race on one id: the first one wins
+            parsed = [AddedItem(escape_text(str(it["id"])), code_from_hex(it["code"], self.bits), it.get("path"),
+                                [escape_text(str(t)) for t in it.get("tags") or []], it.get("source"),
+                                bool(it.get("held_out")), _vectors_ref(it.get("vectors"))) for it in rec["items"]]
+            for it in parsed:  # two writers of an older version may have raced on one id: the first one wins
                 if it.id in state.items or it.id in state.deleted:
-                    logger.warning("%s: item %r is added twice; the first one is kept", self.log_path, it.id)
+                    state.repeated += 1
                     continue
                 state.items[it.id] = it
+                state.news.append(("add", it))
         elif rec["op"] == "delete":
             for i in rec["ids"]:
-                state.items.pop(str(i), None)
-                state.deleted.add(str(i))
+                i = escape_text(str(i))
+                state.items.pop(i, None)
+                state.deleted.add(i)
+                state.news.append(("delete", i))
         else:
             raise ValueError(f"unknown op {rec['op']!r}")
 
@@ -193,9 +263,10 @@ class AddedLog:
                                                         "bits": self.bits, "model_fingerprint": self.model_fingerprint})
         self._check_meta()
 
-    def append(self, record: dict) -> None:
-        """Commit one request: one line, written whole and fsynced, under an exclusive file lock
-        (a server and ``lagnh add`` may append at the same time)."""
+    def append(self, record: dict) -> int:
+        """Commit one request: one line, written whole and fsynced (call it holding
+        :meth:`locked`; the log file is flocked too, against writers of older versions).
+        Returns the log's size after it."""
         self._ensure()
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -206,14 +277,15 @@ class AddedLog:
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
+            return os.fstat(fd).st_size
         finally:
             os.close(fd)
 
-    def add(self, items: list[AddedItem]) -> None:
-        self.append({"op": "add", "items": [it.record() for it in items]})
+    def add(self, items: list[AddedItem]) -> int:
+        return self.append({"op": "add", "items": [it.record() for it in items]})
 
-    def delete(self, ids: list[str]) -> None:
-        self.append({"op": "delete", "ids": list(ids)})
+    def delete(self, ids: list[str]) -> int:
+        return self.append({"op": "delete", "ids": list(ids)})
 
     def store_image(self, data: bytes, name: str) -> str:
         """Save an uploaded picture as ``images/<sha256><suffix>`` (the suffix only if it is an

@@ -16,6 +16,12 @@ Thread safety: any number of searches run at once (FAISS releases the GIL). Chan
 committed one at a time (the log's fsync runs while searches go on); only the in-memory
 append to the index excludes searches (a readers-writer lock), since a FAISS index must not
 grow while it is searched.
+
+Across processes (a server and ``lagnh add`` on one run): every change takes the side store's
+lock, first applies what other processes committed since (their items join the index in log
+order), then checks its ids against everything committed, then commits
+(:mod:`lagnh_pyg.added`). A running server thus sees another process's items at its next
+change, or after a restart.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .added import AddedItem, AddedLog, check_item_id
+from .added import AddedItem, AddedLog, check_item_id, check_tags
 from .errors import InputError
 from .rerank import DatasetVectors, RerankScore, Vectors, own_item_first, two_stage
 from .rerank import query_vectors as make_query_vectors
@@ -118,18 +124,39 @@ class Collection:
         self._commit_lock = threading.Lock()
         self._encoder = None
         self.log = AddedLog(self.run.root, self.run.bits, self.run.model_fingerprint)
-        state = self.log.read(repair=True)
+        self._state = self.log.read(repair=True)
+        self._state.news.clear()
         self.added: dict[str, AddedItem] = {}
-        self.deleted: set[str] = set(state.deleted)
+        self.deleted: set[str] = set(self._state.deleted)
         self._row: dict[str, int] | None = None
         self._position_rows: np.ndarray | None = None
         self._vector_cache: dict = {}
-        fresh = [it for it in state.items.values() if it.id not in self.index]
-        if len(fresh) != len(state.items):
-            logger.warning("%d added item(s) share an id with the index and are ignored", len(state.items) - len(fresh))
+        self._take(list(self._state.items.values()))
+
+    def _take(self, items: list[AddedItem]) -> None:
+        """Append logged items to the index (the caller holds the write lock, or is __init__)."""
+        fresh = [it for it in items if it.id not in self.index]
+        if len(fresh) != len(items):
+            logger.warning("%d added item(s) share an id with the index and are ignored", len(items) - len(fresh))
         if fresh:
-            self.index.add(np.concatenate([it.code for it in fresh]), [it.id for it in fresh])
+            self.index.add(np.concatenate([np.asarray(it.code, np.uint8).reshape(1, -1) for it in fresh]), [it.id for it in fresh])
             self.added.update((it.id, it) for it in fresh)
+            self._position_rows = None  # positions past the database moved on
+
+    def _sync(self) -> None:
+        """Apply what other processes committed since this one last read the log (hold the
+        store's lock and ``_commit_lock``)."""
+        self._state.news.clear()
+        if not self.log.read_new(self._state):
+            return
+        with self.lock.write():
+            for op, x in self._state.news:
+                if op == "add":
+                    self._take([x])
+                else:
+                    self.deleted.add(x)
+                    self.added.pop(x, None)
+        self._state.news.clear()
 
     # -- what is in it ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -186,6 +213,18 @@ class Collection:
         if row is None or not paths:
             return None
         return resolve_image(paths[row], self.dataset.root)
+
+    def picture_paths(self) -> Iterator[str]:
+        """Every picture file the collection may read (the dataset's, relative ones both as given
+        and under the dataset directory; the added items'): what no output may replace."""
+        for p in self.dataset.paths or ():
+            yield p
+            if not os.path.isabs(p):
+                yield str(self.dataset.root / p)
+        for it in list(self.added.values()):
+            q = self.log.image_path(it)
+            if q is not None:
+                yield str(q)
 
     # -- queries ------------------------------------------------------------------------------
     def code_of(self, item_id: str) -> np.ndarray:
@@ -327,45 +366,62 @@ class Collection:
             self.encode_pictures([f.name])
 
     # -- changes ------------------------------------------------------------------------------
-    def add(self, items: Sequence[AddedItem], vectors: Vectors | None = None) -> list[str]:
-        """Commit ``items`` to the side store, then make them searchable. All or none: an id
-        already used (now or ever) refuses the whole request. ``vectors`` (row-aligned with
-        ``items``: their features and aux) are stored beside them for re-ranking and dedup."""
+    def add(self, items: Sequence[AddedItem], vectors: Vectors | None = None, skip_taken: bool = False) -> list[str]:
+        """Commit ``items`` to the side store, then make them searchable; returns the ids
+        committed. All or none: an id already used (now or ever, by this or another process)
+        refuses the whole request, or with ``skip_taken`` is left out of it. ``vectors``
+        (row-aligned with ``items``: their features and aux) are stored beside them for
+        re-ranking and dedup."""
         if not items:
             raise InputError("nothing to add")
+        for it in items:
+            check_item_id(it.id)
+            check_tags(it.tags, it.id)
+            code = np.asarray(it.code)
+            if code.dtype != np.uint8 or code.size * 8 != self.run.bits:
+                raise InputError(f"item {it.id!r}: a code of this run is {self.run.bits // 8} packed bytes")
+        ids = [it.id for it in items]
+        if len(set(ids)) != len(ids):
+            raise InputError("the same id is given twice in one request")
+        if not skip_taken:  # what this process already knows is refused before anything is written
+            self._refuse_taken(ids)
         if vectors is not None and vectors.features is not None:
             if len(vectors.features) != len(items):
                 raise InputError(f"{len(vectors.features)} feature rows given for {len(items)} items")
             rel = self.log.store_vectors(vectors.features, vectors.aux)
             for j, it in enumerate(items):
                 it.vectors = {"file": rel, "row": j}
-        codes = []
-        for it in items:
-            check_item_id(it.id)
-            code = np.asarray(it.code)
-            if code.dtype != np.uint8 or code.size * 8 != self.run.bits:
-                raise InputError(f"item {it.id!r}: a code of this run is {self.run.bits // 8} packed bytes")
-            codes.append(code.reshape(1, -1))
-        ids = [it.id for it in items]
-        if len(set(ids)) != len(ids):
-            raise InputError("the same id is given twice in one request")
-        with self._commit_lock:  # one change at a time: log order = index order
-            for i in ids:
-                if i in self.index or i in self.deleted:
-                    raise ConflictError(f"item id {i!r} is already used (ids are never reused, even after a delete)")
+        with self._commit_lock, self.log.locked():  # one change at a time, across processes: log order = index order
+            self._sync()
+            if not skip_taken:
+                self._refuse_taken(ids)
+            taken = {i for i in ids if i in self.index or i in self.deleted}
+            items = [it for it in items if it.id not in taken]
+            if not items:
+                return []
             # the commit point: durable before it is searchable or acknowledged; searches go on
             # meanwhile (an fsync takes milliseconds) and wait only for the in-memory append
-            self.log.add(list(items))
+            self._state.offset = self.log.add(list(items))
+            self._state.items.update((it.id, it) for it in items)
             with self.lock.write():
-                self.index.add(np.concatenate(codes), ids)
-                self.added.update((it.id, it) for it in items)
-        return ids
+                self._take(list(items))
+        return [it.id for it in items]
+
+    def _refuse_taken(self, ids: Sequence[str]) -> None:
+        for i in ids:
+            if i in self.index or i in self.deleted:
+                raise ConflictError(f"item id {i!r} is already used (ids are never reused, even after a delete)")
 
     def delete(self, item_id: str) -> None:
-        with self._commit_lock:
+        if item_id not in self and not self.log.root.exists():  # no store, no other writer: nothing to create
+            raise NotFoundError(f"item {item_id!r} is not in the collection")
+        with self._commit_lock, self.log.locked():
+            self._sync()
             if item_id not in self:
                 raise NotFoundError(f"item {item_id!r} is not in the collection")
-            self.log.delete([item_id])
+            self._state.offset = self.log.delete([item_id])
+            self._state.items.pop(item_id, None)
+            self._state.deleted.add(item_id)
             with self.lock.write():
                 self.deleted.add(item_id)
                 self.added.pop(item_id, None)

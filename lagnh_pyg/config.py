@@ -319,7 +319,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, raw = split_assignment(text, "--set", "train.epochs=50")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw
     return key, value
 

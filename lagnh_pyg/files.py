@@ -138,6 +138,32 @@ def read_text(path: str | os.PathLike, what: str) -> str:
         ) from None
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a one-item-a-line text: split at ``\n`` only (``str.splitlines`` also
+    splits at U+0085, U+2028 and other separators an id may not hold, and would shift every
+    later line); a ``\r`` before it is dropped; no empty last line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def write_lines(path: str | os.PathLike, lines: Iterable[str]) -> None:
+    """File paths one a line, as the OS gives them: UTF-8, where a name that is not UTF-8
+    keeps its own bytes (``surrogateescape``). No path may hold a line break (the folder
+    listing skips such names)."""
+    with open(path, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+        for line in lines:
+            f.write(f"{line}\n")
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a :func:`write_lines` file (paths that are not UTF-8 come back as they were)."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+        text = f.read().removeprefix("\ufeff")
+    return text.removesuffix("\n").split("\n") if text else []
+
+
 def read_json(path: str | os.PathLike, what: str = "JSON") -> dict:
     """A JSON object from a UTF-8 file; undecodable, invalid or non-object content is bad input."""
     text = read_text(path, what)
@@ -145,6 +171,8 @@ def read_json(path: str | os.PathLike, what: str = "JSON") -> dict:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise InputError(f"{path} is not valid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise InputError(f"{path} does not hold a JSON object")
     return obj

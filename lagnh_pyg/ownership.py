@@ -99,3 +99,73 @@ def remove_owned(path: str | os.PathLike, formats: Iterable[str], markers: Itera
         return
     check_replaceable(path, formats, markers=markers)
     shutil.rmtree(path)
+
+
+def lagnh_owner(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """The nearest directory holding ``path`` (its real location, any depth up) that this
+    project wrote, and its format; ``None`` when no lagnh directory holds it."""
+    p = Path(os.path.realpath(path)).parent
+    while True:
+        fmt = project_format(p)
+        if fmt is not None:
+            return p, fmt
+        if p.parent == p:
+            return None
+        p = p.parent
+
+
+def check_output_file(
+    path: str | os.PathLike,
+    what: str,
+    inputs: Iterable[str | os.PathLike] | Callable[[], Iterable[str | os.PathLike]] = (),
+) -> Path:
+    """The one check of every output *file* a command writes (``--out``, ``--html``,
+    ``--json``...), before any work: it must be writable (:func:`check_writable_target`), and
+    it may replace neither a file inside a directory lagnh wrote (a run, a dataset, an
+    extraction: at any depth) nor a file the command reads (``inputs``: files, or a callable
+    returning them, evaluated only when ``path`` exists). A new file may be created anywhere
+    writable."""
+    path = check_writable_target(path, what)
+    if not path.exists():
+        return path
+    owner = lagnh_owner(path)
+    if owner is not None:
+        raise InputError(f"refusing to overwrite {path}: it is part of the {owner[1]} directory {owner[0]}; "
+                         f"choose another {what}")
+    real = os.path.realpath(path)
+    name = os.path.basename(real)
+    for p in inputs() if callable(inputs) else inputs:
+        p = os.fspath(p)
+        # most inputs have another name: resolve only the few that could be this file
+        if os.path.basename(p) in (name, os.path.basename(path)) and os.path.realpath(p) == real:
+            raise InputError(f"refusing to overwrite {path}: this command reads it; choose another {what}")
+    return path
+
+
+def check_output_dir(
+    path: str | os.PathLike,
+    what: str,
+    inputs: Iterable[str | os.PathLike] = (),
+    formats: Iterable[str] = (),
+    may_hold_inputs: bool = False,
+) -> Path:
+    """An output *directory* that lagnh fills with files of its own (a report, a run, a work
+    directory), before any work: writable (:func:`check_writable_target`); not inside a lagnh
+    directory (a run, a dataset: their files are never replaced), and, when it is one itself,
+    of one of ``formats`` (what the command would continue or replace); neither equal to,
+    inside, nor (unless ``may_hold_inputs``) holding one of the ``inputs`` (folders or files the
+    command reads)."""
+    path = check_writable_target(path, what, directory=True)
+    owner = lagnh_owner(path / "x")  # the directory itself, or one above it
+    if owner is not None:
+        if os.path.realpath(owner[0]) != os.path.realpath(path):
+            raise InputError(f"{what} {path} is inside the {owner[1]} directory {owner[0]}; choose a directory outside it")
+        if owner[1] not in tuple(formats):
+            raise InputError(f"{what} {path} is a {owner[1]} directory; choose another {what}")
+    root = os.path.realpath(path)
+    for p in inputs:
+        q = os.path.realpath(p)
+        if _under(root, q) or (_under(q, root) and not may_hold_inputs):
+            raise InputError(f"{what} {path} {'is or lies inside' if _under(root, q) else 'holds'} the input {p}; "
+                             "choose a directory apart from the inputs")
+    return path

@@ -172,3 +172,5 @@ def load_yaml(path: str | os.PathLike, what: str, hint: str = "") -> Any:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise InputError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:  # PyYAML builds nested lists recursively
+        raise InputError(f"{what} {path} is nested too deeply to be a config") from None

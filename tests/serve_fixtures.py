@@ -80,3 +80,8 @@ def photo_run(root: Path, n: int = 30) -> Path:
         r = runner.invoke(app, s)
         assert r.exit_code == 0, (s, r.stdout, r.stderr)
     return root / "run"
+
+
+# what every script sends: a Host the server answers for (it refuses others: DNS rebinding),
+# and the header a write needs on a server without a token (it refuses writes without it)
+LOCAL_URL, WRITE_HEADERS = "http://127.0.0.1:8000", {"X-Requested-With": "lagnh"}

@@ -59,7 +59,7 @@ def test_index_folder_to_a_served_index_and_resume(tmp_path):
     r = runner.invoke(app, cmd)
     assert r.exit_code == 0, (r.stdout, r.stderr)
     assert "24 pictures searchable" in r.stdout and f"next: lagnh serve {tmp_path / 'run'}" in r.stdout
-    c = TestClient(create_app(tmp_path / "run"))
+    c = TestClient(create_app(tmp_path / "run"), base_url="http://127.0.0.1:8000")
     info = c.get("/api/info").json()
     assert info["items"] == 24 and info["upload_search"] is True
     # every picture of the folder is found at distance 0 by its own bytes (query split included)
@@ -115,7 +115,7 @@ def test_index_folder_reads_as_one_command(tmp_path):
     assert [x for x in lines if "next:" in x] == [f"next: lagnh serve {tmp_path / 'run'}"] == lines[-1:]
     assert [x for x in lines if x.startswith("[")] == [f"[{s}] ..." for s in STAGES]
     assert not any(x.startswith(("wrote", "trained")) for x in lines)
-    info = TestClient(create_app(tmp_path / "run")).get("/api/info").json()
+    info = TestClient(create_app(tmp_path / "run"), base_url="http://127.0.0.1:8000").get("/api/info").json()
     assert info["items"] == 24 and info["added_items"] == 0 and info["held_out_items"] == 1
     # the display itself, on an 80-column terminal: one line, never cut
     buf = io.StringIO()

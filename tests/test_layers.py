@@ -33,7 +33,7 @@ LAYERS = [
     "lagnh_pyg.extract",
     "lagnh_pyg.config | lagnh_pyg.params | lagnh_pyg.metrics | lagnh_pyg.codes | lagnh_pyg.device"
     " | lagnh_pyg.distributed | lagnh_pyg.report | lagnh_pyg.files | lagnh_pyg.ownership | lagnh_pyg.runtime"
-    " | lagnh_pyg.errors | lagnh_pyg.version",
+    " | lagnh_pyg.errors | lagnh_pyg.version | lagnh_pyg.text | lagnh_pyg.limits",
 ]
 # ``lagnh_pyg`` itself (its __init__: the public API, imported on first use) names that module
 # only: every other module must be listed

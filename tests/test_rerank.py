@@ -266,5 +266,5 @@ def test_rerank_study_saves_each_runs_choice(fresh_syn_run, tmp_path):
 
     from lagnh_pyg.serve import create_app
 
-    assert TestClient(create_app(fresh_syn_run)).get("/api/info").json()["rerank_score"] == chosen
+    assert TestClient(create_app(fresh_syn_run), base_url="http://127.0.0.1").get("/api/info").json()["rerank_score"] == chosen
     assert "Chosen per dataset" in (tmp_path / "rep" / "rerank.md").read_text()

@@ -23,9 +23,14 @@ from lagnh_pyg.data.store import Dataset  # noqa: E402
 from lagnh_pyg.retrieval import search_run  # noqa: E402
 from lagnh_pyg.serve import ServeSettings, create_app  # noqa: E402
 
+# what every script sends: a Host the server answers for, and the header a write needs on a
+# server without a token (tests/test_serve_hostile.py checks the refusals)
+BASE_URL, HEADERS = "http://127.0.0.1:8000", {"X-Requested-With": "lagnh"}
+
 
 def client(run, **settings) -> TestClient:
-    return TestClient(create_app(run, ServeSettings(**settings)), raise_server_exceptions=False)
+    return TestClient(create_app(run, ServeSettings(**settings)), raise_server_exceptions=False, base_url=BASE_URL,
+                      headers=HEADERS)
 
 
 def pairs(results) -> list[tuple[str, int]]:
@@ -190,7 +195,7 @@ def test_a_torn_last_line_loses_only_that_request(fresh_syn_run):
     coll = Collection(fresh_syn_run)
     assert "ok1" in coll and "ok2" in coll and "torn" not in coll and len(coll) == db_size(fresh_syn_run) + 2
     assert log.read_bytes().endswith(b"\n")  # cut off, so the next request starts on a clean line
-    c2 = TestClient(create_app(fresh_syn_run, collection=coll))
+    c2 = TestClient(create_app(fresh_syn_run, collection=coll), base_url=BASE_URL, headers=HEADERS)
     assert c2.post("/api/items", json={"items": [{"id": "ok3", "code": "0303"}]}).status_code == 200
     assert "ok3" in Collection(fresh_syn_run)
 

@@ -158,7 +158,8 @@ def test_page_gallery_tags_notes_ties_and_keyboard(live_server, tmp_path):
     first_id, picture = coll.dataset.ids[db[0]], coll.dataset.paths[db[3]]
     # a twin of the first database item (same code, later in the index): ties with it at d=0
     code = coll.code_of(first_id).tobytes().hex()
-    r = httpx.post(url + "/api/items", json={"items": [{"id": "twin", "code": code, "tags": ["copy"]}]}, timeout=30)
+    r = httpx.post(url + "/api/items", json={"items": [{"id": "twin", "code": code, "tags": ["copy"]}]}, timeout=30,
+                   headers={"X-Requested-With": "lagnh"})
     assert r.status_code == 200, r.text
     drv = _driver(browser, driver_path, tmp_path)
     try:

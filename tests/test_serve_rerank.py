@@ -12,7 +12,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from serve_fixtures import SHAPES  # noqa: E402
+from serve_fixtures import LOCAL_URL, SHAPES, WRITE_HEADERS  # noqa: E402
 
 from lagnh_pyg.retrieval import codes_dataset, search_run  # noqa: E402
 from lagnh_pyg.rundir import Run  # noqa: E402
@@ -20,7 +20,8 @@ from lagnh_pyg.serve import ServeSettings, create_app  # noqa: E402
 
 
 def client(run, **settings) -> TestClient:
-    return TestClient(create_app(run, ServeSettings(**settings)), raise_server_exceptions=False)
+    return TestClient(create_app(run, ServeSettings(**settings)), raise_server_exceptions=False, base_url=LOCAL_URL,
+                      headers=WRITE_HEADERS)
 
 
 def triples(results):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..extract.images import list_images
+from ..extract.images import list_image_files, list_images  # noqa: F401 - list_images: for `lagnh data import folder --print-list`
 from ..extract.tags import TagTable, multi_hot, read_tag_csv
 from .sources import Catalog, find_extraction, import_catalog, read_ids, seeded_splits
 
@@ -55,7 +55,8 @@ def build_catalog(
             ``skipped.tsv``) says why, in the warning and the provenance.
     """
     root = Path(root)
-    all_images = list_images(root)
+    files = list_image_files(root)
+    all_images = [i for i, _ in files]
     keep = np.arange(len(all_images))
     dropped: list[dict] = []
     warnings = []
@@ -92,7 +93,7 @@ def build_catalog(
         label_names=label_names,
         aux=aux,
         aux_names=aux_names,
-        paths=[str(root.resolve() / p) for p in images],  # absolute: read from anywhere
+        paths=[str(root.resolve() / files[i][1]) for i in keep],  # absolute: read from anywhere
         aux_hint="give a tag CSV with --csv (a 'tags' column) or --aux A.npy aligned with the sorted image list",
         provenance={
             "source": "folder",

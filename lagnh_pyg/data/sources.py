@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from ..files import npy_header, read_text
+from ..files import npy_header, read_lines, read_text, text_lines
 from .store import as_stored, write_dataset
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def read_ids(path: str | os.PathLike, what: str = "id list") -> list[str]:
             arr = arr.astype(np.int64)
         ids = [str(x) for x in arr.tolist()]
     else:
-        lines = read_text(path, what).splitlines()
+        lines = text_lines(read_text(path, what))
         while lines and not lines[-1].strip():
             lines.pop()
         ids = [s.strip() for s in lines]
@@ -306,7 +306,7 @@ class Extraction:
         f = self.root / "skipped.tsv"
         if f.is_file():
             out = {}
-            for line in f.read_text().splitlines():
+            for line in read_lines(f):  # its paths are the OS's bytes (write_lines)
                 parts = line.split("\t")
                 if parts and parts[0]:
                     out[parts[0]] = parts[-1] if len(parts) > 2 else "unreadable"

@@ -39,7 +39,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from ..files import atomic_dir, npy_header, read_json, read_text, sha256_file
+from ..files import (
+    atomic_dir,
+    npy_header,
+    read_json,
+    read_lines,
+    read_text,
+    sha256_file,
+    write_lines,
+)
 from ..report.provenance import software_versions
 
 logger = logging.getLogger(__name__)
@@ -252,9 +260,12 @@ class DatasetWriter:
     def set_ids(self, ids: Sequence[Any]) -> None:
         if len(ids) != self.n:
             raise InputError(f"{len(ids)} item ids given for {self.n} items")
+        from ..text import check_texts
+
         ids = [str(i) for i in ids]
-        if any(("\n" in i) or i == "" for i in ids):
-            raise InputError("item ids must be non-empty and contain no newline")
+        if any(i == "" for i in ids):
+            raise InputError("item ids must be non-empty")
+        check_texts(ids, "item id")  # one a line in ids.txt: no line break, no control character
         if len(set(ids)) != len(ids):
             raise InputError("item ids must be unique")
         self._ids = ids
@@ -285,6 +296,9 @@ class DatasetWriter:
         if len(paths) != self.n:
             raise InputError(f"{len(paths)} image paths given for {self.n} items")
         self._paths = [str(p) for p in paths]
+        bad = next((i for i, p in enumerate(self._paths) if "\n" in p or "\r" in p), None)
+        if bad is not None:  # paths.txt holds one a line
+            raise InputError(f"image path #{bad + 1} {self._paths[bad][:80]!r} holds a line break; rename the file")
 
     # -- finishing --------------------------------------------------------------------
     def _finalize(self) -> None:
@@ -309,8 +323,8 @@ class DatasetWriter:
             np.save(tmp / "splits" / f"{s}.npy", self._splits[s])
         ids = self._ids if self._ids is not None else [str(i) for i in range(self.n)]
         (tmp / "ids.txt").write_text("\n".join(ids) + "\n")
-        if self._paths is not None:
-            (tmp / "paths.txt").write_text("\n".join(self._paths) + "\n")
+        if self._paths is not None:  # file names as the OS gives them (bytes that are not UTF-8 included)
+            write_lines(tmp / "paths.txt", self._paths)
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         manifest = {
             "format": FORMAT,
@@ -646,7 +660,7 @@ class Dataset:
         if not p.is_file():
             return None
         if not hasattr(self, "_paths"):
-            self._paths = read_text(p, "dataset image paths").splitlines()
+            self._paths = read_lines(p)
         return self._paths
 
     def verify(self) -> list[str]:

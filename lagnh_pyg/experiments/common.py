@@ -73,6 +73,8 @@ def parse_list(value: str | Sequence[Any], what: str, kind: type = str) -> list:
             out.append(kind(it))
         except (TypeError, ValueError):
             raise InputError(f"{what}: {it!r} is not a valid {kind.__name__}") from None
+        if kind is float and not np.isfinite(out[-1]):
+            raise InputError(f"{what}: {it!r} is not a finite number")
     if not out:
         raise InputError(f"{what}: give at least one value")
     return out

@@ -30,6 +30,11 @@ def run_sensitivity(spec: ExperimentSpec, grid: Mapping[str, Sequence[float]],
     if bad:
         raise InputError(f"unknown parameter(s) {', '.join(bad)}; choose from {', '.join(PARAMETERS)}")
     bits = [check_bits(int(b)) for b in bits]
+    from ..config import load_config
+
+    for p, values in grid.items():  # every value is checked (finite, in range) before the first run
+        for v in values:
+            load_config(spec.config, [*spec.overrides, f"{PARAMETERS[p]}={float(v)!r}"])
     cells: list[Cell] = []
     for p, values in grid.items():
         for v in values:

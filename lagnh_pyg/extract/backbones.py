@@ -104,10 +104,13 @@ class ImageTransform:
         import torch
         from PIL import Image
 
+        from ..limits import check_resized
+
         img = img.convert("RGB")
         w, h = img.size
         s = self.resize / min(w, h)
         nw, nh = max(self.crop, round(w * s)), max(self.crop, round(h * s))
+        check_resized(nw, nh)  # the short side scaled up: a long strip would take gigabytes
         if (nw, nh) != (w, h):
             img = img.resize((nw, nh), Image.BILINEAR)
         left, top = (nw - self.crop) // 2, (nh - self.crop) // 2

@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, LagnhError
-from ..files import atomic_dir, read_json, write_json_atomic
+from ..files import atomic_dir, read_json, write_json_atomic, write_lines
 from ..ownership import check_replaceable
+from ..text import escape_text
 from .backbones import Backbone
 from .images import ImageList, iterate_batches
 
@@ -84,7 +85,7 @@ def _plan_key(images: ImageList, backbone: Backbone, shard_size: int, dtype: str
     if views:
         h.update(f"|views={views}|{VIEWS_SEED}".encode())
     for i, p in zip(images.ids, images.paths):
-        h.update(f"{i}\t{p}\n".encode())
+        h.update(f"{i}\t{p}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:20]
 
 
@@ -265,9 +266,9 @@ def _assemble(out: Path, work: Path, n_shards: int, images: ImageList, backbone:
     skipped.sort()
     with atomic_dir(out, overwrite=overwrite, formats=(FORMAT,), inputs=lambda: input_paths(images)) as tmp:
         ok_rows = _write_rows(tmp, work, n_shards, n_ok, backbone.dim, dtype, views)
-        (tmp / "ids.txt").write_text("".join(f"{images.ids[i]}\n" for i in ok_rows))
-        (tmp / "paths.txt").write_text("".join(f"{images.paths[i]}\n" for i in ok_rows))
-        (tmp / "skipped.tsv").write_text("".join(f"{images.ids[i]}\t{images.paths[i]}\t{r}\n" for i, r in skipped))
+        write_lines(tmp / "ids.txt", (images.ids[i] for i in ok_rows))
+        write_lines(tmp / "paths.txt", (images.paths[i] for i in ok_rows))
+        write_lines(tmp / "skipped.tsv", (f"{images.ids[i]}\t{images.paths[i]}\t{_one_line(r)}" for i, r in skipped))
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -275,7 +276,7 @@ def _assemble(out: Path, work: Path, n_shards: int, images: ImageList, backbone:
             "n_images": len(images),
             "n_items": n_ok,
             "n_skipped": len(skipped),
-            "skipped": [{"id": images.ids[i], "path": images.paths[i], "reason": r} for i, r in skipped[:1000]],
+            "skipped": [{"id": images.ids[i], "path": escape_text(images.paths[i]), "reason": escape_text(r)} for i, r in skipped[:1000]],
             "features": {"file": "features.npy", "dim": backbone.dim, "dtype": dtype},
             "extractor": backbone.describe(),
             "source": images.source,
@@ -308,6 +309,11 @@ def _write_rows(tmp: Path, work: Path, n_shards: int, n_ok: int, dim: int, dtype
         vfile.flush()
         del vfile
     return ok_rows
+
+
+def _one_line(reason: str) -> str:
+    """A skip reason for skipped.tsv: no tab or line break (it is one tab-separated line)."""
+    return " ".join(str(reason).split())
 
 
 def _views_generator(shard: int):

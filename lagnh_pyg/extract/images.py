@@ -18,33 +18,79 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..files import read_text
+from ..files import read_lines, read_text
+from ..limits import (  # noqa: F401 - the limits, where the readers of pictures find them
+    MAX_ASPECT,
+    MAX_PIXELS,
+    MAX_RESIZED_PIXELS,
+    PictureTooLarge,
+    UnreadableImage,
+    check_geometry,
+    check_resized,
+)
 
 logger = logging.getLogger(__name__)
-
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def list_images(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
-    """Image files under ``root`` (recursive, hidden entries skipped) as sorted relative POSIX paths."""
+    """Image files under ``root`` (recursive, hidden entries skipped) as sorted relative POSIX
+    paths: the item ids (:func:`list_image_files`; a name that is not UTF-8 is given in its
+    escaped form)."""
+    return [i for i, _ in list_image_files(root, extensions)]
+
+
+def list_image_files(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[tuple[str, str]]:
+    """``(item id, relative path)`` of every image file under ``root`` (recursive, hidden
+    entries skipped), sorted by id. The id is the relative POSIX path, where a name that is not
+    valid UTF-8 has each undecodable byte written ``\\xNN`` (:func:`lagnh_pyg.text.name_to_id`);
+    the relative path is the real one. A name with a control character or a line break is
+    skipped with one warning (:func:`lagnh_pyg.text.unrecordable_name`): the id and path files
+    are one a line. Entries that are not regular files (a FIFO, a dangling link) are listed:
+    reading them fails, and each command skips them with that reason."""
+    from ..text import name_to_id, unrecordable_name
+
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"image folder {root} does not exist")
     exts = {e.lower() for e in extensions}
-    found = []
+    found, odd = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for f in filenames:
             if not f.startswith(".") and os.path.splitext(f)[1].lower() in exts:
-                found.append(Path(dirpath, f).relative_to(root).as_posix())
+                rel = Path(dirpath, f).relative_to(root).as_posix()
+                why = unrecordable_name(rel)
+                if why is None:
+                    found.append((name_to_id(rel), rel))
+                else:
+                    odd.append((rel, why))
+    if odd:
+        from ..text import escape_text
+
+        logger.warning("skipped %d picture(s) under %s: %s", len(odd), root,
+                       "; ".join(f"{escape_text(r)!r}: {why}" for r, why in odd[:3]) + ("; ..." if len(odd) > 3 else ""))
     if not found:
         raise InputError(f"no images ({', '.join(sorted(exts))}) under {root}")
+    ids = [i for i, _ in found]
+    if len(set(ids)) != len(ids):  # a literal "\\xe9" next to the byte 0xe9: keep the first, say so
+        seen: set[str] = set()
+        keep = []
+        for i, r in sorted(found):
+            if i in seen:
+                logger.warning("skipped %r under %s: its escaped id %r is another file's name", r.encode(
+                    "utf-8", "surrogateescape"), root, i)
+                continue
+            seen.add(i)
+            keep.append((i, r))
+        found = keep
     return sorted(found)
 
 
@@ -76,7 +122,7 @@ def list_image_source(source: str | os.PathLike) -> ImageList:
             raise InputError(f"{src / 'manifest.json'} is not valid JSON: {e}") from None
         if not (src / "paths.txt").is_file():
             raise InputError(f"dataset {src} records no image paths (paths.txt); extract from its image folder instead")
-        paths = read_text(src / "paths.txt", "image paths").splitlines()
+        paths = read_lines(src / "paths.txt")
         ids = read_text(src / "ids.txt", "ids").splitlines() if (src / "ids.txt").is_file() else [str(i) for i in range(len(paths))]
         if len(ids) != len(paths):
             raise InputError(f"dataset {src}: {len(ids)} ids but {len(paths)} paths")
@@ -84,8 +130,8 @@ def list_image_source(source: str | os.PathLike) -> ImageList:
         paths = [p if os.path.isabs(p) or Path(p).exists() else str(base / p) for p in paths]
         return ImageList(ids, paths, {"kind": "dataset", "path": str(src), "format": manifest.get("format")})
     if src.is_dir():
-        rel = list_images(src)
-        return ImageList(rel, [str(src / r) for r in rel], {"kind": "folder", "path": str(src)})
+        files = list_image_files(src)
+        return ImageList([i for i, _ in files], [str(src / r) for _, r in files], {"kind": "folder", "path": str(src)})
     # a list file
     lines = [ln.strip() for ln in src.read_text(errors="replace").splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith("#")]
@@ -100,13 +146,34 @@ def list_image_source(source: str | os.PathLike) -> ImageList:
     return ImageList(lines, paths, {"kind": "list", "path": str(src)})
 
 
-def read_image(path: str):
-    """Open and fully decode ``path`` as RGB; raise ``OSError``/``ValueError`` on a bad file."""
+def read_image(path: str, max_pixels: int = MAX_PIXELS):
+    """Open and fully decode ``path`` as RGB; raise ``OSError``/``ValueError`` on a bad file and
+    :class:`PictureTooLarge` on one over the size limits (checked on the header, before
+    decoding). Only a regular file is opened: a FIFO would block the reader forever."""
+    import stat
+
     from PIL import Image
 
-    with Image.open(path) as img:
+    mode = os.stat(path).st_mode  # follows symlinks: a dangling one is FileNotFoundError
+    if not stat.S_ISREG(mode):
+        raise OSError(f"not a regular file ({_file_kind(mode)})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked just below, with a clearer line
+        img = Image.open(path)
+    with img:
+        check_geometry(*img.size, Path(path).name, max_pixels)
         img.load()  # decode now: a truncated file fails here, inside the worker
         return img.convert("RGB")
+
+
+def _file_kind(mode: int) -> str:
+    import stat
+
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 class ImageDataset:

@@ -31,7 +31,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError, LagnhError
-from ..files import atomic_dir
+from ..files import atomic_dir, write_lines
+from ..text import escape_text
 from .backbones import INIT_SEED
 from .features import FORMAT, VERSION, check_out, input_paths
 from .images import ImageList, iterate_batches
@@ -213,9 +214,11 @@ def _write_aux_dir(out, images, rows, skipped, aux, names, kind, extra, overwrit
         if scores is not None:
             np.save(tmp / "scores.npy", scores)
         (tmp / "names.txt").write_text("".join(f"{c}\n" for c in names))
-        (tmp / "ids.txt").write_text("".join(f"{images.ids[i]}\n" for i in rows))
-        (tmp / "paths.txt").write_text("".join(f"{images.paths[i]}\n" for i in rows))
-        (tmp / "skipped.tsv").write_text("".join(f"{images.ids[i]}\t{images.paths[i]}\t{r}\n" for i, r in skipped))
+        write_lines(tmp / "ids.txt", (images.ids[i] for i in rows))
+        write_lines(tmp / "paths.txt", (images.paths[i] for i in rows))
+        from .features import _one_line
+
+        write_lines(tmp / "skipped.tsv", (f"{images.ids[i]}\t{images.paths[i]}\t{_one_line(r)}" for i, r in skipped))
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -223,7 +226,8 @@ def _write_aux_dir(out, images, rows, skipped, aux, names, kind, extra, overwrit
             "n_images": len(images),
             "n_items": len(rows),
             "n_skipped": len(skipped),
-            "skipped": [{"id": images.ids[i], "path": images.paths[i], "reason": r} for i, r in skipped[:1000]],
+            "skipped": [{"id": images.ids[i], "path": escape_text(images.paths[i]), "reason": escape_text(r)}
+                    for i, r in skipped[:1000]],
             "aux": {"file": aux_file, "dim": int(aux.shape[1]), "names_file": "names.txt"},
             "source": images.source,
             **extra,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,18 +61,43 @@ def _check_reproducible(kind: str, recipe: dict, dataset: Any) -> str:
 
 
 def _load_images(paths: Sequence[str], transform) -> list:
+    """Decoded (and transformed) pictures; a missing, undecodable or oversized one raises
+    :class:`~lagnh_pyg.extract.images.UnreadableImage` naming it."""
+    from ..limits import PictureTooLarge, UnreadableImage
     from .images import read_image
 
     out = []
     for p in paths:
-        if not Path(p).is_file():
-            raise InputError(f"image {p} does not exist")
+        if not os.path.lexists(p):
+            raise UnreadableImage(f"image {p} does not exist")
+        if not os.path.exists(p):
+            raise UnreadableImage(f"image {p} is a link to {os.path.realpath(p)}, which does not exist")
         try:
             img = read_image(str(p))
+            out.append(transform(img) if transform is not None else img)
+        except PictureTooLarge as e:
+            raise PictureTooLarge(f"cannot read image {p}: {e}") from None
         except Exception as e:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError, ...
-            raise InputError(f"cannot read image {p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}") from None
-        out.append(transform(img) if transform is not None else img)
+            raise UnreadableImage(f"cannot read image {p}: {type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else 'unreadable'}") from None
     return out
+
+
+#: pictures a forward pass when new pictures are featurized (a request's memory stays bounded
+#: however many pictures it sends)
+FEATURIZE_CHUNK = 16
+
+
+def _embed_chunked(bb, paths: Sequence[str], device: str) -> np.ndarray:
+    import torch
+
+    from .features import embed
+
+    parts = []
+    for s in range(0, len(paths), FEATURIZE_CHUNK):
+        x = torch.stack(_load_images(paths[s : s + FEATURIZE_CHUNK], bb.transform()))
+        parts += [f for _, f in embed(bb, [(0, x)], device)]
+    return np.concatenate(parts)
 
 
 @functools.lru_cache(maxsize=4)
@@ -84,10 +110,6 @@ def _backbone(name: str, weights: str):
 
 def features_like(dataset: Any, paths: Sequence[str], device: str = "cpu") -> np.ndarray:
     """Features of ``paths`` from the backbone, weights and preprocessing the dataset's were made with."""
-    import torch
-
-    from .features import embed
-
     rec = _feature_recipe(dataset)
     ex = rec["extractor"]
     weights = _check_reproducible("feature backbone", ex, dataset)
@@ -100,8 +122,7 @@ def features_like(dataset: Any, paths: Sequence[str], device: str = "cpu") -> np
     if bb.dim != dataset.feature_dim:
         raise InputError(f"backbone {bb.name} gives {bb.dim}-d features but dataset {dataset.root} has "
                          f"{dataset.feature_dim}-d ones")
-    x = torch.stack(_load_images(paths, bb.transform()))
-    feats = np.concatenate([f for _, f in embed(bb, [(0, x)], device)])
+    feats = _embed_chunked(bb, paths, device)
     dtype = (rec.get("features") or {}).get("dtype") or dataset.manifest["features"].get("dtype", "float32")
     with np.errstate(over="ignore", invalid="ignore"):
         stored = feats.astype(dtype)  # stored float16 rounds alike
@@ -138,7 +159,8 @@ def detections_like(dataset: Any, rec: dict, paths: Sequence[str], device: str =
     model = build_detector(_detector_name(rec), weights, int(rec.get("min_size", 800))).to(device)
     scores = np.zeros((len(paths), len(names)), dtype=np.float32)
     with torch.inference_mode():
-        for i, x in enumerate(_load_images(paths, _ToTensor())):
+        for i, p in enumerate(paths):  # one picture at a time: the detector works at its own size
+            x = _load_images([p], _ToTensor())[0]
             det = model([x.to(device)])[0]
             cols = column[det["labels"].cpu().numpy()]
             s = det["scores"].float().cpu().numpy()
@@ -181,10 +203,7 @@ def tags_like(dataset: Any, tags: Sequence[str], notes: list[str] | None = None)
 
 def classifications_like(dataset: Any, rec: dict, paths: Sequence[str], device: str = "cpu") -> np.ndarray:
     """Top-k ImageNet class probabilities of new pictures, with the dataset's recorded classifier."""
-    import torch
-
     from .classifier import cached_classifier, check_topk, topk_probabilities
-    from .features import embed
 
     ex = rec.get("extractor") or {}
     if dataset.aux_dim != 1000:
@@ -193,8 +212,7 @@ def classifications_like(dataset: Any, rec: dict, paths: Sequence[str], device: 
     bb = dataclasses.replace(cached_classifier(str(rec.get("classifier", "efficientnet_lite0"))))
     bb.image_size = int(ex.get("image_size", bb.image_size))
     bb.resize = int(ex.get("resize", bb.resize))
-    x = torch.stack(_load_images(paths, bb.transform()))
-    logits = np.concatenate([f for _, f in embed(bb, [(0, x)], device)])
+    logits = _embed_chunked(bb, paths, device)
     return topk_probabilities(logits, check_topk(int(rec.get("topk", 5))))
 
 

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from ..errors import InputError
 from ..files import read_text
+from ..text import bad_char, describe_char, escape_text
 
 PATH_COLUMNS = ("path", "file", "file_name", "filename", "image")
 
@@ -95,6 +96,11 @@ def read_tag_csv(path: str | os.PathLike, images: Sequence[str]) -> TagTable:
             seen[i] = True
             tags[i] = split_terms(row.get("tags"))
             labels[i] = split_terms(row.get("labels"))
+            for term in tags[i] + labels[i]:
+                if bad_char(term) is not None:
+                    raise InputError(f"tag CSV {path}, line {line}: the term {escape_text(term)[:60]!r} holds "
+                                     f"{describe_char(bad_char(term))}; tags and labels must be text without "
+                                     "control characters")
     if unmatched:
         raise InputError(
             f"tag CSV {path} names {len(unmatched)} image(s) not in the folder (first: {', '.join(unmatched[:3])})"

@@ -35,20 +35,31 @@ def resolve_image(path: str | None, root: str | os.PathLike | None = None) -> Pa
 def thumbnail_data_uri(path: Path, px: int = THUMB_PX) -> str | None:
     """A base64 ``data:`` URI of a thumbnail (Pillow when installed, else the file's bytes)."""
     try:
+        import warnings
+
         from PIL import Image
 
-        with Image.open(path) as im:
+        from ..limits import check_geometry
+
+        if not os.path.isfile(path):  # a FIFO would block the page's writer forever
+            raise OSError("not a regular file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked just below
+            im = Image.open(path)
+        with im:
+            check_geometry(*im.size, Path(path).name)  # the pixel and aspect-ratio limits, before decoding
+            im.draft("RGB", (px, px))  # JPEG: decode at a reduced size
             im.thumbnail((px, px))
             buf = io.BytesIO()
             im.convert("RGB").save(buf, format="JPEG", quality=85)
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
     except ImportError:
         mime = _MIME.get(path.suffix.lower())
-        if mime is None:
+        if mime is None or not os.path.isfile(path):
             return None
         return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
-    except (OSError, ValueError) as e:  # an unreadable image: a text tile instead of a broken page
-        logger.warning("cannot make a thumbnail of %s (%s)", path, e)
+    except Exception as e:  # noqa: BLE001 - unreadable, too large, a bomb: a text tile instead of a broken page
+        logger.warning("cannot make a thumbnail of %s (%s)", path, str(e).splitlines()[0][:120] if str(e) else type(e).__name__)
         return None
 
 

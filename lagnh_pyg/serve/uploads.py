@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,19 +29,29 @@ async def read_upload(upload, what: str = "image") -> tuple[bytes, str]:
     return data, Path(upload.filename or "upload").name
 
 
+#: pictures decoded at once by the whole server (each up to ``max_pixels`` x 4 bytes): the
+#: memory that concurrent uploads can take stays bounded, whatever the number of requests
+DECODE_SLOTS = threading.BoundedSemaphore(2)
+
+
 def check_picture(data: bytes, name: str, max_pixels: int) -> tuple[int, int]:
-    """``(width, height)`` of a decodable picture within ``max_pixels``; else 400 / 413."""
+    """``(width, height)`` of a decodable picture within ``max_pixels`` and the aspect-ratio
+    limit (checked on the header, before a pixel is decoded); else 400 / 413."""
     from PIL import Image
+
+    from ..limits import PictureTooLarge, check_geometry
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
-                if w * h > max_pixels:
-                    raise PayloadTooLarge(f"{name}: {w} x {h} pixels is over the {max_pixels}-pixel limit")
-                im.load()
-    except PayloadTooLarge:
+                check_geometry(w, h, name, max_pixels)
+                with DECODE_SLOTS:
+                    im.load()
+    except PictureTooLarge as e:
+        raise PayloadTooLarge(str(e)) from None
+    except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise PayloadTooLarge(f"{name}: {e}") from None

@@ -28,7 +28,7 @@ from ..models import (
     PageItem,
     PageResponse,
 )
-from ..uploads import check_picture, read_upload
+from ..uploads import DECODE_SLOTS, check_picture, read_upload
 
 router = APIRouter(prefix="/api/items", tags=["items"],
                    responses={c: {"model": ErrorResponse} for c in (400, 401, 404, 409, 413, 422)})
@@ -53,9 +53,12 @@ def thumbnail(request: Request, item_id: str) -> Response:
             if im.size[0] * im.size[1] > settings.max_pixels:
                 raise PayloadTooLarge(f"the picture of {item_id!r} is over the {settings.max_pixels}-pixel limit")
             im.draft("RGB", (settings.thumb_px, settings.thumb_px))  # JPEG: decode at reduced size
-            im.thumbnail((settings.thumb_px, settings.thumb_px))
+            with DECODE_SLOTS:  # the decodes of all requests together stay bounded
+                im.thumbnail((settings.thumb_px, settings.thumb_px))
             buf = io.BytesIO()
             im.convert("RGB").save(buf, format="JPEG", quality=85)
+    except Image.DecompressionBombError:
+        raise PayloadTooLarge(f"the picture of {item_id!r} is over the {settings.max_pixels}-pixel limit") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise InputError(f"the picture of {item_id!r} cannot be read ({type(e).__name__})") from None
     return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
@@ -117,8 +120,13 @@ async def add(request: Request) -> AddResponse:
 
 
 async def _pictures(request: Request, coll):
-    """The multipart pictures of a request: ``(items, featurizing notes, their vectors)``."""
+    """The multipart pictures of a request: ``(items, featurizing notes, their vectors)``. Every
+    id, tag and picture is checked before any is stored or encoded (a refused request leaves
+    nothing behind and costs no network pass)."""
     import hashlib
+
+    from ...added import check_item_id, check_tags
+    from ...collection import ConflictError
 
     settings = request.app.state.settings
     form = await request.form(max_files=MAX_FILES)
@@ -129,22 +137,25 @@ async def _pictures(request: Request, coll):
     if given_id and len(uploads) != 1:
         raise InputError("'id' names a single picture; send one file with it")
     tags = str(form.get("tags") or "").strip() or None
+    terms = split_terms(tags)
     pics = []
     for up in uploads:
         data, name = await read_upload(up, "images")
+        item_id = check_item_id(given_id or default_id(hashlib.sha256(data).hexdigest(), name))
+        check_tags(terms, item_id)
+        if item_id in coll or item_id in coll.deleted:  # checked again when committing (another writer)
+            raise ConflictError(f"item id {item_id!r} is already used (ids are never reused, even after a delete)")
         await run_in_threadpool(check_picture, data, name, settings.max_pixels)
-        pics.append((data, name))
+        pics.append((data, name, item_id))
 
     def store_and_encode():
-        rels = [coll.log.store_image(d, n) for d, n in pics]
+        rels = [coll.log.store_image(d, n) for d, n, _ in pics]
         enc = coll.encode_query_pictures([str(coll.log.root / r) for r in rels], tags=[tags] if tags else None)
         return rels, enc
 
     rels, enc = await run_in_threadpool(store_and_encode)
-    out = []
-    for (data, name), rel, code in zip(pics, rels, enc.codes):
-        item_id = given_id or default_id(hashlib.sha256(data).hexdigest(), name)
-        out.append(AddedItem(item_id, code.reshape(1, -1), rel, split_terms(tags), name))
+    out = [AddedItem(item_id, code.reshape(1, -1), rel, terms, name)
+           for (data, name, item_id), rel, code in zip(pics, rels, enc.codes)]
     return out, enc.notes, enc.vectors
 
 

@@ -8,12 +8,12 @@ import time
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...added import code_from_hex
 from ...errors import InputError
 from ...rerank import RerankScore, check_depth
+from ..deps import SafeJSONResponse as JSONResponse
 from ..deps import json_body, thumbnail_url
 from ..models import MAX_K, MAX_RERANK, CodeSearchRequest, ErrorResponse, SearchResponse
 from ..models import Query as QueryModel
