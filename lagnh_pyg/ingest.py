@@ -17,8 +17,11 @@ logger = logging.getLogger(__name__)
 def _picture_list(source: str | os.PathLike):
     from .extract.images import ImageList, list_image_source
 
+    from .extract.images import IMAGE_EXTENSIONS
+
     src = Path(source)
-    if src.is_file() and src.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"):
+    # one picture (a FIFO named like one too: reading it is refused, where a list file would block)
+    if src.exists() and not src.is_dir() and src.suffix.lower() in IMAGE_EXTENSIONS:
         from .text import name_to_id
 
         return ImageList([name_to_id(src.name)], [str(src.resolve())], {"kind": "file", "path": str(src)})

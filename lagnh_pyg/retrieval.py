@@ -293,8 +293,8 @@ def image_query(
 
     run = _open_run(run)
     image = Path(image)
-    if not image.is_file():
-        raise InputError(f"image {image} does not exist")
+    if not image.is_file():  # a FIFO would block the decoder forever
+        raise InputError(f"image {image} {'is not a regular file' if image.exists() else 'does not exist'}")
     ds = codes_dataset(run)
     notes: list[str] = []
     features, aux = featurize_like(ds, [str(image)], device, tags=tags, notes=notes)

@@ -101,6 +101,35 @@ def test_add_skips_what_it_cannot_read_and_says_so(fresh_pic_run, tmp_path):
     assert res.status_code == 200 and res.json()["results"][0]["id"] in coll.added
 
 
+def test_a_fifo_named_like_a_picture_is_refused_not_read(fresh_pic_run, tmp_path):
+    """A FIFO given as the one picture (or the image source): `lagnh add` took it for a list
+    file and blocked reading it forever, `extract` too; `search --image` said it did not exist.
+    A thread stands by to open the FIFO's other end, so a command that reads it ends (with
+    another message) instead of hanging the test."""
+    import threading
+
+    fifo = tmp_path / "new.png"
+    os.mkfifo(fifo)
+
+    def unblock():  # a reader of the FIFO waits for a writer: be one, then close (end of file)
+        try:
+            os.close(os.open(fifo, os.O_WRONLY))
+        except OSError:
+            pass
+
+    writer = threading.Thread(target=unblock, daemon=True)
+    writer.start()
+    try:
+        for argv in (["add", str(fresh_pic_run), str(fifo)], ["search", str(fresh_pic_run), "--image", str(fifo)],
+                     ["extract", "features", str(fifo), "--out", str(tmp_path / "f"), "--backbone", "resnet18",
+                      "--weights", "none", "--device", "cpu"]):
+            assert "not a regular file" in error_line(runner.invoke(app, argv)), argv
+    finally:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # frees the writer when nothing read the FIFO
+        writer.join(10)
+    assert not (fresh_pic_run / "added").exists() and not (tmp_path / "f").exists()
+
+
 def test_a_long_strip_is_refused_by_add_and_search(fresh_pic_run, tmp_path):
     """1000 x 2 pixels: the short side scaled up to the input size would make it 128000 x 256
     (a 100000 x 1 strip: 20 GB, and `lagnh add` exited 1 'out of memory')."""

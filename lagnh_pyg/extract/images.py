@@ -132,6 +132,9 @@ def list_image_source(source: str | os.PathLike) -> ImageList:
     if src.is_dir():
         files = list_image_files(src)
         return ImageList([i for i, _ in files], [str(src / r) for _, r in files], {"kind": "folder", "path": str(src)})
+    if src.suffix.lower() in IMAGE_EXTENSIONS:  # read as a list file, a picture is garbage, and a FIFO blocks forever
+        kind = "a picture" if src.is_file() else f"not a regular file ({_file_kind(os.stat(src).st_mode)})"
+        raise InputError(f"image source {src} is {kind}; give a folder, a list file or a dataset directory")
     # a list file
     lines = [ln.strip() for ln in src.read_text(errors="replace").splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith("#")]
