@@ -241,7 +241,7 @@ class _Stages:
         self.work, self.keys = work, keys
         try:
             plan = json.loads((work / PLAN_FILE).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             plan = {}
         self.plan = plan if isinstance(plan, dict) else {}
         self.done = {s: self.plan.get(s) == keys[s] for s in RECORDED}

@@ -51,7 +51,7 @@ def project_format(path: str | os.PathLike) -> str | None:
         if f.is_file():
             try:
                 fmt = json.loads(f.read_text(encoding="utf-8")).get("format")
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError, AttributeError, RecursionError):  # not a marker of ours
                 continue
             if isinstance(fmt, str) and fmt.startswith("lagnh-"):
                 return fmt

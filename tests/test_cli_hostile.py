@@ -192,6 +192,30 @@ def test_deeply_nested_config_and_json_files_are_bad_input(small_synthetic, tmp_
     assert "nested too deeply" in error_line(runner.invoke(app, ["data", "info", str(ds)]))
 
 
+def test_deeply_nested_json_inputs_are_bad_input_everywhere(tmp_path):
+    """The siblings of the nested config: a COCO annotation file, an image source's manifest,
+    and a marker file met by the output-ownership walk were internal errors (RecursionError,
+    exit 1)."""
+    from lagnh_pyg.ownership import check_output_file, project_format
+
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text(deep)
+    assert "nested too deeply" in error_line(runner.invoke(app, ["data", "import", "coco", str(tmp_path / "deep.json"),
+                                                                 str(tmp_path / "deep.json"), "--out", str(tmp_path / "c")]))
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "manifest.json").write_text(deep)
+    (tmp_path / "ds" / "paths.txt").write_text("")
+    assert "nested too deeply" in error_line(runner.invoke(app, ["extract", "objects", str(tmp_path / "ds"), "--out",
+                                                                 str(tmp_path / "o")]))
+    # a directory whose meta.json is not a lagnh marker: not ours, and its files are the user's
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "meta.json").write_text(deep)
+    (tmp_path / "mine" / "out.json").write_text("{}")
+    assert project_format(tmp_path / "mine") is None
+    assert check_output_file(tmp_path / "mine" / "out.json", "--out") == tmp_path / "mine" / "out.json"
+    assert not (tmp_path / "c").exists() and not (tmp_path / "o").exists()
+
+
 def test_index_folder_refuses_its_input_as_output_before_any_work(tmp_path):
     photos = tmp_path / "photos"
     write_photos(photos, 12)

@@ -61,6 +61,8 @@ def read_instances(path: str | os.PathLike, category_ids: list[int] | None = Non
         raise InputError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
     except UnicodeDecodeError:
         raise InputError(f"{path} is not a JSON text file") from None
+    except RecursionError:  # json's parser gives up on deep nesting: the file's fault, not a bug
+        raise InputError(f"{path} is not valid JSON (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise InputError(f"{path} is not a COCO annotation file (top level is not an object)")
     missing = [k for k in ("images", "annotations", "categories") if k not in doc]

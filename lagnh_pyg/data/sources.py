@@ -337,7 +337,7 @@ def find_extraction(array_file: str | os.PathLike) -> Extraction | None:
         return None
     try:
         manifest = json.loads(mf.read_text())
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(manifest, dict) or manifest.get("format") != EXTRACT_FORMAT:
         return None

@@ -172,7 +172,7 @@ def _work_dir(out: Path, key: str, n: int, backbone: Backbone) -> Path:
     if work.exists():
         try:
             old = json.loads(plan_file.read_text()).get("key")
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError, AttributeError):
             old = None
         if old != key:
             if not plan_file.is_file():  # not our own work directory: never delete it

@@ -120,6 +120,8 @@ def list_image_source(source: str | os.PathLike) -> ImageList:
             manifest = json.loads((src / "manifest.json").read_text())
         except ValueError as e:
             raise InputError(f"{src / 'manifest.json'} is not valid JSON: {e}") from None
+        except RecursionError:
+            raise InputError(f"{src / 'manifest.json'} is not valid JSON (nested too deeply)") from None
         if not (src / "paths.txt").is_file():
             raise InputError(f"dataset {src} records no image paths (paths.txt); extract from its image folder instead")
         paths = read_lines(src / "paths.txt")
