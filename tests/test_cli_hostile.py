@@ -81,6 +81,26 @@ def test_extract_skips_a_fifo_and_a_dangling_link_instead_of_hanging(tmp_path):
     assert os.path.isfile(path) and os.fsencode(path).endswith(b"caf\xe9.png")
 
 
+def test_a_list_file_names_pictures_as_a_folder_does(tmp_path):
+    """A list file was read with undecodable bytes replaced (a Latin-1 name became U+FFFD: no
+    such file, skipped) and split with str.splitlines (a name holding U+0085 became two).
+    Now its paths keep the OS's bytes and get the folder's ids; a control character is refused
+    with its line."""
+    from lagnh_pyg.extract.images import list_image_source, read_image
+
+    photos = hostile_folder(tmp_path / "p", 2)
+    lst = tmp_path / "list.txt"
+    (photos / "x").mkdir()
+    (photos / "x" / "good.png").write_bytes((photos / "two\nlines.png").read_bytes())
+    lst.write_bytes(b"# pictures\n" + os.fsencode(photos) + b"/caf\xe9.png\r\n" + b"p/x/good.png\n")
+    got = list_image_source(lst)
+    assert got.ids == [str(photos) + "/caf\\xe9.png", "p/x/good.png"]
+    assert all(read_image(p).size == (48, 48) for p in got.paths)  # both name the real files
+    lst.write_bytes(b"p/a/red_000.png\n" + "p/a/x\x85y.png\n".encode())
+    line = error_line(runner.invoke(app, ["extract", "objects", str(lst), "--out", str(tmp_path / "o")]))
+    assert "line 2" in line and "U+0085" in line
+
+
 def test_add_skips_what_it_cannot_read_and_says_so(fresh_pic_run, tmp_path):
     photos = hostile_folder(tmp_path / "new", 3)
     r = ok(runner.invoke(app, ["add", str(fresh_pic_run), str(photos), "--prefix", "new/"]))

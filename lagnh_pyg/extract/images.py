@@ -137,18 +137,26 @@ def list_image_source(source: str | os.PathLike) -> ImageList:
     if src.suffix.lower() in IMAGE_EXTENSIONS:  # read as a list file, a picture is garbage, and a FIFO blocks forever
         kind = "a picture" if src.is_file() else f"not a regular file ({_file_kind(os.stat(src).st_mode)})"
         raise InputError(f"image source {src} is {kind}; give a folder, a list file or a dataset directory")
-    # a list file
-    lines = [ln.strip() for ln in src.read_text(errors="replace").splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith("#")]
-    if not lines:
+    # a list file: one path a line, split at "\n" only; a path that is not UTF-8 keeps its bytes
+    # and gets the id a folder would give it (written \xNN), a path with a control character
+    # (no picture could be recorded under it) is refused with its line
+    from ..text import escape_text, name_to_id, unrecordable_name
+
+    numbered = [(n, ln.strip()) for n, ln in enumerate(read_lines(src), 1)]
+    numbered = [(n, ln) for n, ln in numbered if ln and not ln.startswith("#")]
+    if not numbered:
         raise InputError(f"image list {src} names no image (one path a line expected)")
     seen: set[str] = set()
-    for ln in lines:
+    for n, ln in numbered:
+        why = unrecordable_name(ln)
+        if why is not None:
+            raise InputError(f"image list {src}, line {n}: {escape_text(ln)[:80]!r}: {why}")
         if ln in seen:
-            raise InputError(f"image list {src} names {ln!r} twice")
+            raise InputError(f"image list {src} names {escape_text(ln)!r} twice")
         seen.add(ln)
+    lines = [ln for _, ln in numbered]
     paths = [ln if os.path.isabs(ln) else str(src.parent / ln) for ln in lines]
-    return ImageList(lines, paths, {"kind": "list", "path": str(src)})
+    return ImageList([name_to_id(ln) for ln in lines], paths, {"kind": "list", "path": str(src)})
 
 
 def read_image(path: str, max_pixels: int = MAX_PIXELS):
