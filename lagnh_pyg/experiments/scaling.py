@@ -149,7 +149,7 @@ def _map_of_codes(model, graph, ds, rows: np.ndarray, cfg, dev: str, db_max: int
         cache_s = time.perf_counter() - t0
         cache = load_encoder_cache(run, {"xhat", "z1", "degree", "aux_unit"})
         t0 = time.perf_counter()
-        near = dataset_neighbours(ds, cfg)
+        near = dataset_neighbours(ds, cfg, model)
         index_s = time.perf_counter() - t0
         enc = LagnhEncoder(model, "neighbours", near, cache, device=dev)
         q = ds.split("query")
