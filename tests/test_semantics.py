@@ -180,9 +180,8 @@ def test_sampled_batches_carry_their_seeds_targets():
 
 @pytest.mark.parametrize("mode", ["full", "sampled"])
 def test_a_denoised_run_trains_encodes_and_reloads(mode, small_synthetic, tmp_path):
-    """lagnh train with the denoised semantics: the checkpoint carries the fitted map, a reloaded
-    run's neighbours encoding links items by it, and its codes of the training items are those
-    of their training nodes (the encoder cache's pass over the training graph)."""
+    """lagnh train with the denoised semantics, full and sampled: the checkpoint carries the fitted
+    map, and a reloaded run's neighbours encoding links new items by it and gives finite outputs."""
     import copy
 
     from helpers import TINY_LAGNH
