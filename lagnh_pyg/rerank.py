@@ -27,6 +27,7 @@ candidates: neither pushed up nor down.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -68,6 +69,10 @@ class RerankScore:
         """``name[:weight]`` terms joined by ``+`` or ``,`` (weight 1 when left out)."""
         if isinstance(text, RerankScore):
             return text
+        return _parse_score(str(text))
+
+    @classmethod
+    def _parse(cls, text: str) -> RerankScore:
         terms = [t.strip() for t in str(text).replace("+", ",").split(",") if t.strip()]
         if not terms:
             raise InputError(f"the re-rank score is empty; give components of {', '.join(COMPONENTS)}, e.g. "
@@ -100,6 +105,13 @@ class RerankScore:
 
     def __repr__(self) -> str:
         return f"RerankScore({str(self)!r})"
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_score(text: str) -> RerankScore:
+    """:meth:`RerankScore.parse` of a string, remembered (the service parses its default score on
+    every request; a score is immutable)."""
+    return RerankScore._parse(text)
 
 
 def run_score(run) -> tuple[RerankScore, str]:
@@ -216,18 +228,40 @@ def score_candidates(score: RerankScore, query: Vectors, codes: np.ndarray, cand
         if name == "asym":
             if query.z is None:
                 raise InputError("the asym re-rank score needs the query's real-valued model output")
-            s = np.einsum("cb,crb->cr", _unit(query.z), _signs(codes)) / math.sqrt(codes.shape[-1] * 8)
+            s = _asym(_unit(query.z), codes)
         else:
             qv, cv = getattr(query, name), getattr(cand, name)
             if qv is None or cv is None:
                 raise InputError(f"the {name} re-rank score needs the stored {name} of the query and the candidates")
-            s = np.einsum("cd,crd->cr", _unit(qv), _unit(cv))
+            s = _cosines(_unit(qv), np.asarray(cv, np.float32))
             if present is not None and not present.all():
                 known = present.sum(1, keepdims=True)
                 fill = np.divide((s * present).sum(1, keepdims=True), known, out=np.zeros((c, 1)), where=known > 0)
                 s = np.where(present, s, fill)
         out += w * s
     return out
+
+
+# the ±1 value of each bit of a byte, most significant first (np.unpackbits' order): (256, 8)
+_BYTE_SIGNS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32) * 2.0 - 1.0
+
+
+def _asym(zu: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """(c, R) ``zu . b / sqrt(bits)`` of unit query outputs ``zu`` (c, bits) and the candidates'
+    packed ``codes`` (c, R, bits/8) as ±1 vectors, by a table of each byte value's partial sum a
+    query and byte position (no unpacked copy of the codes)."""
+    c, R, nb = codes.shape
+    table = np.matmul(zu.reshape(c, nb, 8).astype(np.float32), _BYTE_SIGNS.T)  # (c, bytes, 256)
+    flat = codes.astype(np.intp) + (256 * nb) * np.arange(c)[:, None, None] + 256 * np.arange(nb)
+    return np.take(table, flat).sum(2, dtype=np.float64) / math.sqrt(nb * 8)
+
+
+def _cosines(qu: np.ndarray, cv: np.ndarray) -> np.ndarray:
+    """(c, R) cosines of unit queries ``qu`` (c, d) with candidates ``cv`` (c, R, d) (0 where a
+    candidate is all zeros): one product and one norm a query, no normalised copy."""
+    dots = np.matmul(cv, qu[:, :, None])[..., 0]
+    norms = np.sqrt(np.einsum("crd,crd->cr", cv, cv))
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
 
 
 class DatasetVectors:

@@ -69,6 +69,7 @@ def test_score_candidates_matches_the_definition(rng, spec):
     q.aux[1] = 0  # a query without aux: cosine 0
     codes = rng.integers(0, 256, (c, R, bits // 8), dtype=np.uint8)
     cand = Vectors(None, rng.normal(size=(c, R, d)), rng.random((c, R, a)))
+    cand.aux[2, 1] = 0  # a candidate without aux: cosine 0
     got = score_candidates(score, q, codes, cand)
     for i in range(c):
         for j in range(R):
@@ -106,6 +107,24 @@ def test_own_item_first():
     ids, d, s = own_item_first(["a", "b"], np.array([0, 0]), np.array([1.0, 2.0]), "z")
     assert ids == ["z", "a", "b"] and d.tolist() == [0, 0, 0] and np.isnan(s[0])
     assert own_item_first(["a"], np.array([3]), np.array([1.0]), None)[0] == ["a"]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_first_k_keeps_what_own_item_first_keeps_of_the_whole_list(seed):
+    """The service cuts the R re-ranked positions to the first k before putting the query's own
+    item first: the same k hits as on the whole list, wherever the own item lies (or not)."""
+    from lagnh_pyg.collection import _first_k
+
+    r = np.random.default_rng(seed)
+    n, k = int(r.integers(1, 30)), int(r.integers(1, 12))
+    pos = r.permutation(40)[:n]
+    dist, scores = r.integers(0, 3, n), r.random(n)
+    own = [None, int(r.integers(0, 40)), int(pos[r.integers(0, n)])][seed % 3]
+    full = own_item_first(pos.tolist(), dist, scores, own)
+    cut = own_item_first(*[a.tolist() if i == 0 else a for i, a in enumerate(_first_k(pos, dist, scores, k, own))],
+                         own)
+    assert full[0][:k] == cut[0][:k]
+    assert np.array_equal(full[1][:k], cut[1][:k]) and np.array_equal(full[2][:k], cut[2][:k], equal_nan=True)
 
 
 def brute_rerank(qcode, dcodes, qf, qa, df, da, R, weights):
