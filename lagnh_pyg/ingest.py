@@ -15,9 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 def _picture_list(source: str | os.PathLike):
-    from .extract.images import ImageList, list_image_source
-
-    from .extract.images import IMAGE_EXTENSIONS
+    from .extract.images import IMAGE_EXTENSIONS, ImageList, list_image_source
 
     src = Path(source)
     # one picture (a FIFO named like one too: reading it is refused, where a list file would block)

@@ -203,10 +203,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
 
 
-def _signs(packed: np.ndarray) -> np.ndarray:
-    return np.unpackbits(packed, axis=-1).astype(np.float32) * 2.0 - 1.0
-
-
 def score_candidates(score: RerankScore, query: Vectors, codes: np.ndarray, cand: Vectors,
                      present: np.ndarray | None = None) -> np.ndarray:
     """Scores of candidates, higher first: ``sum_c w_c cos_c(query, candidate)``.
