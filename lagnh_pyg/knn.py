@@ -239,9 +239,13 @@ def _trained_ivf(train: np.ndarray, description: str, nprobe: int, timings: dict
         index = make_index(train.shape[1], description, "ip", train=train, nprobe=nprobe, gpu=False)
     if not description.startswith("PCA"):
         pca, ivf = None, index
-    else:  # both parts live inside the IndexPreTransform: they keep it alive
-        pca, ivf = faiss.downcast_VectorTransform(index.chain.at(0)), faiss.extract_index_ivf(index)
-        pca.owner = ivf.owner = index
+    else:  # both parts live inside the IndexPreTransform: each keeps it alive. By
+        # ``referenced_objects``, FAISS's own attribute for that: its Python wrapper refuses
+        # any other new attribute of an index. The IVF downcast to its own class (IndexIVFFlat):
+        # the list-blocked search takes no other
+        pca = faiss.downcast_VectorTransform(index.chain.at(0))
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        pca.referenced_objects = ivf.referenced_objects = [index]
     if faiss_has_gpu():  # pragma: no cover - no GPU FAISS here
         ivf = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, ivf)
     return pca, ivf

@@ -93,3 +93,20 @@ def test_sddmm_aux_similarity_equals_the_gathered_one():
     ref = edge_aux_similarity(au, ei)
     for chunk in (7, 1 << 20):  # chunks that cut a target's edges in two, and one chunk
         assert torch.allclose(edge_aux_similarity(au, ei, chunk, sddmm=True), ref, atol=1e-6)
+
+
+def test_pca_ivf_knn_ranks_by_the_projected_rows():
+    # the chunked backend's PCA path (what the graph of more than EXACT_MAX_NODES nodes takes):
+    # rows in an 8-d subspace of 16-d, so PCA to 8 dims keeps every inner product of the
+    # centred unit rows; all lists probed, the search is exact on them
+    rng = np.random.default_rng(1)
+    basis = np.linalg.qr(rng.standard_normal((16, 8)))[0].T  # (8, 16) orthonormal rows
+    x = (rng.standard_normal((400, 8)) @ basis).astype(np.float32)
+    sims, ids = ivf_knn(x, 5, pca_dim=8, nlist=4, nprobe=4, train_size=400, chunk=64)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    c = u - u.mean(0)  # FAISS's PCA centres on the training rows' mean (here all rows)
+    g = c @ c.T
+    np.fill_diagonal(g, -np.inf)
+    ref = -np.sort(-g, axis=1)[:, :5]
+    assert np.allclose(sims, ref, atol=1e-4)
+    assert np.allclose(np.take_along_axis(g, ids, 1), ref, atol=1e-4)  # the ids are those neighbours
