@@ -110,3 +110,25 @@ def test_pca_ivf_knn_ranks_by_the_projected_rows():
     ref = -np.sort(-g, axis=1)[:, :5]
     assert np.allclose(sims, ref, atol=1e-4)
     assert np.allclose(np.take_along_axis(g, ids, 1), ref, atol=1e-4)  # the ids are those neighbours
+
+
+def test_chunked_knn_and_feature_stats_leave_no_mapped_pages(tmp_path):
+    from test_utils import _rss_file_kib
+
+    from lagnh_pyg.training.sampled import feature_stats
+
+    # each reads a memory map once, in full: its pages must not stay in the process's RSS
+    # (at 1M x 512, 2 GiB through the whole graph search)
+    x = np.random.default_rng(0).random((16384, 1024), dtype=np.float32)  # 64 MiB
+    np.save(tmp_path / "x.npy", x)
+    rows = np.arange(0, 16384, 2)
+    ivf_knn(x[:500], 5, rows=np.arange(500), pca_dim=16, nlist=4, train_size=500)  # libraries loaded
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    before = _rss_file_kib()
+    sims, ids = ivf_knn(mm, 5, rows, pca_dim=16, nlist=16, train_size=2000, chunk=4096)
+    assert _rss_file_kib() - before < 8 * 1024  # the map: 64 MiB (rows every other one: all pages)
+    assert np.array_equal((sims, ids), ivf_knn(x, 5, rows, pca_dim=16, nlist=16, train_size=2000, chunk=4096))
+    mean, std = feature_stats(mm, rows, chunk=4096)
+    assert _rss_file_kib() - before < 8 * 1024
+    assert torch.allclose(mean, torch.from_numpy(x[rows].mean(0)), atol=1e-5)
+    assert torch.allclose(std, torch.from_numpy(x[rows].std(0, ddof=1)), atol=1e-5)

@@ -91,3 +91,38 @@ def test_fanout_with_a_hub_uses_exact_counts():
     counts = torch.bincount(batch.edge_index[1], minlength=50)
     assert counts[0] == 5 and bool((counts[1:50] == 1).all())
     assert torch.equal(batch.n_id[batch.edge_index], data.edge_index[:, batch.e_id])
+
+
+def test_edges_sorted_by_target_are_sampled_in_place():
+    from torch_geometric.sampler import NodeSamplerInput
+
+    # a build_graph topology comes sorted by target, then source: the sampler keeps no copy of
+    # its edges and samples what it samples from the same edges in another order
+    data = random_graph(n=100, e=2000)
+    src, dst = data.edge_index
+    order = torch.argsort(dst * 100 + src)
+    in_order = Data(edge_index=data.edge_index[:, order], num_nodes=100)
+    fast = TorchNeighborSampler(in_order, [3, 2], seed=0)
+    slow = TorchNeighborSampler(data, [3, 2], seed=0)
+    assert fast.edge_ids is None and fast.col_src.data_ptr() == in_order.edge_index.data_ptr()
+    assert slow.edge_ids is not None
+    for seeds in (torch.arange(10), torch.tensor([5, 50, 99, 0]), torch.arange(100)):
+        a = fast.sample_from_nodes(NodeSamplerInput(None, seeds))
+        b = slow.sample_from_nodes(NodeSamplerInput(None, seeds))
+        assert torch.equal(a.node, b.node) and torch.equal(a.row, b.row) and torch.equal(a.col, b.col)
+        assert torch.equal(order[a.edge], b.edge)  # the same edges, each by its id in its own input
+
+
+def test_sorted_by_target_check_across_blocks():
+    from lagnh_pyg.sampling import _sorted_by_target
+
+    dst = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3])
+    src = torch.tensor([1, 2, 0, 2, 3, 0, 1, 2])
+    for block in (1, 2, 3, 1 << 22):
+        assert _sorted_by_target(src, dst, block)
+        for i in range(len(dst) - 1):  # any pair out of order, wherever the blocks cut
+            s, d = src.clone(), dst.clone()
+            s[[i, i + 1]], d[[i, i + 1]] = s[[i + 1, i]], d[[i + 1, i]]
+            assert not _sorted_by_target(s, d, block), (block, i)
+    assert _sorted_by_target(torch.tensor([0, 0]), torch.tensor([1, 1]))  # a repeated edge is in order
+    assert _sorted_by_target(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))

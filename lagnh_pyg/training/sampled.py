@@ -49,6 +49,7 @@ from torch_geometric.data import Data
 from torch_geometric.utils import add_self_loops, scatter
 
 from ..graph import pair_aux_similarity, sort_by_target
+from ..runtime import drop_mapped_pages
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +199,7 @@ def feature_stats(features, rows: np.ndarray, chunk: int = 65536) -> tuple[Tenso
         block = np.asarray(features[rows[s : s + chunk]], dtype=np.float64)
         s1 += block.sum(0)
         s2 += (block * block).sum(0)
+    drop_mapped_pages(features)  # read once, in full: its pages need not stay in this process
     n = len(rows)
     mean = s1 / n
     var = np.maximum(s2 - n * mean * mean, 0) / max(n - 1, 1)  # unbiased, as torch.std
