@@ -205,6 +205,13 @@ class Collection:
             self._tags_aux = self._find_aux_is_tags()
         return self._tags_aux
 
+    def _dataset_paths(self) -> list[str] | None:
+        """The dataset's picture paths, looked up once (the service asks for every hit: no
+        ``stat`` of a missing ``paths.txt`` a hit either)."""
+        if not hasattr(self, "_paths"):
+            self._paths = self.dataset.paths
+        return self._paths
+
     def _find_aux_is_tags(self) -> bool:
         from .extract.recipe import extraction_recipe
 
@@ -221,7 +228,7 @@ class Collection:
             p = self.log.image_path(self.added[item_id])
             return p if p is not None and p.is_file() else None
         row = self.dataset_row(item_id)
-        paths = self.dataset.paths
+        paths = self._dataset_paths()
         if row is None or not paths:
             return None
         return resolve_image(paths[row], self.dataset.root)

@@ -656,12 +656,11 @@ class Dataset:
 
     @property
     def paths(self) -> list[str] | None:
-        if hasattr(self, "_paths"):  # read once: no stat a call (the service asks for every hit)
-            return self._paths
         p = self.root / "paths.txt"
         if not p.is_file():
             return None
-        self._paths = read_lines(p)
+        if not hasattr(self, "_paths"):
+            self._paths = read_lines(p)
         return self._paths
 
     def verify(self) -> list[str]:
