@@ -149,7 +149,7 @@ def timing(args) -> None:
                                n_train=args.n_train, n_query=1000, seed=0), data)
         for mode in args.modes:
             sets = [f"train.mode={mode}", f"train.epochs={args.epochs}", "train.checkpoint_every=0",
-                    "encode.k=10", *args.set]
+                    *args.set]
             t0, c0 = time.perf_counter(), time.process_time()
             run = train_run(data, args.config, args.bits, Path(tmp) / f"run-{mode}", overrides=sets, device="cpu",
                             progress=False)

@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,6 +342,14 @@ def resolve(cfg: Config) -> Config:
     return cfg
 
 
+#: keys that still load (old configs and runs set them) but that nothing reads any more: setting
+#: one on purpose (``--set``, an override) warns instead of silently doing nothing
+UNREAD = {
+    "encode.k": "a new item is linked by graph.k visual and graph.k aux neighbours, the training "
+                "graph's own rule; set graph.k at training time instead",
+}
+
+
 def uses_semantics(cfg: Config) -> bool:
     """Whether a run of ``cfg`` fits the denoised semantic map (and its model carries it)."""
     return cfg.graph.semantics == "denoised" or cfg.loss.reconstruct in SEMANTIC_TARGETS
@@ -362,4 +371,6 @@ def load_config(
     for ov in overrides:
         key, value = parse_override(ov) if isinstance(ov, str) else ov
         set_value(cfg, key, value)
+        if key in UNREAD:
+            warnings.warn(f"{key} is no longer read and changes nothing: {UNREAD[key]}", UserWarning, stacklevel=2)
     return resolve(cfg)

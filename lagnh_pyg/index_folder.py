@@ -369,7 +369,7 @@ def _train(method: str, data: Path, bits: int, run_dir: Path, config: Path, over
     from .training import train_run
 
     n_train = len(Dataset.open(data).split("train"))  # a small folder: limits its config cannot exceed
-    small = [f"model.anchors={min(128, n_train)}", f"encode.k={min(20, n_train)}", f"graph.k={min(10, n_train - 1)}"]
+    small = [f"model.anchors={min(128, n_train)}", f"graph.k={min(10, n_train - 1)}"]
     train_run(data, config, bits, run_dir, overrides=small + list(overrides),
               resume=RunPaths(run_dir).checkpoint_path.is_file(), device=device, progress=progress)
 

@@ -209,7 +209,7 @@ def test_lagnh_train_and_search_by_image(pipeline, tmp_path):
     config = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     ok(runner.invoke(app, ["train", str(w / "data"), "--config", str(config), "--bits", "16", "--out", str(run),
                            "--set", "train.epochs=2", "--set", "model.hidden=32", "--set", "model.att_dim=16",
-                           "--set", "model.anchors=8", "--set", "graph.k=3", "--set", "encode.k=3"]))
+                           "--set", "model.anchors=8", "--set", "graph.k=3"]))
     ok(runner.invoke(app, ["encode", str(run)]))
     ok(runner.invoke(app, ["index", str(run)]))
     ds = Dataset.open(w / "data")

@@ -152,6 +152,33 @@ def test_cli_train_exit_codes(small_synthetic, tmp_path):
     assert (tmp_path / "z" / "run.json").is_file()
 
 
+def test_an_unread_key_warns_when_set_and_the_shipped_configs_do_not_set_it(small_synthetic, tmp_path):
+    """encode.k loads (old configs and runs carry it) but nothing reads it: an override warns,
+    and no shipped config sets it."""
+    import warnings
+
+    from lagnh_pyg.cli.main import app
+    from lagnh_pyg.config import UNREAD, find_config, load_yaml, shipped_configs
+
+    with pytest.warns(UserWarning, match="encode.k is no longer read"):
+        assert load_config(TINY, ["encode.k=40"]).encode.k == 40
+    for name in shipped_configs():
+        body = load_yaml(find_config(name), "config")
+        for key in UNREAD:
+            sec, field = key.split(".")
+            assert field not in (body.get(sec) or {}), f"{name}.yaml sets {key}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            load_config(name)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    with pytest.warns(UserWarning, match="encode.k is no longer read.*set graph.k"):  # shown once the command succeeds
+        r = CliRunner().invoke(app, ["train", str(small_synthetic), "--config", str(cfg), "--bits", "8",
+                                     "--out", str(tmp_path / "w"), "--set", "train.epochs=1", "--set", "encode.k=3",
+                                     "--no-progress"])
+    assert r.exit_code == 0, r.output
+
+
 def test_lagnh_beats_sign_of_pca(small_synthetic, tmp_path):
     """On synthetic data with informative aux, LAGNH's MAP@1000 clearly beats PCA signs."""
     from lagnh_pyg.data.store import Dataset
