@@ -220,3 +220,35 @@ def test_step_runs_the_attention_once_for_its_first_two_passes_with_the_same_res
         states.append({**tr.model.state_dict(), **{f"d.{k}": v for k, v in tr.disc.state_dict().items()}})
     for k, v in states[0].items():
         assert torch.equal(v, states[1][k]), k
+
+
+@pytest.mark.parametrize("n, sets, want", [
+    (2000, [], 3),  # 2 batches of 1,024: 6 updates an epoch, at least the full graph's 5
+    (4000, [], 2),
+    (5000, [], 1),  # 5 batches: the default's 1 a batch already takes 5
+    (50000, [], 1),
+    (2000, ["train.sampled_g_steps=4"], 4),  # never below what is asked
+    (2000, ["train.sampled_match_full=false"], 1),
+    (2000, ["train.max_batches=1"], 1),  # a capped epoch is not a true one
+    (300, ["train.g_steps=2"], 2),
+])
+def test_sampled_mode_takes_at_least_a_full_graph_epochs_generator_updates(n, sets, want):
+    from lagnh_pyg.training.runner import sampled_generator_steps
+
+    assert sampled_generator_steps(load_config("demo", ["train.mode=sampled", *sets]), n) == want
+
+
+def test_a_sampled_run_on_few_seed_batches_takes_the_raised_generator_updates(small_synthetic, tmp_path):
+    """400 training nodes in one seed batch of 400 with train.g_steps = 2: two generator updates a
+    batch (one discriminator update), so 2 epochs take 4 Adam steps of the generator; 2 without
+    the match."""
+    from lagnh_pyg.training import train_run
+
+    steps = {}
+    for match in ("true", "false"):
+        run = train_run(small_synthetic, TINY, 16, tmp_path / match, progress=False,
+                        overrides=["train.mode=sampled", "train.seed_batch_size=400", "train.epochs=2",
+                                   f"train.sampled_match_full={match}"])
+        ck = torch.load(run / "checkpoint.pt", weights_only=True)
+        steps[match] = (int(ck["opt_g"]["state"][0]["step"]), int(ck["opt_d"]["state"][0]["step"]))
+    assert steps == {"true": (4, 2), "false": (2, 2)}

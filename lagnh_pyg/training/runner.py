@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -259,11 +260,28 @@ def sampled_source(trainer: Trainer, graph: Data, ds: Dataset, rows: np.ndarray,
     target = getattr(graph, "target_unit", None)
     fetch = BatchFetcher(x, aux, None, dev, target) if x is not None else BatchFetcher(ds.features, aux, rows, dev, target)
     topology = sampling_topology_for_cache(graph)
+    seeds = ctx.shard(torch.arange(n))
+    g_steps = sampled_generator_steps(cfg, len(seeds))
+    if g_steps != cfg.train.sampled_g_steps:
+        logger.info(f"sampled: {math.ceil(len(seeds) / cfg.train.seed_batch_size)} seed batches an epoch, "
+                 f"{g_steps} generator updates each: at least the full graph's train.g_steps={cfg.train.g_steps} "
+                 f"an epoch (train.sampled_match_full=false keeps train.sampled_g_steps={cfg.train.sampled_g_steps})")
     source = SampledSource(_sampled_module(trainer, ctx, dev), topology, fetch,
-                           cfg.train.num_neighbors, ctx.shard(torch.arange(n)), cfg.train.seed_batch_size,
-                           cfg.train.seed + 7919 * ctx.rank, cfg.train.max_batches or None,
-                           g_steps=cfg.train.sampled_g_steps)
+                           cfg.train.num_neighbors, seeds, cfg.train.seed_batch_size,
+                           cfg.train.seed + 7919 * ctx.rank, cfg.train.max_batches or None, g_steps=g_steps)
     return source, topology
+
+
+def sampled_generator_steps(cfg: Config, n_seeds: int) -> int:
+    """Generator updates per seed batch in the sampled mode: ``train.sampled_g_steps``, raised
+    (``train.sampled_match_full``) where a true epoch over ``n_seeds`` seed nodes has too few
+    batches to take the ``train.g_steps`` generator updates of a full-graph epoch. An epoch
+    capped by ``train.max_batches`` keeps ``train.sampled_g_steps``."""
+    t = cfg.train
+    if not t.sampled_match_full or t.max_batches or n_seeds < 1:
+        return t.sampled_g_steps
+    batches = math.ceil(n_seeds / t.seed_batch_size)
+    return max(t.sampled_g_steps, math.ceil(t.g_steps / batches))
 
 
 def _sampled_module(trainer: Trainer, ctx: DistContext, dev: str) -> nn.Module:
