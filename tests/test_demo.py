@@ -23,3 +23,27 @@ def test_demo_pipeline_on_small_data(small_synthetic, tmp_path):
     except ImportError:  # the serve extra is not installed
         return
     assert create_app(res.serve_run).state.collection.info()["method"] == "lagnh"
+
+
+def test_demo_trains_its_lagnh_runs_side_by_side(small_synthetic, tmp_path):
+    """jobs=2: the LAGNH runs are fitted in two spawned processes, then reported as finished runs
+    (the same table rows as one after the other); a bad count is one clear error."""
+    import json
+
+    import pytest
+
+    from lagnh_pyg.errors import InputError
+
+    said = []
+    res = run_demo(tmp_path / "out", data_dir=small_synthetic, methods=("lagnh", "itq"), bits=(16,),
+                   overrides=("train.epochs=2", "model.hidden=32", "model.att_dim=32", "model.anchors=64"),
+                   faithful_bits=16, device="cpu", log=said.append, jobs=2)
+    assert any("2 LAGNH runs in 2 processes at once" in m for m in said)
+    rows = {ln.split("|")[1].strip(): float(ln.split("|")[2]) for ln in res.table_md.splitlines()[2:]}
+    assert set(rows) == {"lagnh", "itq", "lagnh-faithful"} and all(0 < v <= 1 for v in rows.values())
+    cell = json.loads((res.report_dir / "runs" / "lagnh-16bits-seed0" / "cell.json").read_text())["result"]
+    assert cell["map"] == rows["lagnh"] or round(cell["map"], 4) == rows["lagnh"]
+    assert cell["train_seconds"] > 0  # the fit's own time, kept when the report reused the run
+    with pytest.raises(InputError, match="jobs must be"):
+        run_demo(tmp_path / "bad", data_dir=small_synthetic, methods=("lagnh",), bits=(16,), device="cpu",
+                 log=said.append, jobs=-1, faithful_bits=None)
