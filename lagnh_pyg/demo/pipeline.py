@@ -191,8 +191,13 @@ def _fit_side_by_side(spec, cells: Sequence[tuple[str, int, str]], jobs: int,
             "topk": spec.topk, "protocol": spec.protocol, "device": spec.device, "reuse": spec.reuse}
     with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_fit_cell, base, method, bits, name, threads) for method, bits, name in cells]
-        for f in futures:
-            f.result()  # the first failure, as raised in its process
+        try:
+            for f in cf.as_completed(futures):
+                f.result()  # the first failure, as raised in its process
+        except BaseException:
+            for f in futures:  # the runs not started yet; those running finish before the error shows
+                f.cancel()
+            raise
 
 
 def _fit_cell(base: dict, method: str, bits: int, name: str, threads: int) -> None:

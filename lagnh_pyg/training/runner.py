@@ -264,8 +264,8 @@ def sampled_source(trainer: Trainer, graph: Data, ds: Dataset, rows: np.ndarray,
     g_steps = sampled_generator_steps(cfg, len(seeds))
     if g_steps != cfg.train.sampled_g_steps:
         logger.info(f"sampled: {math.ceil(len(seeds) / cfg.train.seed_batch_size)} seed batches an epoch, "
-                 f"{g_steps} generator updates each: at least the full graph's train.g_steps={cfg.train.g_steps} "
-                 f"an epoch (train.sampled_match_full=false keeps train.sampled_g_steps={cfg.train.sampled_g_steps})")
+                    f"{g_steps} generator updates each: at least the full graph's train.g_steps={cfg.train.g_steps} "
+                    f"an epoch (train.sampled_match_full=false keeps train.sampled_g_steps={cfg.train.sampled_g_steps})")
     source = SampledSource(_sampled_module(trainer, ctx, dev), topology, fetch,
                            cfg.train.num_neighbors, seeds, cfg.train.seed_batch_size,
                            cfg.train.seed + 7919 * ctx.rank, cfg.train.max_batches or None, g_steps=g_steps)
