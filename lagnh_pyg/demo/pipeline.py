@@ -147,21 +147,20 @@ def run_demo(
     log(f"dataset: {data}")
     spec = ExperimentSpec(data_dir=data, out_dir=out_dir / "report", config=config, device=device,
                           overrides=tuple(overrides), progress=True)
-    faithful_name = f"lagnh-faithful-{faithful_bits}bits-seed0"
+    faithful = ("lagnh-faithful", int(faithful_bits), f"lagnh-faithful-{faithful_bits}bits-seed0") if faithful_bits else None
     lagnh_cells = []
     if "lagnh" in methods:  # the longest first: the authors' release takes ~1.5x a default run
-        lagnh_cells = ([("lagnh-faithful", int(faithful_bits), faithful_name)] if faithful_bits else []) + [
-            ("lagnh", int(b), f"lagnh-{int(b)}bits-seed0") for b in bits]
+        lagnh_cells = ([faithful] if faithful else []) + [("lagnh", int(b), f"lagnh-{int(b)}bits-seed0") for b in bits]
     if device == "cpu" and lagnh_cells:
         _fit_side_by_side(spec, lagnh_cells, jobs, log)  # run_accuracy then reuses the finished runs
     files = run_accuracy(spec, methods, bits)
     extra = []
-    if faithful_bits and "lagnh" in methods:
+    if faithful and "lagnh" in methods:
         from dataclasses import asdict
 
         from ..experiments.common import run_cell
 
-        cell = run_cell(spec, "lagnh-faithful", int(faithful_bits), 0, faithful_name)
+        cell = run_cell(spec, *faithful[:2], 0, faithful[2])
         extra.append(asdict(cell))
     table = map_table(files["json"], extra)
     html = run_dir = None
