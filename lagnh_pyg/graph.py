@@ -59,7 +59,8 @@ def sq_dist(x: Tensor, src: Tensor, dst: Tensor) -> Tensor:
 def dense_sq_dist(a: Tensor, b: Tensor) -> Tensor:
     """||a_i - b_j||^2 between every row of ``a`` (m, a) and every row of ``b`` (n, a) -> (m, n),
     as ||a||^2 + ||b||^2 - 2 <a, b> (one matmul), clamped at 0 against rounding."""
-    return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2 * a @ b.T).clamp_min(0)
+    sq = a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :]
+    return torch.addmm(sq, a, b.T, alpha=-2.0).clamp_min(0)  # one pass fewer over (m, n) than - 2 a b^T
 
 
 def safe_degree(degree: Tensor) -> Tensor:
@@ -256,6 +257,43 @@ def csr_adjacency(edge_index: Tensor, weight: Tensor, num_nodes: int) -> Tensor:
         return to_torch_csr_tensor(edge_index.flip(0), weight, size=num_nodes, is_coalesced=True)
 
 
+class _CSRPropagate(torch.autograd.Function):
+    """``out = A x`` with A the (n, n) transposed adjacency (row = target) of weighted edges;
+    differentiable in the weights and in ``x`` without the dense n x n gradient that
+    autograd through a sparse CSR matmul forms (measured: 672 ms against 66 ms for one
+    forward and backward at 5,000 nodes, 148k edges, 256 columns, one thread)."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, x: Tensor, edge_index: Tensor, num_nodes: int) -> Tensor:
+        adj = csr_adjacency(edge_index, weight, num_nodes)
+        ctx.save_for_backward(x, edge_index)
+        ctx.adj = adj
+        with _quiet_csr():
+            return adj @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, edge_index = ctx.saved_tensors
+        adj = ctx.adj
+        grad_w = grad_x = None
+        grad = grad.contiguous()
+        with _quiet_csr():
+            if ctx.needs_input_grad[0]:  # d out_i / d w_ij = x_j: <grad_i, x_j> on each edge (SDDMM)
+                pattern = csr_adjacency(edge_index, torch.zeros_like(adj.values()), adj.shape[0])
+                grad_w = torch.sparse.sampled_addmm(pattern, grad, x.T, beta=0.0).values()
+            if ctx.needs_input_grad[1]:
+                grad_x = adj.t() @ grad
+        return grad_w, grad_x, None, None
+
+
+def csr_propagate(edge_index: Tensor, weight: Tensor, x: Tensor) -> Tensor:
+    """Sum aggregation ``out_i = sum_j w_ji x_j`` over the edges j -> i (what GCNConv's
+    propagate computes with ``normalize=False``) by a CSR sparse matmul, with a backward that
+    stays O(E) in the edge weights. ``edge_index`` sorted by target, then source
+    (:func:`sort_by_target`); (E,) ``weight``; (n, f) ``x`` -> (n, f)."""
+    return _CSRPropagate.apply(weight, x, edge_index, x.shape[0])
+
+
 def sort_by_target(edge_index: Tensor, *edge_attrs: Tensor) -> tuple[Tensor, ...]:
     """Sort edges by target, then source (the order CSR adjacencies need); attrs follow.
     Already sorted edges (the training graph's) come back as they are."""
@@ -297,6 +335,19 @@ def auto_sigma2(xhat: Tensor, edge_index: Tensor, d2: Tensor | None = None) -> T
     return d2.detach()[off].mean().clamp_min(1e-8)
 
 
+#: below this argument exp(x) < 1.7e-38 (from about -87.3 on, float32 results are denormal, then 0)
+_EXP_FLOOR = -87.0
+
+
+def gaussian_kernel(d2: Tensor, sigma2: Tensor | float) -> Tensor:
+    """Eq. 3's ``exp(-d2 / (2 sigma^2))``, set to exactly 0 where the argument is below
+    -87 (where the result is under 1.7e-38 anyway). CPU ``exp`` takes a slow scalar path on
+    arguments that underflow (32 ms against 1.8 ms for a million, one thread, measured), and
+    the faithful mode's sigma = 1 on raw features puts nearly every pair there."""
+    arg = d2 * (-0.5 / sigma2)
+    return torch.where(arg > _EXP_FLOOR, torch.exp(arg.clamp_min(_EXP_FLOOR)), 0.0)
+
+
 def fused_edge_weight(
     xhat: Tensor,
     edge_index: Tensor,
@@ -323,7 +374,7 @@ def fused_edge_weight(
         return torch.where(src == dst, torch.ones_like(s_a), s_a)
     if d2 is None:  # any edge order; the model passes the fast edge_sq_dist
         d2 = sq_dist(xhat, src, dst)
-    s_v = torch.exp(-d2 / (2 * sigma2))
+    s_v = gaussian_kernel(d2, sigma2)
     if weights == "visual":
         return s_v
     return s_v + eta * s_a
@@ -347,19 +398,15 @@ def dense_fused_weight(xhat_a: Tensor, xhat_b: Tensor, aux_unit_a: Tensor, aux_u
         (m, n) non-negative weights, differentiable in ``xhat``.
     """
     s_a = aux_similarity(aux_unit_a, aux_unit_b)
-    off = None
-    if same:
-        n = xhat_a.shape[0]
-        off = 1.0 - torch.eye(n, dtype=xhat_a.dtype, device=xhat_a.device)
     if weights == "aux":
-        return s_a if off is None else s_a * off + (1 - off)
+        return s_a.fill_diagonal_(1.0) if same else s_a
     d2 = dense_sq_dist(xhat_a, xhat_b)
-    if off is not None:
-        d2 = d2 * off
-    s_v = torch.exp(-d2 / (2 * sigma2))
+    if same:  # in place: each op here is a pass over (n, n), the faithful mode's main cost
+        d2.fill_diagonal_(0.0)
+    s_v = gaussian_kernel(d2, sigma2)
     if weights == "visual":
         return s_v
-    return s_v + eta * s_a
+    return torch.add(s_v, s_a, alpha=eta)  # not in place: exp's backward needs s_v
 
 
 def normalize_dense(s: Tensor, how: str = "gcn") -> Tensor:

@@ -234,3 +234,67 @@ def test_overwrite_replaces_only_its_own_extraction(image_folder, tmp_path):
     with pytest.raises(InputError, match="not a lagnh-extract directory"):
         tags_aux(imgs, csv, mine, overwrite=True)
     assert sorted(p.name for p in image_folder.rglob("*")) == before and (mine / "notes.txt").is_file()
+
+
+def _bn(c, seed):
+    g = torch.Generator().manual_seed(seed)
+    bn = torch.nn.BatchNorm2d(c)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(c, generator=g) + 0.5)
+        bn.bias.copy_(torch.randn(c, generator=g))
+        bn.running_mean.copy_(torch.randn(c, generator=g))
+        bn.running_var.copy_(torch.rand(c, generator=g) + 0.2)
+    return bn
+
+
+def test_fold_batch_norms_keeps_the_output():
+    """Folding each batch norm into the convolution before it leaves the network's output as
+    it was (timm's EfficientNet-Lite0: every batch norm folds; a plain conv/bn stack too)."""
+    from lagnh_pyg.extract.features import fold_batch_norms
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), _bn(8, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1, bias=True),
+                              _bn(4, 2)).eval()
+    folded, n = fold_batch_norms(net)
+    x = torch.randn(2, 3, 9, 9)
+    assert n == 2 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-5)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original untouched
+    bb = build_backbone("efficientnet_lite0", "none", image_size=32)
+    folded, n = fold_batch_norms(bb.model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        want, got = bb.model(x), folded(x)
+    assert n == 49
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+class _OutOfOrder(torch.nn.Module):
+    """A batch norm registered after one convolution but applied to another's output: the
+    fold by registration order would be wrong, and the check must catch it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = torch.nn.Conv2d(3, 4, 1)
+        self.bn = _bn(4, 3)
+        self.conv_b = torch.nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return (self.bn(self.conv_b(x)) + self.conv_a(x)).mean((2, 3))
+
+
+def test_embed_checks_the_folded_network_and_falls_back():
+    from lagnh_pyg.extract.backbones import Backbone
+    from lagnh_pyg.extract.features import embed, fold_batch_norms
+
+    torch.manual_seed(0)
+    net = _OutOfOrder().eval()
+    folded, n = fold_batch_norms(net)
+    x = torch.randn(5, 3, 6, 6)
+    assert n == 1 and not torch.allclose(folded(x), net(x), atol=1e-3)  # wrong, as expected
+    bb = Backbone("toy", net, 4)
+    got = np.concatenate([f for _, f in embed(bb, [(0, x[:3]), (1, x[3:])])])
+    with torch.inference_mode():
+        want = net(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert bb._folded is None and bb._folded_checked  # decided once: run as given

@@ -50,3 +50,23 @@ def test_semantic_loss_is_sigmoid_cross_entropy():
 def test_total_objective():
     t = [torch.tensor(v) for v in (1.0, 2.0, 3.0, 4.0)]
     assert float(L.generator_loss(*t, lam=1, beta=100, alpha=0.1)) == pytest.approx(1 + 2 + 300 + 0.4)
+
+
+@pytest.mark.parametrize("mu", [1.0, 0.5])
+def test_reconstruction_loss_gradient_matches_autograd_through_the_formula(mu):
+    """Eq. 9's hand-written backward gives autograd's gradient of the plain expression
+    (negative cosines included, where max(0, .) stops the gradient)."""
+    torch.manual_seed(1)
+    z0 = torch.randn(40, 6)
+    s = torch.rand(40, 40)
+    s = (s + s.T) / 2
+    z_ref = z0.clone().requires_grad_()
+    zn = F.normalize(z_ref, dim=1)
+    ref = ((zn @ zn.T).clamp_min(0) - mu * s).pow(2).mean()
+    ref.backward()
+    z = z0.clone().requires_grad_()
+    loss = L.reconstruction_loss(z, s, mu=mu)
+    loss.backward()
+    assert (zn @ zn.T < 0).any()  # the clamp is exercised
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(z.grad, z_ref.grad, rtol=1e-5, atol=1e-7)

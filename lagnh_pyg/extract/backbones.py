@@ -70,6 +70,10 @@ class Backbone:
     std: tuple = IMAGENET_STD
     weights: str = "imagenet"
     extra: dict = field(default_factory=dict)
+    # the network with its batch norms folded, made and checked by the first extraction
+    # (lagnh_pyg.extract.features.embed)
+    _folded: object = field(default=None, init=False, repr=False, compare=False)
+    _folded_checked: bool = field(default=False, init=False, repr=False, compare=False)
 
     def describe(self) -> dict:
         """The recipe: enough to rebuild this network and its preprocessing (see

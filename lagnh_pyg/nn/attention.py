@@ -80,11 +80,11 @@ class CrossModalAttention(nn.Module):
         if self.keys == "batch":
             yt = self.lin_y(aux)
             s = (xn @ F.normalize(yt, dim=1).T).clamp_min(0)
-            return xt + self._normalise(s) @ yt
+            return xt + (s @ yt) / self._row_norm(s)
         yt = self.lin_y(self.key_aux)
         s = (xn @ F.normalize(yt, dim=1).T).clamp_min(0)
         if not self.self_key:
-            return xt + self._normalise(s) @ yt
+            return xt + (s @ yt) / self._row_norm(s)
         ys = self.lin_y(aux)  # (n, dim): the item's own key
         s_self = (xn * F.normalize(ys, dim=1)).sum(1, keepdim=True).clamp_min(0)
         if self.norm == "l2":
@@ -93,10 +93,12 @@ class CrossModalAttention(nn.Module):
             norm = s.sum(1, keepdim=True) + s_self
         return xt + (s @ yt + s_self * ys) / norm.clamp_min(1e-12)
 
-    def _normalise(self, s: Tensor) -> Tensor:
+    def _row_norm(self, s: Tensor) -> Tensor:
+        """(n, 1) normaliser of the attention weights, applied to ``s @ y`` rather than to
+        ``s`` (the same numbers, one pass fewer over the in-batch (n, n) weights)."""
         if self.norm == "l2":
-            return s / s.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return s / s.sum(1, keepdim=True).clamp_min(1e-12)
+            return s.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return s.sum(1, keepdim=True).clamp_min(1e-12)
 
     def extra_repr(self) -> str:
         return f"keys={self.keys}, self_key={self.self_key}"

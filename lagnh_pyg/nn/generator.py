@@ -6,6 +6,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv
 
+from ..graph import csr_propagate
+
 
 class GCNGenerator(nn.Module):
     r"""Eq. 6-7 of LAGNH:
@@ -58,6 +60,14 @@ class GCNGenerator(nn.Module):
     def forward(self, x: Tensor, adj: Tensor, edge_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
         z1 = self.layer1(x, adj, edge_weight)
         return z1, self.layer2(z1, adj, edge_weight)
+
+    def forward_csr(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` on a whole graph by CSR sparse matmuls (``edge_index`` sorted by
+        target, then source): each layer's transform, then :func:`~lagnh_pyg.graph.csr_propagate`,
+        exactly GCNConv's ``lin`` then ``propagate``, with a backward to the edge weights
+        that never forms the dense n x n gradient."""
+        z1 = torch.relu(csr_propagate(edge_index, edge_weight, self.conv1.lin(self.dropout(x))))
+        return z1, csr_propagate(edge_index, edge_weight, self.conv2.lin(self.dropout(z1)))
 
     def forward_rows(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor, rows: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """Eq. 6-7 computed only where they are used: ``z1`` on the first ``rows[0]`` nodes,

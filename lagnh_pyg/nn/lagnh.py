@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from ..config import uses_semantics
 from ..graph import (
     auto_sigma2,
-    csr_adjacency,
     dense_fused_weight,
     edge_sq_dist,
     fused_edge_weight,
@@ -181,13 +180,12 @@ class LAGNH(nn.Module):
         if rows is not None:
             z1, z = self.generator.forward_rows(xhat, edge_index, norm_w, rows)
         elif n <= CSR_MAX_NODES:
-            # GCNConv on the transposed CSR adjacency (row = target): a sparse matmul instead
-            # of per-edge messages, same result, 3x faster on CPU at 5,000 nodes
-            z1, z = self.generator(xhat, csr_adjacency(edge_index, norm_w, n))
-        else:
-            # its backward to the edge weights forms a dense n x n gradient (n^2 memory and
-            # time: 9 GiB for a 48k-node sampled subgraph); messages along the edges keep the
-            # backward O(E). Measured crossover: about 12,000 nodes (1 thread).
+            # GCNConv's layers on the transposed CSR adjacency (row = target): a sparse matmul
+            # instead of per-edge messages, same result, 3x faster on CPU at 5,000 nodes; its
+            # own backward keeps the edge weights' gradient O(E) (autograd through a sparse
+            # CSR matmul forms a dense n x n one: a third of a 5,000-node epoch)
+            z1, z = self.generator.forward_csr(xhat, edge_index, norm_w)
+        else:  # messages along the edges (measured crossover: about 12,000 nodes, 1 thread)
             z1, z = self.generator(xhat, edge_index, norm_w)
         return {"z": z, "z1": z1, **g}
 
