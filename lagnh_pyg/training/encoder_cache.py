@@ -196,8 +196,8 @@ def _edge_distances(xhat: Tensor, edge_index: Tensor, spans, dev) -> tuple[Tenso
 def _layer1(model: nn.Module, xhat: Tensor, edge_index: Tensor, norm_w: Tensor, spans, store, dev) -> None:
     """``z1`` = ReLU(S_hat lin(xhat)) (Eq. 6) of every node over its whole in-neighbourhood:
     lin(xhat) of all nodes first (one node chunk at a time), then each target chunk's
-    aggregation over its in-edges, as the whole-graph forward aggregates up to
-    ``CSR_MAX_NODES`` nodes: a sparse matmul with the chunk's rows of the transposed CSR
+    aggregation over its in-edges, as the whole-graph forward aggregates: a sparse matmul
+    with the chunk's rows of the transposed CSR
     adjacency (targets x their in-neighbours; no per-edge rows of width h are formed)."""
     gen = model.generator
     n = xhat.shape[0]
