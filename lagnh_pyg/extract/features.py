@@ -60,7 +60,8 @@ def embed(backbone: Backbone, batches: Iterable, device: str = "cpu") -> Iterabl
     """Run the backbone over ``(key, float batch)`` pairs; yield ``(key, float32 features)``.
 
     The network runs with its batch norms folded into the convolutions before them
-    (:func:`fold_batch_norms`: 1.65x faster on EfficientNet-Lite0, 2 CPU threads), once its
+    (:func:`fold_batch_norms`; EfficientNet-Lite0 on 2 CPU threads: 1.2x in an A/B of 640
+    images in one process, 26,000 demo mosaics in 92 s against 135 s), once its
     output on the first items of the first batch is checked against the network as given
     (it is used as given where they differ, or where nothing folds)."""
     import torch
