@@ -266,20 +266,21 @@ class _CSRPropagate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight: Tensor, x: Tensor, edge_index: Tensor, num_nodes: int) -> Tensor:
         adj = csr_adjacency(edge_index, weight, num_nodes)
-        ctx.save_for_backward(x, edge_index)
+        ctx.save_for_backward(x)
         ctx.adj = adj
         with _quiet_csr():
             return adj @ x
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x, edge_index = ctx.saved_tensors
+        (x,) = ctx.saved_tensors
         adj = ctx.adj
         grad_w = grad_x = None
         grad = grad.contiguous()
         with _quiet_csr():
             if ctx.needs_input_grad[0]:  # d out_i / d w_ij = x_j: <grad_i, x_j> on each edge (SDDMM)
-                pattern = csr_adjacency(edge_index, torch.zeros_like(adj.values()), adj.shape[0])
+                pattern = torch.sparse_csr_tensor(adj.crow_indices(), adj.col_indices(),
+                                                  torch.zeros_like(adj.values()), adj.shape)
                 grad_w = torch.sparse.sampled_addmm(pattern, grad, x.T, beta=0.0).values()
             if ctx.needs_input_grad[1]:
                 grad_x = adj.t() @ grad
