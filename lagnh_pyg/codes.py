@@ -7,6 +7,9 @@ be a multiple of 8.
 A codes directory (a run's ``codes/``, or ``lagnh encode --out DIR``) holds one packed file a
 split, ``<split>.npy`` (rows in the order of the split's index array), and ``meta.json``
 (format ``lagnh-codes``) naming the model and the dataset they came from.
+
+:func:`itq_rotation` is ITQ's rotation step, shared by the ITQ baseline and LAGNH's codes
+rotation (``model.code_rotation: itq``).
 """
 
 from __future__ import annotations
@@ -64,3 +67,22 @@ def as_packed(codes: np.ndarray) -> np.ndarray:
     if codes.dtype == np.uint8:
         return codes
     return pack_codes(codes)
+
+
+def itq_rotation(V: np.ndarray, iterations: int, rng: np.random.Generator) -> tuple[np.ndarray, list[float]]:
+    """ITQ's rotation of the rows of ``V`` (n, c): from a random orthogonal R, alternate
+    ``B = sgn(V R)`` and the orthogonal Procrustes step ``R = S_hat S^T`` (SVD ``B^T V = S Omega
+    S_hat^T``) ``iterations`` times. Returns R (c, c) and ``Q / n = |B - V R|^2 / n`` after each
+    B-step (``iterations + 1`` values, never increasing)."""
+    c = V.shape[1]
+    R, _, _ = np.linalg.svd(rng.standard_normal((c, c)))
+    losses = []
+    for step in range(iterations + 1):
+        Z = V @ R
+        B = np.where(Z >= 0, 1.0, -1.0)  # ITQ.m: Z >= 0 -> 1 (the B-step's minimiser)
+        losses.append(float(np.square(B - Z).sum()) / len(V))
+        if step == iterations:
+            break
+        S, _, S_hat_t = np.linalg.svd(B.T @ V)
+        R = S_hat_t.T @ S.T
+    return R, losses

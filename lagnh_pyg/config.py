@@ -120,6 +120,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the aux kNN list on the raw aux; both the list and the target as the paper has them
     "raw-aux-graph": {"graph.semantics": "raw"},
     "paper-graph": {"graph.semantics": "raw", "loss.reconstruct": "Sa"},
+    # the codes as the paper has them, sgn(z), without the rotation fitted after training
+    "no-rotation": {"model.code_rotation": "none"},
 }
 #: the loss targets and graph options that need the denoised semantic map (fitted at training)
 SEMANTIC_TARGETS = ("Sd",)
@@ -166,6 +168,9 @@ class ModelConfig:
     normalization: str = param("gcn", Options("gcn", "row"))
     # input features: standard (training mean/std) | l2 (unit rows) | none (raw, as released)
     feature_norm: str = param("standard", Options("standard", "l2", "none"))
+    # the codes: sgn(z) (the paper) | sgn(z R), R an orthogonal rotation fitted after training on
+    # the training items' unit-length z by ITQ (Gong & Lazebnik): the quantisation loses less
+    code_rotation: str = param("none", Options("none", "itq"))
 
 
 @dataclass
@@ -257,7 +262,7 @@ class Config:
 FAITHFUL: dict[str, Any] = {
     "model.attention": "batch", "model.self_key": False, "model.att_norm": "l2", "graph.sigma": 1.0,
     "model.normalization": "row", "model.feature_norm": "none", "encode.mode": "faithful",
-    "graph.semantics": "raw",
+    "graph.semantics": "raw", "model.code_rotation": "none",
 }
 
 

@@ -137,7 +137,7 @@ def test_sampled_run_encodes_with_neighbours(small_synthetic, tmp_path, monkeypa
 
     if large:
         monkeypatch.setattr("lagnh_pyg.training.runner.EXACT_MAX_NODES", 100)
-        monkeypatch.setattr("lagnh_pyg.encode.EXACT_MAX_NODES", 100)
+        monkeypatch.setattr("lagnh_pyg.training.newitems.EXACT_MAX_NODES", 100)
         monkeypatch.setattr("lagnh_pyg.training.encoder_cache.CHUNK", 64)  # several node chunks
         import lagnh_pyg.training.runner as runner
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..codes import itq_rotation
 from .base import HashingBaseline, Param, linear_embedding
 from .pca import PCA_PARAM, check_pca_bits, principal_components
 
@@ -46,16 +47,7 @@ class ITQ(HashingBaseline):
     def _fit(self, X: np.ndarray, rng: np.random.Generator) -> None:
         self.mean, pcs, _ = principal_components(X, self.bits, self.config["pca"])
         V = linear_embedding(X, self.mean, pcs).astype(np.float64)
-        R, _, _ = np.linalg.svd(rng.standard_normal((self.bits, self.bits)))
-        losses = []
-        for step in range(self.config["iterations"] + 1):
-            Z = V @ R
-            B = np.where(Z >= 0, 1.0, -1.0)  # ITQ.m: Z >= 0 -> 1 (the B-step's minimiser)
-            losses.append(float(np.square(B - Z).sum()) / len(V))
-            if step == self.config["iterations"]:
-                break
-            S, _, S_hat_t = np.linalg.svd(B.T @ V)
-            R = S_hat_t.T @ S.T
+        R, losses = itq_rotation(V, self.config["iterations"], rng)
         self.rotation = R
         self.projection = (pcs.astype(np.float64) @ R).astype(np.float32)
         self.quantization_loss = np.asarray(losses)

@@ -54,13 +54,15 @@ class LAGNH(nn.Module):
             number).
         feature_norm: ``l2`` (unit input rows) | ``standard`` (training mean/std) | ``none``.
         decoder: add a linear decoder :math:`k \to d` (the recons-feat ablation).
+        code_rotation: carry a k x k orthogonal ``code_rotation`` applied to z before the sign
+            (:meth:`rotate`), fitted after training.
     """
 
     def __init__(self, feature_dim: int, aux_dim: int, bits: int, *, att_dim: int = 512, hidden: int = 1024,
                  dropout: float = 0.5, attention: str = "anchors", anchors: int = 1024, self_key: bool = False,
                  att_norm: str = "l2", eta: float = 1.0, sigma: float | str = "auto", weights: str = "fused",
                  normalization: str = "gcn", feature_norm: str = "l2", decoder: bool = False,
-                 semantics: bool = False, semantic_visual: float = 0.5) -> None:
+                 semantics: bool = False, semantic_visual: float = 0.5, code_rotation: bool = False) -> None:
         super().__init__()
         self.feature_dim, self.aux_dim, self.bits = feature_dim, aux_dim, bits
         self.eta, self.weights, self.normalization, self.feature_norm = float(eta), weights, normalization, feature_norm
@@ -79,6 +81,8 @@ class LAGNH(nn.Module):
             self.register_buffer("semantic_std", torch.ones(feature_dim))
             self.register_buffer("semantic_weight", torch.zeros(feature_dim, aux_dim))
             self.register_buffer("semantic_reliability", torch.ones(aux_dim))
+        if code_rotation:  # fitted after training (training/rotation.py); identity until then
+            self.register_buffer("code_rotation", torch.eye(bits))
 
     @classmethod
     def from_config(cls, cfg, feature_dim: int, aux_dim: int, bits: int) -> LAGNH:
@@ -88,7 +92,7 @@ class LAGNH(nn.Module):
                    eta=g.eta, sigma=g.sigma,
                    weights=g.weights, normalization=m.normalization, feature_norm=m.feature_norm,
                    decoder=cfg.loss.reconstruct == "feat", semantics=uses_semantics(cfg),
-                   semantic_visual=g.semantic_visual)
+                   semantic_visual=g.semantic_visual, code_rotation=m.code_rotation == "itq")
 
     # -- pieces ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -118,6 +122,12 @@ class LAGNH(nn.Module):
         (:mod:`lagnh_pyg.training.semantics` fits them)."""
         p = F.normalize(((x - self.semantic_mean) / self.semantic_std) @ self.semantic_weight, dim=1)
         return F.normalize(self.semantic_visual * p + F.normalize(aux * self.semantic_reliability, dim=1), dim=1)
+
+    def rotate(self, z: Tensor) -> Tensor:
+        """The codes' continuous values: z, or z R with a fitted ``code_rotation`` (the codes
+        are their signs)."""
+        r = getattr(self, "code_rotation", None)
+        return z if r is None else z @ r
 
     def attentive_features(self, x: Tensor, aux: Tensor) -> Tensor:
         """Eq. 1-2: (n, d), (n, c) -> (n, att_dim)."""

@@ -47,6 +47,7 @@ from .encoder_cache import (
     sampling_topology_for_cache,
 )
 from .loop import Bar, fit, restore, training_state
+from .rotation import fit_code_rotation
 from .sampled import BatchFetcher, SampledModule, feature_stats
 from .semantics import fit_semantic_map, semantic_rows, semantic_target
 from .sources import BatchSource, FaithfulSource, FullGraphSource, SampledSource
@@ -319,7 +320,8 @@ def _finalise(s: _Setup, ds: Dataset, writer: RunWriter | None) -> EncoderCacheF
     """The final model: sigma^2 calibrated (Eq. 3, 'auto') on the whole training graph, and
     the ``neighbours`` encoding's cache of the training nodes, written into the run directory
     by layer-wise inference (:mod:`~lagnh_pyg.training.encoder_cache`: bounded memory at any
-    N). Returns the cache file for :meth:`RunWriter.finish` to commit (None on other ranks)."""
+    N); then, with ``model.code_rotation: itq``, the codes' rotation
+    (:mod:`~lagnh_pyg.training.rotation`). Returns the cache file for :meth:`RunWriter.finish` to commit (None on other ranks)."""
     model = s.trainer.model.eval()
     if s.graph is None and s.topology is None:
         return None  # faithful mode: no training graph, no neighbours encoding
@@ -327,6 +329,10 @@ def _finalise(s: _Setup, ds: Dataset, writer: RunWriter | None) -> EncoderCacheF
     store = writer.encoder_cache_file(shapes) if writer is not None else MemoryCache(shapes)
     try:
         fill_encoder_cache(model, ds, s.graph, s.topology, store)
+        if getattr(model, "code_rotation", None) is not None:  # model.code_rotation: itq
+            cache = {name: torch.from_numpy(np.asarray(store.array(name)))
+                     for name in ("xhat", "z1", "degree", "aux_unit")}
+            fit_code_rotation(model, ds, s.trainer.cfg, cache, seed=s.trainer.cfg.train.seed)
     except BaseException:
         if writer is not None:
             store.abort(writer.path)
