@@ -321,7 +321,8 @@ def _finalise(s: _Setup, ds: Dataset, writer: RunWriter | None) -> EncoderCacheF
     the ``neighbours`` encoding's cache of the training nodes, written into the run directory
     by layer-wise inference (:mod:`~lagnh_pyg.training.encoder_cache`: bounded memory at any
     N); then, with ``model.code_rotation: itq``, the codes' rotation
-    (:mod:`~lagnh_pyg.training.rotation`). Returns the cache file for :meth:`RunWriter.finish` to commit (None on other ranks)."""
+    (:mod:`~lagnh_pyg.training.rotation`). Returns the cache file for :meth:`RunWriter.finish`
+    to commit (None on other ranks)."""
     model = s.trainer.model.eval()
     if s.graph is None and s.topology is None:
         return None  # faithful mode: no training graph, no neighbours encoding
