@@ -19,7 +19,7 @@ def demo(
     device: DeviceOpt = "auto",
     faithful_bits: Annotated[int, typer.Option(help="Also train the authors' release (lagnh-faithful) at this code length; 0 skips it.")] = 32,
     jobs: Annotated[int, typer.Option(help="On the CPU: LAGNH runs trained at once, in separate processes sharing the cores "
-                                           "(0: one per core; 1: one after the other). A second thread barely speeds up "
+                                           "(0: one per core, or per thread of `lagnh --threads N`; 1: one after the other). A second thread barely speeds up "
                                            "a run this small, a second run beside it nearly halves the wait.")] = 0,
 ) -> None:
     """Build (or reuse) the offline demo dataset, train LAGNH, fit baselines, evaluate, report.

@@ -58,15 +58,15 @@ app.command(name="index-folder")(index_folder)
 
 @app.callback()
 def _root(
-    threads: Annotated[int | None, typer.Option(help="Threads for torch and FAISS (default: all cores).", envvar="LAGNH_THREADS")] = None,
+    threads: Annotated[int | None, typer.Option(help="Threads for torch and FAISS, and the CPU budget that work split over processes shares (the demo's side-by-side runs) (default: all cores).", envvar="LAGNH_THREADS")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    from lagnh_pyg.runtime import set_threads
+    from lagnh_pyg.runtime import set_thread_budget
 
     from .common import setup_logging
 
     setup_logging(verbose)
-    set_threads(threads)
+    set_thread_budget(threads)
 
 
 def main() -> None:

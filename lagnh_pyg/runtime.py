@@ -26,6 +26,23 @@ def set_threads(n: int | None) -> None:
         pass
 
 
+_BUDGET: int | None = None
+
+
+def set_thread_budget(n: int | None) -> None:
+    """The process's CPU budget as the user gave it (``lagnh --threads N``): :func:`set_threads`,
+    and remembered, so that work split over processes (the demo's side-by-side runs) shares N
+    threads instead of every core."""
+    global _BUDGET
+    _BUDGET = n if n is not None and n > 0 else None
+    set_threads(n)
+
+
+def thread_budget() -> int | None:
+    """The budget of :func:`set_thread_budget`, or None where none was given."""
+    return _BUDGET
+
+
 @contextlib.contextmanager
 def threads_set(n: int | None) -> Iterator[None]:
     """:func:`set_threads` for the duration of a block; torch's and FAISS's thread counts are

@@ -49,3 +49,55 @@ def test_demo_trains_its_lagnh_runs_side_by_side(small_synthetic, tmp_path):
     with pytest.raises(InputError, match="jobs must be"):
         run_demo(tmp_path / "bad", data_dir=small_synthetic, methods=("lagnh",), bits=(16,), device="cpu",
                  log=said.append, jobs=-1, faithful_bits=None)
+
+
+def test_the_cli_thread_budget_bounds_the_side_by_side_runs(monkeypatch):
+    """`lagnh --threads N`: the demo's default jobs (one per core) share N threads, not every
+    core: with N = 1 it trains one run after the other (no worker processes), with N = 2 on
+    what the OS reports as 8 cores it starts 2 processes of one thread each."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from lagnh_pyg import runtime
+    from lagnh_pyg.demo import pipeline
+
+    monkeypatch.setattr("lagnh_pyg.collection.usable_cores", lambda: 8)
+    monkeypatch.setattr(runtime, "_BUDGET", None)
+    started = []
+
+    class Pool:  # records what would be started, runs nothing
+        def __init__(self, workers, mp_context=None):
+            started.append(workers)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, base, method, bits, name, threads):
+            started.append(threads)
+            import concurrent.futures as cf
+
+            f = cf.Future()
+            f.set_result(None)
+            return f
+
+    monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", Pool)
+    cells = [("lagnh", b, f"lagnh-{b}bits-seed0") for b in (16, 32, 64)]
+    spec = type("Spec", (), dict.fromkeys(("data_dir", "out_dir", "config", "overrides", "topk", "protocol",
+                                           "device", "reuse")))()
+    try:
+        assert CliRunner().invoke(app, ["--threads", "1", "demo", "--help"]).exit_code == 0
+        assert runtime.thread_budget() == 1
+        pipeline._fit_side_by_side(spec, cells, 0, lambda m: None)
+        assert started == []  # one process: the runs are fitted one after the other
+        runtime.set_thread_budget(2)
+        pipeline._fit_side_by_side(spec, cells, 0, lambda m: None)
+        assert started == [2, 1, 1, 1]  # 2 workers, one thread each
+        runtime.set_thread_budget(None)
+        started.clear()
+        pipeline._fit_side_by_side(spec, cells, 0, lambda m: None)
+        assert started == [3, 2, 2, 2]  # no budget: the cores (8) shared by the 3 runs
+    finally:
+        runtime.set_thread_budget(None)

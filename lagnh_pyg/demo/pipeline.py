@@ -173,14 +173,16 @@ def run_demo(
 def _fit_side_by_side(spec, cells: Sequence[tuple[str, int, str]], jobs: int,
                       log: Callable[[str], None]) -> None:
     """Fit, encode and evaluate the LAGNH ``cells`` (method, bits, run name) in ``jobs``
-    processes at once (0: one per core), each with its share of the cores; nothing when that
-    comes to one process. Finished runs are reused as by :func:`run_cell`."""
+    processes at once (0: one per core), each with its share of the cores (of ``lagnh --threads
+    N``'s N where given); nothing when that comes to one process. Finished runs are reused as by
+    :func:`run_cell`."""
     import concurrent.futures as cf
     import multiprocessing
 
     from ..collection import usable_cores
+    from ..runtime import thread_budget
 
-    cores = usable_cores()
+    cores = thread_budget() or usable_cores()
     workers = min(len(cells), jobs or cores)
     if workers <= 1:
         return
