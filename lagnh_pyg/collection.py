@@ -43,6 +43,7 @@ from .errors import InputError
 from .rerank import DatasetVectors, RerankScore, Vectors, own_item_first, two_stage
 from .rerank import query_vectors as make_query_vectors
 from .rundir import Run
+from .runtime import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -503,14 +504,6 @@ class ConflictError(InputError):
 
 class NotFoundError(InputError):
     """No such item."""
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity where the OS tells it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def _first_k(pos: np.ndarray, dist: np.ndarray, scores: np.ndarray, k: int, own: int | None

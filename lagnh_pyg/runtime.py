@@ -1,10 +1,11 @@
-"""The process's resources: torch and FAISS thread counts (set, or set for a block and
-restored), and the resident pages of a memory map dropped after a pass over it.
+"""The process's resources: the cores it may use, torch and FAISS thread counts (set, or set
+for a block and restored), and the resident pages of a memory map dropped after a pass over it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 
@@ -24,6 +25,14 @@ def set_threads(n: int | None) -> None:
         faiss.omp_set_num_threads(n)
     except ImportError:  # pragma: no cover
         pass
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 _BUDGET: int | None = None

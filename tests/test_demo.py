@@ -61,7 +61,7 @@ def test_the_cli_thread_budget_bounds_the_side_by_side_runs(monkeypatch):
     from lagnh_pyg import runtime
     from lagnh_pyg.demo import pipeline
 
-    monkeypatch.setattr("lagnh_pyg.collection.usable_cores", lambda: 8)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 8)
     monkeypatch.setattr(runtime, "_BUDGET", None)
     started = []
 

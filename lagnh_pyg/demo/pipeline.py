@@ -179,8 +179,7 @@ def _fit_side_by_side(spec, cells: Sequence[tuple[str, int, str]], jobs: int,
     import concurrent.futures as cf
     import multiprocessing
 
-    from ..collection import usable_cores
-    from ..runtime import thread_budget
+    from ..runtime import thread_budget, usable_cores
 
     cores = thread_budget() or usable_cores()
     workers = min(len(cells), jobs or cores)
