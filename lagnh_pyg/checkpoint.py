@@ -57,13 +57,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     return ck
 
 
-def config_of_checkpoint(ck: Mapping[str, Any]):
-    """The resolved :class:`~lagnh_pyg.config.Config` a checkpoint was trained with."""
+def config_of_checkpoint(ck: Mapping[str, Any], path: str | os.PathLike | None = None):
+    """The resolved :class:`~lagnh_pyg.config.Config` a checkpoint was trained with (``path``:
+    the checkpoint's, named in the error)."""
     import yaml
 
+    return stored_config(yaml.safe_load(ck["config_yaml"]), path or "the checkpoint")
+
+
+def stored_config(source: Mapping[str, Any], where: str | os.PathLike):
+    """The :class:`~lagnh_pyg.config.Config` stored with a trained model (``where``: the file
+    it came from). A key or value this version does not know, from a model another version
+    trained, gives one InputError line that says so."""
     from .config import load_config
 
-    return load_config(yaml.safe_load(ck["config_yaml"]))
+    try:
+        return load_config(source)
+    except InputError as e:
+        raise InputError(f"{where} was trained by another version of lagnh-pyg: its config does not load "
+                         f"here ({e}); train it again with this version") from None
 
 
 def check_resumable(ck: Mapping[str, Any], path: Path, config_digest: str, bits: int, ds: Dataset) -> None:

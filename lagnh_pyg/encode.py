@@ -66,7 +66,7 @@ def load_lagnh_encoder(run: Run, device: str = "cpu", encoding: str | None = Non
     ck = load_checkpoint(path, map_location="cpu")
     if not ck.get("complete", False):
         raise InputError(f"{path} is an intermediate checkpoint; finish the training with --resume")
-    cfg = config_of_checkpoint(ck)
+    cfg = config_of_checkpoint(ck, path)
     model = LAGNH.from_config(cfg, int(ck["feature_dim"]), int(ck["aux_dim"]), int(ck["bits"]))
     try:
         model.load_state_dict(ck["model"])

@@ -457,6 +457,23 @@ def _encoder_cache(kind):
     return build
 
 
+def _checkpoint_of_other_version(tmp, s):
+    """A LAGNH run whose checkpoint's config has a key this version does not know (trained by
+    another version): refused in one line that says so, the run left as it was."""
+    import torch
+
+    run = _copy(s["lagnh_run"], tmp / "run")
+    path = run / "checkpoint.pt"
+    ck = torch.load(path, weights_only=True)
+    ck["config_yaml"] = ck["config_yaml"].replace("loss:\n", "loss:\n  recon_codes: tanh\n", 1)
+    assert "recon_codes" in ck["config_yaml"]
+    torch.save(ck, path)
+    meta = json.loads((run / "run.json").read_text())
+    meta["model_fingerprint"] = sha256_file(path)[:16]
+    (run / "run.json").write_text(json.dumps(meta))
+    return ["encode", str(run), "--device", "cpu", "--split", "query"]
+
+
 def _as_own_run(tmp: Path, s, ds: Path) -> Path:
     """A copy of the shared run that names the dataset copy ``ds`` (no saved index)."""
     run = _copy(s["run"], tmp / "run")
@@ -579,6 +596,7 @@ CASES = {
     "encode-cache-truncated": _encoder_cache("truncated"),
     "encode-cache-garbage": _encoder_cache("garbage"),
     "encode-cache-foreign": _encoder_cache("foreign"),
+    "encode-checkpoint-other-version": _checkpoint_of_other_version,
     # index
     "index-nflip-negative": _index_params("--kind", "hash", "--nflip", "-1"),
     "index-nflip-too-large": _index_params("--kind", "hash", "--nflip", "100"),
@@ -663,6 +681,8 @@ EXPECT = {
     "encode-cache-truncated": "encoder.safetensors is corrupt",
     "encode-cache-garbage": "encoder.safetensors is corrupt",
     "encode-cache-foreign": "belongs to another model",
+    "encode-checkpoint-other-version": "trained by another version of lagnh-pyg: its config does not load here "
+                                       "(unknown config key 'loss.recon_codes'",
     "index-nflip-negative": "--nflip must lie in [0, ",
     "index-nflip-too-large": "--nflip must lie in [0, ",
     "index-hash-bits-zero": "do not fit",
@@ -685,7 +705,7 @@ EXPECT = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_exits_2_with_one_error_line_and_no_trace_on_disk(case, shared, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)  # a stray temporary file in the working directory is caught too
-    if case.startswith("encode-cache-"):
+    if case.startswith(("encode-cache-", "encode-checkpoint-")):
         shared = {**shared, "lagnh_run": request.getfixturevalue("lagnh_run")}
     argv = CASES[case](tmp_path, shared)
     watched = (tmp_path, shared["data"], shared["run"])

@@ -139,14 +139,14 @@ class LAGNH(HashingEstimator):
                          progress=False)
 
     def _fitted(self, run_dir: Path, work: tempfile.TemporaryDirectory | None) -> None:
-        from ..config import load_config
+        from ..checkpoint import stored_config
         from ..device import resolve_device
         from ..encoders import load_encoder
         from ..rundir import Run
 
         run = Run.open(run_dir)
         self.encoder_ = load_encoder(run, resolve_device(self.device))
-        self.config_ = load_config(run.meta["config"])
+        self.config_ = stored_config(run.meta["config"], run.meta_path)
         self.run_dir_ = run.root
         self.n_features_in_ = int(run.meta["feature_dim"])
         self.aux_dim_ = int(run.meta["aux_dim"])
