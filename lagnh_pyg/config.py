@@ -220,6 +220,11 @@ class TrainConfig:
     # mode was undertrained without it: -0.0114 (2,000 demo nodes) and -0.0123 (4,000) MAP
     # against the full graph on the noisy tags, +0.0038 and -0.0045 with it (docs/guide/training.md)
     sampled_match_full: bool = param(True, Boolean())
+    # sampled mode: scale each sampled neighbour message into a node by (its full in-degree
+    # count - 1) / (its sampled in-edges), so that the GCN trains on neighbourhoods of the
+    # full graph's weight (the encoder propagates over the full graph); false: the sum over
+    # the sampled edges alone (before 2026-12-04). lagnh_pyg/training/sampled.py
+    sampled_unbiased: bool = param(True, Boolean())
     max_batches: int = param(0, NONNEG_INT)  # sampled mode: cap an epoch at this many seed batches (0: a true epoch)
 
 

@@ -9,7 +9,8 @@ from lagnh_pyg.graph import build_graph, normalize_edge_weight, topology_of_grap
 from lagnh_pyg.sampling import make_neighbor_loader
 from lagnh_pyg.training import SampledSource, Trainer
 from lagnh_pyg.training.loop import run_epoch
-from lagnh_pyg.training.sampled import BatchFetcher, SampledModule, sampled_degree, sampled_forward
+from lagnh_pyg.training.sampled import (BatchFetcher, SampledModule, sampled_degree, sampled_forward,
+                                       sampled_message_scale)
 from lagnh_pyg.training.sources import sampled_step_of
 from lagnh_pyg.training.trainer import graph_step_of
 
@@ -82,6 +83,56 @@ def test_sampled_degree_exact_when_complete_and_scaled_otherwise():
     full_count = torch.tensor([3, 2, 1])  # when every in-edge is present: the plain weighted degree
     _, plain = normalize_edge_weight(ei, w, 3, "gcn")
     assert torch.allclose(sampled_degree(ei, w, full_count, 3), plain)
+
+
+def test_sampled_message_scale_makes_the_aggregate_unbiased():
+    """Node 0 has 4 neighbours in the full graph (count 5 with its self-loop); a uniform sample
+    of 2 of them, scaled by 4/2, averages over every possible sample to the full aggregate
+    (enumerated, not simulated). Self-loops and completely sampled nodes keep factor 1."""
+    import itertools
+
+    rng = np.random.default_rng(0)
+    h = torch.from_numpy(rng.standard_normal((5, 3)))
+    w = torch.from_numpy(rng.random(5))  # normalised weight of edge j -> 0 (w[0]: the self-loop)
+    full = (w[:, None] * h).sum(0)
+    count = torch.tensor([5, 1, 1, 1, 1])
+    means = []
+    for pick in itertools.combinations(range(1, 5), 2):
+        src = torch.tensor([0, *pick, 1, 2, 3, 4])
+        dst = torch.tensor([0, 0, 0, 1, 2, 3, 4])
+        scale = sampled_message_scale(torch.stack([src, dst]), count, 5)
+        assert scale.tolist() == [1, 2, 2, 1, 1, 1, 1]
+        into0 = dst == 0
+        means.append((scale[into0, None].double() * w[src[into0], None] * h[src[into0]]).sum(0))
+    assert torch.allclose(torch.stack(means).mean(0), full)
+    # every in-edge present: no scaling at all
+    ei = torch.tensor([[1, 2, 0, 0, 1, 2], [0, 0, 1, 0, 1, 2]])
+    assert torch.equal(sampled_message_scale(ei, torch.tensor([3, 2, 1]), 3), torch.ones(6))
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_sampled_forward_scales_the_neighbour_messages(unbiased):
+    """With a fan-out below the degrees, the unbiased forward's first GCN layer on the seeds
+    equals the biased one's with each sampled neighbour weight multiplied by (count-1)/m."""
+    x, aux = _problem(n=80, seed=3)
+    cfg = load_config(TINY)
+    graph = build_graph(x, aux, k=4)
+    tr = _trainer(cfg, 12, 6)
+    tr.model.set_feature_stats(graph.x)
+    tr.model.eval()
+    loader = make_neighbor_loader(topology_of_graph(graph), [2, 2], None, batch_size=10, shuffle=False)
+    b = BatchFetcher(x, aux)(next(iter(loader)))
+    with torch.no_grad():
+        out = sampled_forward(tr.model, b.x, b.aux, b.edge_index, b.s_a, b.count, unbiased=unbiased)
+        plain = sampled_forward(tr.model, b.x, b.aux, b.edge_index, b.s_a, b.count, unbiased=False)
+    ei, n = out["edge_index"], b.x.shape[0]
+    scale = sampled_message_scale(ei, b.count, n)
+    assert (scale > 1).any()  # the fan-out does cut some neighbourhoods
+    expect = plain["edge_weight"] * (scale if unbiased else 1)
+    assert torch.allclose(out["edge_weight"], expect.to(out["edge_weight"].dtype))
+    assert torch.allclose(out["degree"], plain["degree"])  # the degree estimate is unchanged
+    if unbiased:
+        assert not torch.allclose(out["z"], plain["z"])
 
 
 def test_sampled_epoch_trains_with_small_fanout():

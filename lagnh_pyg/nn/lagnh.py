@@ -153,23 +153,27 @@ class LAGNH(nn.Module):
     # -- forward passes -------------------------------------------------------------------
     def forward(self, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tensor,
                 degree_fn: Callable[[Tensor, Tensor, int], Tensor] | None = None,
-                rows: tuple[int, int] | None = None) -> dict[str, Tensor]:
+                rows: tuple[int, int] | None = None,
+                edge_scale: Callable[[Tensor, int], Tensor] | None = None) -> dict[str, Tensor]:
         """Sparse graph forward (Eq. 1-7).
 
         Shapes: ``x`` (n, d), ``aux`` (n, c), ``edge_index`` (2, E) with self-loops,
         ``s_a`` (E,). ``degree_fn(edge_index, weight, n)``, when given, replaces the degrees
         of the normalisation (a sampled subgraph's full-graph estimate,
-        :mod:`lagnh_pyg.training.sampled`). ``rows=(r1, r0)``: compute the GCN's first layer
+        :mod:`lagnh_pyg.training.sampled`); ``edge_scale(edge_index, n)``, when given, a factor
+        on each normalised edge weight (a sampled subgraph's neighbour messages scaled up to
+        their full-graph expectation). ``rows=(r1, r0)``: compute the GCN's first layer
         on the first r1 nodes only and the codes on the first r0
         (:meth:`GCNGenerator.forward_rows`; a sampled batch, whose losses cover its seeds).
         Returns ``z`` (n, k) (r0 rows with ``rows``), ``z1`` (n, h) (r1 rows), ``xhat``
         (n, att_dim), ``edge_index`` (sorted by target), ``edge_weight`` (E,) normalised in
         that order, ``degree`` (n,).
         """
-        return self.codes(self.weighted_graph(x, aux, edge_index, s_a, degree_fn), rows)
+        return self.codes(self.weighted_graph(x, aux, edge_index, s_a, degree_fn, edge_scale), rows)
 
     def weighted_graph(self, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tensor,
-                       degree_fn: Callable[[Tensor, Tensor, int], Tensor] | None = None) -> dict[str, Tensor]:
+                       degree_fn: Callable[[Tensor, Tensor, int], Tensor] | None = None,
+                       edge_scale: Callable[[Tensor, int], Tensor] | None = None) -> dict[str, Tensor]:
         """The part of :meth:`forward` before the GCN (Eq. 1-5: attentive features, fused and
         normalised edge weights; sigma^2 updated in training). It draws no random numbers, so
         a training step runs it once for its no-grad pass and its first generator pass
@@ -184,6 +188,8 @@ class LAGNH(nn.Module):
         w = self.edge_weights(xhat, edge_index, s_a, d2)
         deg = None if degree_fn is None else degree_fn(edge_index, w, n)
         norm_w, deg = normalize_edge_weight(edge_index, w, n, self.normalization, deg)
+        if edge_scale is not None:
+            norm_w = norm_w * edge_scale(edge_index, n).to(norm_w.dtype)
         return {"xhat": xhat, "edge_index": edge_index, "edge_weight": norm_w, "degree": deg}
 
     def codes(self, g: dict[str, Tensor], rows: tuple[int, int] | None = None) -> dict[str, Tensor]:

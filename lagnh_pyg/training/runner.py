@@ -267,7 +267,7 @@ def sampled_source(trainer: Trainer, graph: Data, ds: Dataset, rows: np.ndarray,
         logger.info(f"sampled: {math.ceil(len(seeds) / cfg.train.seed_batch_size)} seed batches an epoch, "
                     f"{g_steps} generator updates each: at least the full graph's train.g_steps={cfg.train.g_steps} "
                     f"an epoch (train.sampled_match_full=false keeps train.sampled_g_steps={cfg.train.sampled_g_steps})")
-    source = SampledSource(_sampled_module(trainer, ctx, dev), topology, fetch,
+    source = SampledSource(_sampled_module(trainer, ctx, dev, cfg.train.sampled_unbiased), topology, fetch,
                            cfg.train.num_neighbors, seeds, cfg.train.seed_batch_size,
                            cfg.train.seed + 7919 * ctx.rank, cfg.train.max_batches or None, g_steps=g_steps)
     return source, topology
@@ -285,10 +285,10 @@ def sampled_generator_steps(cfg: Config, n_seeds: int) -> int:
     return max(t.sampled_g_steps, math.ceil(t.g_steps / batches))
 
 
-def _sampled_module(trainer: Trainer, ctx: DistContext, dev: str) -> nn.Module:
-    """The sampled forward; under DDP wrapped for the generator, with the discriminator's
+def _sampled_module(trainer: Trainer, ctx: DistContext, dev: str, unbiased: bool = True) -> nn.Module:
+    """The sampled forward (``unbiased``: ``train.sampled_unbiased``); under DDP wrapped for the generator, with the discriminator's
     gradients averaged by hooks (they run on its own updates only, see Trainer)."""
-    module: nn.Module = SampledModule(trainer.model)
+    module: nn.Module = SampledModule(trainer.model, unbiased)
     if not ctx.enabled:
         return module
     from torch.nn.parallel import DistributedDataParallel as DDP
