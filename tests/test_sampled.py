@@ -9,8 +9,13 @@ from lagnh_pyg.graph import build_graph, normalize_edge_weight, topology_of_grap
 from lagnh_pyg.sampling import make_neighbor_loader
 from lagnh_pyg.training import SampledSource, Trainer
 from lagnh_pyg.training.loop import run_epoch
-from lagnh_pyg.training.sampled import (BatchFetcher, SampledModule, sampled_degree, sampled_forward,
-                                       sampled_message_scale)
+from lagnh_pyg.training.sampled import (
+    BatchFetcher,
+    SampledModule,
+    sampled_degree,
+    sampled_forward,
+    sampled_message_scale,
+)
 from lagnh_pyg.training.sources import sampled_step_of
 from lagnh_pyg.training.trainer import graph_step_of
 

@@ -286,8 +286,9 @@ def sampled_generator_steps(cfg: Config, n_seeds: int) -> int:
 
 
 def _sampled_module(trainer: Trainer, ctx: DistContext, dev: str, unbiased: bool = True) -> nn.Module:
-    """The sampled forward (``unbiased``: ``train.sampled_unbiased``); under DDP wrapped for the generator, with the discriminator's
-    gradients averaged by hooks (they run on its own updates only, see Trainer)."""
+    """The sampled forward (``unbiased``: ``train.sampled_unbiased``); under DDP wrapped for
+    the generator, with the discriminator's gradients averaged by hooks (they run on its own
+    updates only, see Trainer)."""
     module: nn.Module = SampledModule(trainer.model, unbiased)
     if not ctx.enabled:
         return module
