@@ -115,10 +115,14 @@ def test_sampled_message_scale_makes_the_aggregate_unbiased():
     assert torch.equal(sampled_message_scale(ei, torch.tensor([3, 2, 1]), 3), torch.ones(6))
 
 
-@pytest.mark.parametrize("unbiased", [True, False])
-def test_sampled_forward_scales_the_neighbour_messages(unbiased):
-    """With a fan-out below the degrees, the unbiased forward's first GCN layer on the seeds
-    equals the biased one's with each sampled neighbour weight multiplied by (count-1)/m."""
+def test_sampled_forward_scales_the_neighbour_messages():
+    """With a fan-out below the degrees, the unbiased forward's normalised edge weights are the
+    unscaled forward's times (count-1)/m on each sampled neighbour edge, with the same degree
+    estimate; SampledModule and the run's config (train.sampled_unbiased) select the same
+    two forwards."""
+    from lagnh_pyg.distributed import DistContext
+    from lagnh_pyg.training.runner import _sampled_module
+
     x, aux = _problem(n=80, seed=3)
     cfg = load_config(TINY)
     graph = build_graph(x, aux, k=4)
@@ -127,17 +131,19 @@ def test_sampled_forward_scales_the_neighbour_messages(unbiased):
     tr.model.eval()
     loader = make_neighbor_loader(topology_of_graph(graph), [2, 2], None, batch_size=10, shuffle=False)
     b = BatchFetcher(x, aux)(next(iter(loader)))
+    args = (b.x, b.aux, b.edge_index, b.s_a, b.count)
     with torch.no_grad():
-        out = sampled_forward(tr.model, b.x, b.aux, b.edge_index, b.s_a, b.count, unbiased=unbiased)
-        plain = sampled_forward(tr.model, b.x, b.aux, b.edge_index, b.s_a, b.count, unbiased=False)
-    ei, n = out["edge_index"], b.x.shape[0]
+        scaled = sampled_forward(tr.model, *args)
+        plain = sampled_forward(tr.model, *args, unbiased=False)
+        via_module = {u: _sampled_module(tr, DistContext(), "cpu", u).weighted_graph(*args) for u in (True, False)}
+    ei, n = scaled["edge_index"], b.x.shape[0]
     scale = sampled_message_scale(ei, b.count, n)
     assert (scale > 1).any()  # the fan-out does cut some neighbourhoods
-    expect = plain["edge_weight"] * (scale if unbiased else 1)
-    assert torch.allclose(out["edge_weight"], expect.to(out["edge_weight"].dtype))
-    assert torch.allclose(out["degree"], plain["degree"])  # the degree estimate is unchanged
-    if unbiased:
-        assert not torch.allclose(out["z"], plain["z"])
+    assert torch.allclose(scaled["edge_weight"], (plain["edge_weight"] * scale).to(plain["edge_weight"].dtype))
+    assert torch.allclose(scaled["degree"], plain["degree"])  # the degree estimate is unchanged
+    assert not torch.allclose(scaled["z"], plain["z"])
+    assert torch.equal(via_module[True]["edge_weight"], scaled["edge_weight"])
+    assert torch.equal(via_module[False]["edge_weight"], plain["edge_weight"])
 
 
 def test_sampled_epoch_trains_with_small_fanout():
