@@ -147,6 +147,47 @@ def test_deep_baseline_both_inputs_round_trip_and_old_files(items, tmp_path):
     np.testing.assert_array_equal(old.encode(X, A), visual.encode(X))
 
 
+def test_tbh_rescales_transformed_inputs_to_the_features_length(items, tmp_path):
+    """TBH's squared-error reconstruction is tuned on raw features: inputs=both is rescaled to
+    their mean row length (a stored scalar), which keeps its codes from collapsing."""
+    import torch
+
+    X, A = items
+    X = X * 5  # raw rows ~35x longer than the unit-length concatenation
+    tiny = {"epochs": 20, "middle": 64, "cbn": 32, "batch_size": 32, "inputs": "both"}
+    model = make_baseline("tbh", 16, seed=0, **tiny).fit(X, aux=A)
+    both = InputTransform("both")(X, A)
+    expected = np.linalg.norm(X, axis=1).mean() / np.linalg.norm(both, axis=1).mean()
+    assert model.config["input_scale"] == "features"
+    assert model.fit_info["input_scale"] == pytest.approx(expected, rel=1e-5)
+    assert float(model.buffers["scale"]) == pytest.approx(expected, rel=1e-5)
+    with torch.no_grad():  # the network sees the scaled rows at encode time too
+        logits = model.net.logits(torch.from_numpy(both) * float(model.buffers["scale"])).numpy()
+    codes = model.encode(X, A)
+    np.testing.assert_array_equal(codes, signs(logits))
+    unscaled = make_baseline("tbh", 16, seed=0, input_scale="none", **tiny).fit(X, aux=A)
+    assert "scale" not in unscaled.buffers
+    assert len(np.unique(codes, axis=0)) >= 5 * len(np.unique(unscaled.encode(X, A), axis=0))
+    back = load_model(model.save(tmp_path / "m.safetensors"))
+    np.testing.assert_array_equal(back.encode(X, A), codes)
+    # the visual input is never rescaled
+    visual = make_baseline("tbh", 16, seed=0, epochs=1, middle=16, cbn=8, batch_size=32).fit(X)
+    assert "scale" not in visual.buffers and "input_scale" not in visual.fit_info
+    # a file saved before the scale existed (no input_scale in its config) encodes unscaled
+    path = unscaled.save(tmp_path / "u.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    config = json.loads(meta["config"])
+    del config["input_scale"]
+    meta["config"] = json.dumps(config)
+    save_file(load_file(str(path)), str(tmp_path / "old.safetensors"), metadata=meta)
+    old = load_model(tmp_path / "old.safetensors")
+    assert old.config["input_scale"] == "none"
+    np.testing.assert_array_equal(old.encode(X, A), unscaled.encode(X, A))
+
+
 def test_stored_views_take_their_items_aux(items):
     X, A = items
     rng = np.random.default_rng(2)

@@ -207,8 +207,17 @@ class DeepBaseline(HashingBaseline):
         return losses
 
     def inputs(self, X):
-        """What the network sees: ``X`` minus the training mean when ``centre=yes``."""
+        """What the network sees: ``X`` times the fitted input scale when the method has one
+        (:meth:`input_scale`), minus the training mean when ``centre=yes``."""
+        if "scale" in self.buffers:
+            X = X * self.buffers["scale"]
         return X - self.buffers["mean"] if "mean" in self.buffers else X
+
+    def input_scale(self, X: np.ndarray, features: np.ndarray) -> float | None:
+        """The factor the transformed inputs ``X`` are multiplied by before the network, fitted
+        on the training items (``features``: their raw features), or None: none (the default).
+        A method whose loss depends on its input's scale overrides this (see :class:`TBH`)."""
+        return None
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, features: Any, views: Any = None, aux: Any = None) -> DeepBaseline:
@@ -229,8 +238,13 @@ class DeepBaseline(HashingBaseline):
             self.net = self.build(X.shape[1]).to(device)
         gen = torch.Generator().manual_seed(self.seed)
         Xt = torch.from_numpy(X).to(device)
+        self.buffers = {}
+        scale = self.input_scale(X, features)
+        if scale is not None:
+            self.buffers["scale"] = torch.tensor(scale, dtype=torch.float32, device=device)
+            self.fit_info["input_scale"] = round(float(scale), 6)
         if self.config.get("centre") == "yes":
-            self.buffers["mean"] = Xt.mean(dim=0)
+            self.buffers["mean"] = self.inputs(Xt).mean(dim=0)
         aug = None
         if self.uses_views:
             aug = Views(Xt, views, self.config["view_dropout"], self.config["view_noise"], gen)
