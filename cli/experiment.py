@@ -74,7 +74,7 @@ def accuracy(
     """Table 3: MAP@K of each method at each code length, P@K curves (Fig. 2) and the size/time table (Table 4).
 
     Two blocks: "visual-only baselines (the paper's protocol)", where LAGNH alone sees the
-    aux, and "same inputs", where every baseline hashes [x/|x|, w a/|a|] with w chosen on the
+    aux, and "same inputs", where every baseline hashes \\[x/|x|, w a/|a|] with w chosen on the
     training data. Both carry LAGNH and reference rows that do not hash (cosine ranking on the
     features, the aux and their concatenation). Finished runs and choices in OUT are reused.
 

@@ -95,6 +95,32 @@ def test_the_cli_reference_is_the_help_of_every_command():
     assert "## `lagnh train`" in rendered and res.output.rstrip() in rendered
 
 
+def test_no_help_text_in_square_brackets_is_swallowed_as_markup():
+    """Rich reads ``[word ...]`` as a style tag and drops it from ``--help``: each bracketed
+    span of a command's description must reach its help page (escaped as ``\\[``)."""
+    import re
+
+    from typer.main import get_command
+
+    from lagnh_pyg.cli.main import app
+
+    pages = {" ".join(path): " ".join(text.split()) for path, text in _hooks().help_pages()}
+    checked = 0
+
+    def walk(cmd, path):
+        nonlocal checked
+        for span in re.findall(r"\\?\[[^\]\n]*\]", cmd.help or ""):
+            assert " ".join(span.lstrip("\\").split()) in pages[" ".join(path)], (path, span)
+            checked += 1
+        if hasattr(cmd, "list_commands"):
+            ctx = cmd.context_class(cmd)
+            for name in cmd.list_commands(ctx):
+                walk(cmd.get_command(ctx, name), [*path, name])
+
+    walk(get_command(app), [])
+    assert checked > 0
+
+
 class _Capture(BaseHTTPRequestHandler):
     forms: list = []
 
