@@ -239,6 +239,7 @@ class DeepBaseline(HashingBaseline):
         gen = torch.Generator().manual_seed(self.seed)
         Xt = torch.from_numpy(X).to(device)
         self.buffers = {}
+        self.fit_info.pop("input_scale", None)  # a refit's own scale, or none
         scale = self.input_scale(X, features)
         if scale is not None:
             self.buffers["scale"] = torch.tensor(scale, dtype=torch.float32, device=device)
