@@ -18,5 +18,9 @@ def test_gpu_check_smoke_runs_on_cpu(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     out = r.stdout
     assert "COCO-size full-graph training" in out and "1M-node sampled epoch" in out
-    assert out.count("items/s") == 2 and "seed nodes/s" in out
+    assert "default config (configs/demo.yaml)" in out
+    assert out.count("items/s") == 3 and "seed nodes/s" in out
+    maps = [float(line.rsplit("MAP@1000 (protocol lagnh) ", 1)[1].split()[0]) for line in out.splitlines()
+            if "MAP@1000" in line]
+    assert len(maps) == 3 and all(0.0 < m <= 1.0 for m in maps)
     assert not (tmp_path / "w").exists()  # the script cleans up its work directory
