@@ -77,7 +77,7 @@ def main() -> None:
     print(f"device {dev}" + (f" ({torch.cuda.get_device_name()})" if dev == "cuda" else "")
           + f", GPU FAISS: {faiss_has_gpu()}", flush=True)
 
-    # 1. COCO size: 5,000 training nodes, 4,096-d, 32 bits, 300 full-graph epochs (configs/coco.yaml)
+    # COCO size: 5,000 training nodes, 4,096-d, 32 bits (300 full-graph epochs with configs/coco.yaml)
     n, dim, epochs = (300, 64, 3) if a.smoke else (5000, 4096, 300)
     coco = generate(SyntheticSpec(n=n + 1000, dim=dim, classes=80, junk_tags=0, n_train=n, n_query=1000,
                                   train_in_database=True), work / "coco")
@@ -91,6 +91,7 @@ def main() -> None:
 
 
 def coco_part(a, coco: Path, work: Path, dev: str, n: int, dim: int, epochs: int) -> None:
+    """configs/coco.yaml (the paper's settings) on the COCO-size data, 300 full-graph epochs."""
     over = [f"train.epochs={epochs}", "train.checkpoint_every=0"]
     if a.smoke:
         over += ["model.anchors=64", "graph.k=5"]
@@ -109,7 +110,7 @@ def coco_part(a, coco: Path, work: Path, dev: str, n: int, dim: int, epochs: int
 
 
 def default_part(a, coco: Path, work: Path, dev: str, n: int, dim: int) -> None:
-    """3. The default config (configs/demo.yaml, its 40 epochs) on the COCO-size data."""
+    """The default config (configs/demo.yaml, its 40 epochs) on the COCO-size data."""
     over = ["train.checkpoint_every=0"]
     if a.smoke:
         over += ["train.epochs=3", "model.anchors=64", "graph.k=5"]
@@ -128,7 +129,7 @@ def default_part(a, coco: Path, work: Path, dev: str, n: int, dim: int) -> None:
 
 
 def big_part(a, work: Path, dev: str) -> None:
-    """2. The 1M row of ``lagnh experiment scaling`` on this device: the same synthetic data
+    """The 1M row of ``lagnh experiment scaling`` on this device: the same synthetic data
     (1M x 512-d, seed 0), config and protocol as the CPU row of docs/results/scaling.md, so the
     two compare directly. One true sampled epoch (the default sampled settings), the encoder
     cache over the whole graph, the neighbours encoding of the 1,000 queries and a 20,000-item
