@@ -79,8 +79,9 @@ def main() -> None:
 
     # COCO size: 5,000 training nodes, 4,096-d, 32 bits (300 full-graph epochs with configs/coco.yaml)
     n, dim, epochs = (300, 64, 3) if a.smoke else (5000, 4096, 300)
-    coco = generate(SyntheticSpec(n=n + 1000, dim=dim, classes=80, junk_tags=0, n_train=n, n_query=1000,
-                                  train_in_database=True), work / "coco")
+    if parts & {"default", "coco"}:
+        coco = generate(SyntheticSpec(n=n + 1000, dim=dim, classes=80, junk_tags=0, n_train=n, n_query=1000,
+                                      train_in_database=True), work / "coco")
     if "default" in parts:
         default_part(a, coco, work, dev, n, dim)
     if "coco" in parts:

@@ -24,3 +24,12 @@ def test_gpu_check_smoke_runs_on_cpu(tmp_path):
             if "MAP@1000" in line]
     assert len(maps) == 3 and all(0.0 < m <= 1.0 for m in maps)
     assert not (tmp_path / "w").exists()  # the script cleans up its work directory
+
+
+def test_gpu_check_refuses_an_unknown_part_in_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--parts", "coco,gpu",
+                        "--work", str(tmp_path / "w")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "--parts takes coco, big and default" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "w").exists()  # refused before any work
