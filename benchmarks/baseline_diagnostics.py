@@ -24,8 +24,12 @@ Usage: python benchmarks/baseline_diagnostics.py codes reports/table3
 import argparse
 import glob
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lagnh_pyg, not an installed copy
 
 
 def bit_stats(codes: np.ndarray) -> tuple[float, float]:

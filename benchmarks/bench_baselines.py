@@ -10,7 +10,11 @@ Usage: python benchmarks/bench_baselines.py [--bits 64] [--threads 2] [--methods
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lagnh_pyg, not an installed copy
 
 
 def main() -> None:

@@ -21,9 +21,12 @@ Usage: python benchmarks/bench_extract.py [--threads 2] [--n 128] [--backbones e
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lagnh_pyg, not an installed copy
 
 
 def throughput(backbones, n, size, batch, workers, device, detector):

@@ -21,8 +21,11 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lagnh_pyg, not an installed copy
 
 
 def topology(ds, rows, aux, cfg, path: str | None):

@@ -5,12 +5,16 @@ Usage: python benchmarks/bench_sampling.py [--nodes 100000] [--threads 1]
 """
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch_geometric.data import Data
 
-from lagnh_pyg.sampling import has_compiled_sampler, make_neighbor_loader
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lagnh_pyg, not an installed copy
+
+from lagnh_pyg.sampling import has_compiled_sampler, make_neighbor_loader  # noqa: E402
 
 
 def knn_like_graph(n: int, k: int, seed: int = 0) -> Data:

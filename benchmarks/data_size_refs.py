@@ -18,13 +18,16 @@ Not a test; one thread, ~2 min at 50,000 training items.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from lagnh_pyg.data.store import Dataset
-from lagnh_pyg.metrics import evaluate_retrieval, mean_average_precision
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lagnh_pyg, not an installed copy
+
+from lagnh_pyg.data.store import Dataset  # noqa: E402
+from lagnh_pyg.metrics import evaluate_retrieval, mean_average_precision  # noqa: E402
 
 TOPK = 1000
 

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -26,13 +27,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 
 import torch  # noqa: E402
 
-from lagnh_pyg.data.synthetic import SyntheticSpec, generate
-from lagnh_pyg.device import faiss_has_gpu, resolve_device
-from lagnh_pyg.encoders import encode_splits
-from lagnh_pyg.ownership import remove_owned
-from lagnh_pyg.retrieval import evaluate_run
-from lagnh_pyg.rundir import Run
-from lagnh_pyg.training import train_run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lagnh_pyg, not an installed copy
+
+from lagnh_pyg.data.synthetic import SyntheticSpec, generate  # noqa: E402
+from lagnh_pyg.device import faiss_has_gpu, resolve_device  # noqa: E402
+from lagnh_pyg.encoders import encode_splits  # noqa: E402
+from lagnh_pyg.ownership import remove_owned  # noqa: E402
+from lagnh_pyg.retrieval import evaluate_run  # noqa: E402
+from lagnh_pyg.rundir import Run  # noqa: E402
+from lagnh_pyg.training import train_run  # noqa: E402
 
 MARKER = ".lagnh-gpu-check"  # marks --work as this script's own scratch folder
 

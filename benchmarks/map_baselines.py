@@ -9,9 +9,12 @@ Usage: python benchmarks/map_baselines.py DATA_DIR [--bits 16,32,64,128] [--topk
 """
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lagnh_pyg, not an installed copy
 
 
 def main() -> None:
