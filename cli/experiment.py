@@ -69,7 +69,7 @@ def accuracy(
     bits: Bits = "16,32,64,128", topk: TopK = "1000", protocol: Protocol = "lagnh", seeds: Seeds = "0",
     config: ConfigOpt = None, overrides: SetOpt = None, device: DeviceOpt = "auto", reuse: Reuse = True,
     blocks: Annotated[str, typer.Option("--blocks", help="Table 3 blocks, comma-separated: visual (the baselines hash the features alone: the paper's protocol), same (every baseline hashes LAGNH's inputs, inputs=both, its aux_weight chosen on a validation split of the training data).")] = "visual,same",
-    aux_weights: Annotated[str, typer.Option("--aux-weights", help="The aux_weight grid of the same-inputs block and of the tuned cosine reference.")] = "0.25,0.5,1,2,4,8,16",
+    aux_weights: Annotated[str, typer.Option("--aux-weights", help="The aux_weight grid of the same-inputs block and of the tuned cosine reference.")] = "0.25,0.5,1,2,4,8,16,32,64",
 ) -> None:
     """Table 3: MAP@K of each method at each code length, P@K curves (Fig. 2) and the size/time table (Table 4).
 

@@ -243,6 +243,19 @@ def test_cli_help_says_what_inputs_mean():
         assert text in res.output
 
 
+def test_experiment_accuracy_default_grid_is_the_library_grid():
+    """`lagnh experiment accuracy`'s --aux-weights default is AUX_WEIGHTS, which reaches past 16
+    (several baselines' validation MAP still rose at 16 on the demo data)."""
+    import inspect
+
+    from lagnh_pyg.cli.experiment import accuracy
+    from lagnh_pyg.experiments.same_inputs import AUX_WEIGHTS, check_weights
+
+    default = inspect.signature(accuracy).parameters["aux_weights"].default
+    assert check_weights([float(w) for w in default.split(",")]) == AUX_WEIGHTS
+    assert max(AUX_WEIGHTS) == 64.0
+
+
 # -- the cosine reference --------------------------------------------------------------------
 def brute_force_cosine_map(q, db, lq, ldb, topk, protocol, exact=False):
     """One query at a time, each pair on its own: the cosine (``exact``: the exact rational
