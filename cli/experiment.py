@@ -70,6 +70,7 @@ def accuracy(
     config: ConfigOpt = None, overrides: SetOpt = None, device: DeviceOpt = "auto", reuse: Reuse = True,
     blocks: Annotated[str, typer.Option("--blocks", help="Table 3 blocks, comma-separated: visual (the baselines hash the features alone: the paper's protocol), same (every baseline hashes LAGNH's inputs, inputs=both, its aux_weight chosen on a validation split of the training data).")] = "visual,same",
     aux_weights: Annotated[str, typer.Option("--aux-weights", help="The aux_weight grid of the same-inputs block and of the tuned cosine reference.")] = "0.25,0.5,1,2,4,8,16,32,64",
+    extend_weights: Annotated[bool, typer.Option("--extend-weights/--no-extend-weights", help="When a weight chosen on the validation split is the grid's largest (smallest), go on doubling (halving) it until two weights in a row bring no gain, up to 4096 (down to 1/64), so that no baseline is held at the grid's edge.")] = True,
 ) -> None:
     """Table 3: MAP@K of each method at each code length, P@K curves (Fig. 2) and the size/time table (Table 4).
 
@@ -85,7 +86,7 @@ def accuracy(
 
     spec = _spec(data, out_dir, topk, protocol, seeds, config, overrides, device, reuse)
     _done(run_accuracy(spec, parse_list(methods, "--methods"), _bits(bits), blocks=parse_list(blocks, "--blocks"),
-                       aux_weights=parse_list(aux_weights, "--aux-weights")))
+                       aux_weights=parse_list(aux_weights, "--aux-weights"), extend_weights=extend_weights))
 
 
 @app.command()

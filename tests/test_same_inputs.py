@@ -415,6 +415,87 @@ def test_cli_accuracy_blocks_option(small_synthetic, tmp_path):
         assert msg in res.stderr, res.stderr
 
 
+# -- the sweep past the grid's edge --------------------------------------------------------
+def _peaked(peak: float, calls: list):
+    """A validation score with one maximum at ``peak`` (in log2 w), recording each weight asked."""
+    def score(w):
+        calls.append(w)
+        return {"validation_map": 1.0 - (math.log2(w) - math.log2(peak)) ** 2 / 100 if w > 0 else 0.0, "fit_seconds": 0.1}
+    return score
+
+
+@pytest.mark.parametrize("grid, peak, tried, pick", [
+    ((0.5, 1.0, 2.0), 32.0, [0.5, 1, 2, 4, 8, 16, 32, 64, 128], 32.0),  # past the top: doubles until the MAP
+    ((1.0, 2.0, 4.0), 0.125, [1, 2, 4, 0.5, 0.25, 0.125, 0.0625, 0.03125], 0.125),  # falls twice; halves below
+    ((0.5, 4.0, 1.0), 1.0, [0.5, 4, 1], 1.0),  # an inner pick: the grid alone (in any order)
+    ((0.5, 1.0), 0.001, [0.5, 1, 0.25, 0.125, 0.0625, 0.03125, 0.015625], 0.015625),  # halving stops at 1/64
+    ((0.0, 1.0, 4.0), 0.001, [0, 1, 4], 1.0),  # a grid holding 0 is not halved past its smallest weight
+    ((2.0, 4.0), 4.0, [2, 4, 8, 16], 4.0),  # a pick at the top that the next two weights do not beat
+    ((1.0, 8.0), 1e9, [1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096], 4096.0),  # doubling stops at 4096
+    ((8.0,), 1e9, [8], 8.0),  # one weight: nothing to go past
+])
+def test_sweep_weights_goes_past_an_edge_pick(grid, peak, tried, pick):
+    from lagnh_pyg.experiments.same_inputs import EXTEND_MAX, EXTEND_MIN, sweep_weights
+
+    assert (EXTEND_MIN, EXTEND_MAX) == (1 / 64, 4096.0)
+    calls = []
+    out = sweep_weights(grid, _peaked(peak, calls))
+    assert calls == tried and [r["aux_weight"] for r in out["results"]] == [float(w) for w in tried]
+    assert out["aux_weight"] == pick
+    assert out["validation_map"] == max(r["validation_map"] for r in out["results"])
+    assert [r["extended"] for r in out["results"]] == [i >= len(grid) for i in range(len(tried))]
+    assert all(r["fit_seconds"] == 0.1 for r in out["results"])  # what the score says is kept
+    calls.clear()
+    assert sweep_weights(grid, _peaked(peak, calls), extend=False)["aux_weight"] in grid and calls == list(grid)
+
+
+def test_sweep_weights_forgives_one_dip_not_two_and_ties_keep_the_first():
+    from lagnh_pyg.experiments.same_inputs import sweep_weights
+
+    maps = {1.0: 0.5, 2.0: 0.7, 4.0: 0.69, 8.0: 0.8, 16.0: 0.8, 32.0: 0.79, 64.0: 0.95}
+    out = sweep_weights((1.0, 2.0), lambda w: {"validation_map": maps[w]})
+    # 4 dips, 8 gains; 16 ties (not a gain), 32 dips: stop before 64
+    assert [r["aux_weight"] for r in out["results"]] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0] and out["aux_weight"] == 8.0
+
+
+def test_cli_accuracy_extends_the_grid_past_an_edge_pick(small_synthetic, tmp_path):
+    """`experiment accuracy` goes on past the grid's edge by default, each weight past it scored on
+    the validation split as the grid's are (checked by hand), and the report lists them."""
+    from lagnh_pyg.metrics import mean_average_precision
+
+    grid = "0.25,0.5"  # PCAH's validation MAP is highest at the grid's top here, and again past it
+    out = tmp_path / "rep"
+    res = runner.invoke(app, ["experiment", "accuracy", "--data", str(small_synthetic), "--out", str(out),
+                              "--methods", "pcah", "--bits", "16", "--topk", "40", "--blocks", "same",
+                              "--aux-weights", grid])
+    assert res.exit_code == 0, res.output
+    cell = next(c for c in json.loads((out / "accuracy.json").read_text())["cells"] if c["extra"]["block"] == "same")
+    choice = cell["extra"]["aux_weight_choice"]
+    weights = [r["aux_weight"] for r in choice["results"]]
+    assert len(weights) > 3 and weights[2:] == [weights[1] * 2 ** i for i in range(1, len(weights) - 1)]
+    maps = [r["validation_map"] for r in choice["results"]]
+    assert choice["aux_weight"] == weights[int(np.argmax(maps))] == cell["extra"]["aux_weight"] > 0.5
+    assert max(maps[-2:]) <= max(maps[:-2])  # it stopped after two weights without a gain
+    data = ValidationData.of(Dataset.open(small_synthetic), 0.2, 0)
+    for w, m in zip(weights, maps):  # each score by hand
+        t = InputTransform("both", w)
+        model = make_baseline("pcah", 16).fit(t(data.X_fit, data.A_fit))
+        ref = mean_average_precision(model.encode(t(data.X_val, data.A_val)), model.encode(t(data.X_fit, data.A_fit)),
+                                     data.L_val, data.L_fit, 40)
+        assert m == pytest.approx(ref, abs=1e-12)
+    md = (out / "accuracy.md").read_text()
+    assert f"| w={weights[-1]:g} |" in md and "were tried because a pick lay at its edge" in md
+    assert "a pick at the grid's edge goes on" in md
+    res = runner.invoke(app, ["experiment", "accuracy", "--data", str(small_synthetic), "--out", str(tmp_path / "fixed"),
+                              "--methods", "pcah", "--bits", "16", "--topk", "40", "--blocks", "same",
+                              "--aux-weights", grid, "--no-extend-weights"])
+    assert res.exit_code == 0, res.output
+    cell = next(c for c in json.loads((tmp_path / "fixed" / "accuracy.json").read_text())["cells"]
+                if c["extra"]["block"] == "same")
+    assert [r["aux_weight"] for r in cell["extra"]["aux_weight_choice"]["results"]] == weights[:2]
+    assert "were tried because" not in (tmp_path / "fixed" / "accuracy.md").read_text()
+
+
 # -- tuning aux_weight on the training data ------------------------------------------------
 def test_tune_aux_weight_on_the_validation_split(small_synthetic, tmp_path):
     md = tune_baseline("itq", small_synthetic, 16, {"aux_weight": ["0.5", "2"]}, tmp_path / "t", topk=40,

@@ -69,25 +69,31 @@ def check_blocks(blocks: Sequence[str]) -> list[str]:
 
 
 def run_accuracy(spec: ExperimentSpec, methods: Sequence[str], bits: Sequence[int],
-                 blocks: Sequence[str] = ("visual",), aux_weights: Sequence[float] = AUX_WEIGHTS) -> dict[str, Path]:
+                 blocks: Sequence[str] = ("visual",), aux_weights: Sequence[float] = AUX_WEIGHTS,
+                 extend_weights: bool = False) -> dict[str, Path]:
     """Fit, encode and evaluate every (method, bits, seed) of each block; write the tables and figures.
 
     Args:
         blocks: ``visual`` (the paper's protocol), ``same`` (every baseline with
             ``inputs=both``, its ``aux_weight`` chosen on the validation split), or both.
         aux_weights: the grid the same-inputs block and the tuned cosine reference choose from.
+        extend_weights: go on past the grid's edge when a pick lies there
+            (:func:`~lagnh_pyg.experiments.same_inputs.sweep_weights`). Off here, so that a
+            script's fixed grid means what it did; ``lagnh experiment accuracy`` turns it on
+            unless told ``--no-extend-weights``.
     """
     methods = check_methods(methods)
     bits = [check_bits(int(b)) for b in bits]
     blocks = check_blocks(blocks)
     weights = check_weights(aux_weights)
     validation = Validation(spec)
-    cells = [c for b in bits for m in methods for c in _method_cells(spec, validation, m, b, blocks, weights)]
-    refs = cosine_references(spec, validation, weights)
-    body = "".join(_block(blk, methods, bits, cells, refs, weights) for blk in blocks)
+    cells = [c for b in bits for m in methods
+             for c in _method_cells(spec, validation, m, b, blocks, weights, extend_weights)]
+    refs = cosine_references(spec, validation, weights, extend_weights)
+    body = "".join(_block(blk, methods, bits, cells, refs, weights, extend_weights) for blk in blocks)
     body += _choices_table(methods, bits, cells, refs, weights) if "same" in blocks else ""
     body += "\n## Model size and time (Table 4)\n\n" + _size_time_table(_rows(methods, blocks), bits, _by(cells))
-    prov = {"blocks": blocks, "model_selection": _selection_note(blocks, weights)}
+    prov = {"blocks": blocks, "model_selection": _selection_note(blocks, weights, extend_weights)}
     files = write_report(spec, "accuracy", "Retrieval accuracy (Table 3)", body, cells,
                          extra_cols=("block", "inputs", "aux_weight"), extra_json={"blocks": blocks, "references": refs},
                          prov_extra=prov)
@@ -101,7 +107,7 @@ def run_accuracy(spec: ExperimentSpec, methods: Sequence[str], bits: Sequence[in
 
 
 def _method_cells(spec: ExperimentSpec, validation: Validation, m: str, b: int, blocks: Sequence[str],
-                  weights: Sequence[float]) -> list[Cell]:
+                  weights: Sequence[float], extend: bool = False) -> list[Cell]:
     """The cells of method ``m`` at ``b`` bits, one per seed and block (LAGNH: one set for both)."""
     from ..device import resolve_device
 
@@ -113,7 +119,7 @@ def _method_cells(spec: ExperimentSpec, validation: Validation, m: str, b: int, 
                            aux_weight=None)
             cells.append(c)
     if "same" in blocks and not is_lagnh(m):
-        choice = choose_aux_weight(spec, validation, m, b, weights, resolve_device(spec.device))
+        choice = choose_aux_weight(spec, validation, m, b, weights, resolve_device(spec.device), extend)
         w = choice["aux_weight"]
         for s in spec.seeds:
             c = run_cell(spec, m, b, s, f"{m}-both-{b}bits-seed{s}", ("inputs=both", f"aux_weight={w!r}"))
@@ -142,6 +148,9 @@ def _pk_plots(spec: ExperimentSpec, methods: Sequence[str], bits: Sequence[int],
 
 
 SAME_SUFFIX = " (same inputs)"
+#: what the notes add when the sweep may leave the grid (:func:`~lagnh_pyg.experiments.same_inputs.sweep_weights`)
+EXTENDED_NOTE = (" (a pick at the grid's edge goes on past it, doubling or halving w until two weights in a row bring "
+                 "no gain)")
 
 
 def _label(c: Cell) -> str:
@@ -170,7 +179,7 @@ def _ref_row(r: dict, bits: Sequence[int]) -> list[str]:
 
 
 def _block(blk: str, methods: Sequence[str], bits: Sequence[int], cells: Sequence[Cell], refs: Sequence[dict],
-           weights: Sequence[float]) -> str:
+           weights: Sequence[float], extend: bool = False) -> str:
     by = _by(cells)
     rows = []
     for m in methods:
@@ -191,7 +200,8 @@ def _block(blk: str, methods: Sequence[str], bits: Sequence[int], cells: Sequenc
     else:
         grid = ", ".join(f"{w:g}" for w in weights)
         note = ("Every baseline hashes LAGNH's inputs, [x/|x|, w a/|a|] (`inputs=both`), each query and database item "
-                f"with its own aux; w (`aux_weight`) is chosen per method and code length from {{{grid}}} on a "
+                f"with its own aux; w (`aux_weight`) is chosen per method and code length from {{{grid}}}"
+                f"{EXTENDED_NOTE if extend else ''} on a "
                 f"validation split of the training data ({VALIDATION['fraction']:.0%} of it, seed "
                 f"{VALIDATION['seed']}, ranked against the rest; the query and database splits are never read), "
                 "w listed per code length.")
@@ -205,20 +215,27 @@ def _choices_table(methods: Sequence[str], bits: Sequence[int], cells: Sequence[
                    weights: Sequence[float]) -> str:
     """Every aux weight's validation MAP, per method and code length (the chosen one in bold)."""
     by = _by(cells)
-    rows = []
+    sweeps = []  # (method, bits, chosen weight, results, seconds)
     for m in methods:
         for b in bits:
             cs = by.get((m + SAME_SUFFIX, b))
-            if not cs:
-                continue
-            choice = cs[0].extra["aux_weight_choice"]
-            rows.append([m, b, *[_mark(r, choice["aux_weight"]) for r in choice["results"]],
-                         f"{choice['seconds']:.1f}"])
+            if cs:
+                choice = cs[0].extra["aux_weight_choice"]
+                sweeps.append((m, b, choice["aux_weight"], choice["results"], f"{choice['seconds']:.1f}"))
     tuned = next(r for r in refs if "validation" in r)
-    rows.append(["*cosine on [features, aux]*", "-", *[_mark(r, tuned["aux_weight"]) for r in tuned["validation"]], "-"])
+    sweeps.append(("*cosine on [features, aux]*", "-", tuned["aux_weight"], tuned["validation"], "-"))
+    # the grid's weights, then any tried past its edge, in increasing order
+    columns = sorted({float(w) for w in weights} | {r["aux_weight"] for s in sweeps for r in s[3]})
+    rows = []
+    for m, b, chosen, results, seconds in sweeps:
+        by_weight = {r["aux_weight"]: r for r in results}
+        rows.append([m, b, *[_mark(by_weight[w], chosen) if w in by_weight else "-" for w in columns], seconds])
+    past = set(columns) - {float(w) for w in weights}
+    note = (f" Weights outside the grid ({', '.join(f'{w:g}' for w in sorted(past))}) were tried because a pick lay at "
+            "its edge; -: not tried." if past else "")
     return ("\n### aux_weight on the validation split\n\nValidation MAP of each weight (held-out training items "
-            "against the other training items; the chosen weight in bold); s: seconds of the sweep.\n\n"
-            + table(["method", "bits", *[f"w={w:g}" for w in weights], "s"], rows))
+            f"against the other training items; the chosen weight in bold); s: seconds of the sweep.{note}\n\n"
+            + table(["method", "bits", *[f"w={w:g}" for w in columns], "s"], rows))
 
 
 def _mark(r: dict, chosen: float) -> str:
@@ -226,12 +243,13 @@ def _mark(r: dict, chosen: float) -> str:
     return f"**{text}**" if r["aux_weight"] == chosen else text
 
 
-def _selection_note(blocks: Sequence[str], weights: Sequence[float]) -> str:
+def _selection_note(blocks: Sequence[str], weights: Sequence[float], extend: bool = False) -> str:
     if "same" not in blocks:
         return ("the query set chooses nothing; the tuned cosine reference's aux weight comes from a validation split of "
                 "the training data")
     return (f"aux_weight of each same-inputs baseline and of the tuned cosine reference chosen from "
-            f"{', '.join(f'{w:g}' for w in weights)} on a validation split of the training data "
+            f"{', '.join(f'{w:g}' for w in weights)}{EXTENDED_NOTE if extend else ''} on a validation split of the "
+            "training data "
             f"(fraction {VALIDATION['fraction']}, seed {VALIDATION['seed']}); the query set chooses nothing")
 
 

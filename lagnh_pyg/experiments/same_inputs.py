@@ -9,7 +9,12 @@ queries and database items each with their own aux, as LAGNH encodes them.
   data only: each weight of a small grid is fitted on the fit part of the training split and
   scored by the validation part's MAP@K against the fit part
   (:class:`~lagnh_pyg.experiments.tuning.ValidationData`); the highest wins (ties: the first
-  in grid order). The query and database splits are never read.
+  in grid order). When the winner is the grid's largest weight, the sweep goes on past it,
+  doubling the weight while the validation MAP still rises (two steps without a gain end it;
+  up to :data:`EXTEND_MAX`); when it is the smallest (and not 0), halving it (down to
+  :data:`EXTEND_MIN`): a method whose
+  best weight lies outside the grid is not held at the grid's edge (:func:`sweep_weights`).
+  The query and database splits are never read.
 * **Reference rows** rank the database by cosine similarity, without codes
   (:func:`lagnh_pyg.metrics.evaluate_cosine`, ties by database order as for codes): on the
   features, on the aux, and on the concatenation with weight 1 and with its own weight chosen
@@ -41,6 +46,10 @@ logger = logging.getLogger(__name__)
 #: the aux weights tried on the validation split (up to 64: on the demo data several baselines'
 #: validation MAP still rose at 16)
 AUX_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+#: how far the sweep may go past the grid's edge (:func:`sweep_weights`): on the demo's detector
+#: aux CIBHash's validation MAP still rose from 64 to 1024 at 64 bits
+EXTEND_MAX = 4096.0
+EXTEND_MIN = 1 / 64
 #: the validation split of the training data (the share held out and its seed)
 VALIDATION = {"fraction": 0.2, "seed": 0}
 CHOICES_DIR = "choices"
@@ -57,6 +66,36 @@ def check_weights(weights: Sequence[Any]) -> tuple[float, ...]:
     if not out:
         raise InputError("--aux-weights: give at least one weight")
     return tuple(out)
+
+
+def sweep_weights(weights: Sequence[float], score: Callable[[float], dict[str, Any]],
+                  extend: bool = True) -> dict[str, Any]:
+    """Score every weight of the grid ``weights`` (``score(w)``: a dict with the weight's
+    ``validation_map``, kept in its result with anything else it holds) and pick the
+    highest (ties: the first in grid order). With ``extend`` and a grid of two or more weights,
+    a pick at the grid's largest weight is followed by 2w, 4w, ... (at most :data:`EXTEND_MAX`)
+    and one at its smallest nonzero weight by w/2, w/4, ... (at least :data:`EXTEND_MIN`), each
+    scored, until two in a row fail to beat the best so far (one dip is forgiven: a validation
+    MAP is noisy) or the bound is passed. Returns ``{"aux_weight", "validation_map", "results": [{"aux_weight",
+    "validation_map", "extended"}, ...]}`` in the order scored."""
+    results = [{"aux_weight": float(w), **score(w), "extended": False} for w in weights]
+    best = max(results, key=lambda r: r["validation_map"])
+    if extend and len(weights) >= 2:
+        w0, factor, inside = best["aux_weight"], 0.0, None
+        if w0 == max(weights):
+            factor, inside = 2.0, lambda w: w <= EXTEND_MAX
+        elif w0 == min(weights) and w0 > 0:
+            factor, inside = 0.5, lambda w: w >= EXTEND_MIN
+        w, misses = w0 * factor, 0
+        while inside is not None and inside(w) and misses < 2:
+            r = {"aux_weight": float(w), **score(w), "extended": True}
+            results.append(r)
+            if r["validation_map"] > best["validation_map"]:
+                best, misses = r, 0
+            else:
+                misses += 1
+            w *= factor
+    return {"aux_weight": best["aux_weight"], "validation_map": best["validation_map"], "results": results}
 
 
 class Validation:
@@ -96,27 +135,28 @@ def _cached(spec: ExperimentSpec, name: str, key: dict[str, Any], compute: Calla
 
 
 def choose_aux_weight(spec: ExperimentSpec, validation: Validation, method: str, bits: int,
-                      weights: Sequence[float], device: str = "cpu") -> dict[str, Any]:
+                      weights: Sequence[float], device: str = "cpu", extend: bool = False) -> dict[str, Any]:
     """The ``aux_weight`` of ``method`` with ``inputs=both`` at ``bits``, chosen on the
-    validation split: ``{"aux_weight", "validation_map", "results": [per weight], "seconds"}``."""
+    validation split (:func:`sweep_weights`, past the grid's edge with ``extend``):
+    ``{"aux_weight", "validation_map", "results": [per weight], "seconds"}``."""
     from ..baselines import load_params
 
     base = load_params(method)[0]
     key = {"method": method, "bits": int(bits), "weights": list(weights), "config": base or None,
            "seed": VALIDATION["seed"], **validation.key()}
+    if extend:
+        key["extend"] = {"max": EXTEND_MAX, "min": EXTEND_MIN}
+
+    def score(w: float) -> dict[str, Any]:
+        params = {**base, "inputs": "both", "aux_weight": w}
+        r = validation.data.score(method, bits, params, seed=VALIDATION["seed"], topk=spec.topk,
+                                  protocol=spec.protocol, device=device)
+        logger.info("[%s %d bits] aux_weight %g: validation MAP %.4f", method, bits, w, r["validation_map"])
+        return r
 
     def compute() -> dict[str, Any]:
         t0 = time.perf_counter()
-        results = []
-        for w in weights:
-            params = {**base, "inputs": "both", "aux_weight": w}
-            r = validation.data.score(method, bits, params, seed=VALIDATION["seed"], topk=spec.topk,
-                                      protocol=spec.protocol, device=device)
-            results.append({"aux_weight": w, **r})
-            logger.info("[%s %d bits] aux_weight %g: validation MAP %.4f", method, bits, w, r["validation_map"])
-        best = max(results, key=lambda r: r["validation_map"])
-        return {"aux_weight": best["aux_weight"], "validation_map": best["validation_map"], "results": results,
-                "seconds": time.perf_counter() - t0}
+        return {**sweep_weights(weights, score, extend), "seconds": time.perf_counter() - t0}
 
     return _cached(spec, f"aux_weight-{method}-{bits}bits", key, compute)
 
@@ -157,23 +197,29 @@ def _cosine_map(transform: InputTransform, q, db, spec: ExperimentSpec):
     return evaluate_cosine(transform(q[0], q[1]), db_vectors, q[2], db[-1], spec.topk, spec.protocol)
 
 
-def cosine_references(spec: ExperimentSpec, validation: Validation, weights: Sequence[float]) -> list[dict[str, Any]]:
+def cosine_references(spec: ExperimentSpec, validation: Validation, weights: Sequence[float],
+                      extend: bool = False) -> list[dict[str, Any]]:
     """The reference rows: MAP@K of cosine ranking of the queries against the database on the
     features, the aux, ``[x/|x|, a/|a|]`` and ``[x/|x|, w a/|a|]`` with ``w`` chosen on the
-    validation split (cached). Each row: ``name``, ``inputs``, ``aux_weight``, ``map``, ``pk``,
-    ``seconds``; the tuned row also ``validation`` (every weight's validation MAP)."""
+    validation split (cached; :func:`sweep_weights`, past the grid's edge with ``extend``).
+    Each row: ``name``, ``inputs``, ``aux_weight``, ``map``, ``pk``, ``seconds``; the tuned row
+    also ``validation`` (every weight's validation MAP)."""
     from ..metrics import COSINE_TIE
 
     key = {"weights": list(weights), **validation.key(), "references": [list(r) for r in REFERENCES],
            "cosine_tie": COSINE_TIE}
+    if extend:
+        key["extend"] = {"max": EXTEND_MAX, "min": EXTEND_MIN}
 
     def compute() -> dict[str, Any]:
         v = validation.data
-        val = []
-        for w in weights:
-            res = _cosine_map(InputTransform("both", w), (v.X_val, v.A_val, v.L_val), (v.X_fit, v.A_fit, v.L_fit), spec)
-            val.append({"aux_weight": w, "validation_map": res.map})
-        tuned = max(val, key=lambda r: r["validation_map"])
+
+        def score(w: float) -> dict[str, Any]:
+            return {"validation_map": _cosine_map(InputTransform("both", w), (v.X_val, v.A_val, v.L_val),
+                                                  (v.X_fit, v.A_fit, v.L_fit), spec).map}
+
+        tuned = sweep_weights(weights, score, extend)
+        val = tuned["results"]
         ds = spec.dataset
         q, db = ds.split("query"), ds.split("database")
         queries, L_db = (ds.feature_rows(q), ds.aux_rows(q), ds.label_rows(q)), ds.label_rows(db)
