@@ -12,8 +12,8 @@ queries and database items each with their own aux, as LAGNH encodes them.
   in grid order). When the winner is the grid's largest weight, the sweep goes on past it,
   doubling the weight while the validation MAP still rises (two steps without a gain end it;
   up to :data:`EXTEND_MAX`); when it is the smallest (and not 0), halving it (down to
-  :data:`EXTEND_MIN`): a method whose
-  best weight lies outside the grid is not held at the grid's edge (:func:`sweep_weights`).
+  :data:`EXTEND_MIN`): a method whose best weight lies outside the grid is not held at the
+  grid's edge (:func:`sweep_weights`).
   The query and database splits are never read.
 * **Reference rows** rank the database by cosine similarity, without codes
   (:func:`lagnh_pyg.metrics.evaluate_cosine`, ties by database order as for codes): on the
@@ -76,18 +76,15 @@ def sweep_weights(weights: Sequence[float], score: Callable[[float], dict[str, A
     a pick at the grid's largest weight is followed by 2w, 4w, ... (at most :data:`EXTEND_MAX`)
     and one at its smallest nonzero weight by w/2, w/4, ... (at least :data:`EXTEND_MIN`), each
     scored, until two in a row fail to beat the best so far (one dip is forgiven: a validation
-    MAP is noisy) or the bound is passed. Returns ``{"aux_weight", "validation_map", "results": [{"aux_weight",
-    "validation_map", "extended"}, ...]}`` in the order scored."""
+    MAP is noisy) or the bound is passed. Returns ``{"aux_weight", "validation_map",
+    "results": [{"aux_weight", "validation_map", "extended"}, ...]}`` in the order scored."""
     results = [{"aux_weight": float(w), **score(w), "extended": False} for w in weights]
     best = max(results, key=lambda r: r["validation_map"])
-    if extend and len(weights) >= 2:
-        w0, factor, inside = best["aux_weight"], 0.0, None
-        if w0 == max(weights):
-            factor, inside = 2.0, lambda w: w <= EXTEND_MAX
-        elif w0 == min(weights) and w0 > 0:
-            factor, inside = 0.5, lambda w: w >= EXTEND_MIN
+    w0 = best["aux_weight"]
+    if extend and len(weights) >= 2 and (w0 == max(weights) or 0 < w0 == min(weights)):
+        factor = 2.0 if w0 == max(weights) else 0.5
         w, misses = w0 * factor, 0
-        while inside is not None and inside(w) and misses < 2:
+        while (w <= EXTEND_MAX if factor > 1 else w >= EXTEND_MIN) and misses < 2:
             r = {"aux_weight": float(w), **score(w), "extended": True}
             results.append(r)
             if r["validation_map"] > best["validation_map"]:
