@@ -48,8 +48,11 @@ test: $(STAMP) browser
 # pyproject.toml declares (constraints-min.txt): CI runs it after `make test` to prove the bounds.
 VENV_MIN  := .venv-min
 STAMP_MIN := $(VENV_MIN)/.installed
-$(STAMP_MIN): pyproject.toml constraints.txt constraints-min.txt
+# torch (~6 GB with its CUDA libraries) is hard-linked from .venv, not installed a second time:
+# CI disks can have under 10 GB free (.ci/link_torch.py).
+$(STAMP_MIN): pyproject.toml constraints.txt constraints-min.txt $(STAMP)
 	test -x $(VENV_MIN)/bin/python || $(PYTHON) -m venv $(VENV_MIN)
+	$(BIN)/python .ci/link_torch.py $(VENV_MIN)
 	$(VENV_MIN)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV_MIN)/bin/python -m pip install --quiet -c constraints.txt -c constraints-min.txt -e '.[vision,serve,dev]'
 	touch $@
