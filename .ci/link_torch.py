@@ -52,9 +52,13 @@ def _files(dist: metadata.Distribution, base: Path) -> list[Path]:
     return sorted(rel, key=lambda p: (p.parts[0].endswith(".dist-info"), str(p)))
 
 
-def link(dest_venv: Path) -> int:
-    src_base = Path(os.path.normpath(metadata.distribution("torch").locate_file("")))
-    dst_base = _site_packages(dest_venv)
+def link(dest_venv: Path, src_base: Path | None = None, dst_base: Path | None = None) -> int:
+    """Link the heavy packages of ``src_base`` (default: the site-packages holding this python's
+    torch) into ``dst_base`` (default: ``dest_venv``'s site-packages)."""
+    if src_base is None:
+        src_base = Path(os.path.normpath(metadata.distribution("torch").locate_file("")))
+    if dst_base is None:
+        dst_base = _site_packages(dest_venv)
     installed = {_name(d) for d in metadata.distributions(path=[str(dst_base)])}
     linked, size, names = 0, 0, []
     for dist in metadata.distributions(path=[str(src_base)]):
