@@ -56,7 +56,11 @@ def link(dest_venv: Path, src_base: Path | None = None, dst_base: Path | None = 
     """Link the heavy packages of ``src_base`` (default: the site-packages holding this python's
     torch) into ``dst_base`` (default: ``dest_venv``'s site-packages)."""
     if src_base is None:
-        src_base = Path(os.path.normpath(metadata.distribution("torch").locate_file("")))
+        try:
+            src_base = Path(os.path.normpath(metadata.distribution("torch").locate_file("")))
+        except metadata.PackageNotFoundError:
+            print(f"link_torch: no torch beside {sys.executable} to share; pip will install it")
+            return 0
     if dst_base is None:
         dst_base = _site_packages(dest_venv)
     installed = {_name(d) for d in metadata.distributions(path=[str(dst_base)])}

@@ -91,3 +91,14 @@ def test_a_failed_link_leaves_nothing_half_linked(sites, monkeypatch, capsys):
     assert _names(dst) == {}  # pip will install all of it itself
     assert not [p for p in dst.rglob("*") if p.is_file()]
     assert "cannot hard-link" in capsys.readouterr().out
+
+
+def test_a_python_without_torch_links_nothing(tmp_path, monkeypatch, capsys):
+    mod = _load()
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(mod.metadata, "distribution", missing)
+    assert mod.link(tmp_path, dst_base=tmp_path) == 0
+    assert not any(tmp_path.iterdir()) and "no torch beside" in capsys.readouterr().out
