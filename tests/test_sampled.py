@@ -146,6 +146,36 @@ def test_sampled_forward_scales_the_neighbour_messages():
     assert torch.equal(via_module[False]["edge_weight"], plain["edge_weight"])
 
 
+def test_sampled_forward_counts_the_in_edges_once(monkeypatch):
+    """The degree estimate and the message scale share one count of each node's sampled
+    in-edges per forward, and give what each computes on its own."""
+    import lagnh_pyg.training.sampled as sampled
+
+    x, aux = _problem(n=80, seed=4)
+    cfg = load_config(TINY)
+    graph = build_graph(x, aux, k=4)
+    tr = _trainer(cfg, 12, 6)
+    tr.model.set_feature_stats(graph.x)
+    tr.model.eval()
+    loader = make_neighbor_loader(topology_of_graph(graph), [2, 2], None, batch_size=10, shuffle=False)
+    b = BatchFetcher(x, aux)(next(iter(loader)))
+    calls = []
+    real = sampled.sampled_in_edges
+    monkeypatch.setattr(sampled, "sampled_in_edges", lambda ei, n: calls.append(n) or real(ei, n))
+    with torch.no_grad():
+        out = sampled_forward(tr.model, b.x, b.aux, b.edge_index, b.s_a, b.count)
+        assert len(calls) == 1
+        SampledModule(tr.model).weighted_graph(b.x, b.aux, b.edge_index, b.s_a, b.count)
+        assert len(calls) == 2
+    monkeypatch.setattr(sampled, "sampled_in_edges", real)
+    ei, n = out["edge_index"], b.x.shape[0]
+    w = torch.rand(ei.shape[1], dtype=torch.float64)
+    m_in = real(ei, n)
+    assert m_in.tolist() == [float(((ei[1] == i) & (ei[0] != i)).sum()) for i in range(n)]
+    assert torch.equal(sampled_degree(ei, w, b.count, n, m_in), sampled_degree(ei, w, b.count, n))
+    assert torch.equal(sampled_message_scale(ei, b.count, n, m_in), sampled_message_scale(ei, b.count, n))
+
+
 def test_sampled_epoch_trains_with_small_fanout():
     x, aux = _problem(n=200, seed=2)
     cfg = load_config(TINY)

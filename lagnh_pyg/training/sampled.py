@@ -68,7 +68,15 @@ logger = logging.getLogger(__name__)
 
 
 # -- the forward pass ----------------------------------------------------------------------------
-def sampled_degree(edge_index: Tensor, weight: Tensor, count: Tensor, num_nodes: int) -> Tensor:
+def sampled_in_edges(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """(n,) float32: how many off-diagonal in-edges of each node a sampled subgraph holds (the
+    ``m_i`` of :func:`sampled_degree` and :func:`sampled_message_scale`)."""
+    src, dst = edge_index
+    return scatter((src != dst).to(torch.float32), dst, dim=0, dim_size=num_nodes, reduce="sum")
+
+
+def sampled_degree(edge_index: Tensor, weight: Tensor, count: Tensor, num_nodes: int,
+                   m_in: Tensor | None = None) -> Tensor:
     """Estimated full-graph weighted in-degree of each node of a sampled subgraph.
 
     Exact for a node whose ``count_i - 1`` off-diagonal in-edges are all in ``edge_index``;
@@ -78,6 +86,7 @@ def sampled_degree(edge_index: Tensor, weight: Tensor, count: Tensor, num_nodes:
     Args:
         edge_index: (2, E) with one self-loop per node. weight: (E,) S on those edges.
         count: (n,) full-graph in-edge count of each node, self-loop included.
+        m_in: :func:`sampled_in_edges` of ``edge_index`` when the caller has it already.
     Returns:
         (n,) degrees (differentiable in ``weight``).
     """
@@ -88,7 +97,7 @@ def sampled_degree(edge_index: Tensor, weight: Tensor, count: Tensor, num_nodes:
     deg = scatter(weight, dst, dim=0, dim_size=num_nodes, reduce="sum")
     self_w = scatter(torch.where(loop, weight, zero), dst, dim=0, dim_size=num_nodes, reduce="sum")
     off = torch.where(loop, zero, weight)
-    m_in = scatter(torch.where(loop, zero, one), dst, dim=0, dim_size=num_nodes, reduce="sum")
+    m_in = (sampled_in_edges(edge_index, num_nodes) if m_in is None else m_in).to(weight.dtype)
     sum_in = deg - self_w
     m_out = scatter(torch.where(loop, zero, one), src, dim=0, dim_size=num_nodes, reduce="sum")
     sum_out = scatter(off, src, dim=0, dim_size=num_nodes, reduce="sum")
@@ -99,7 +108,7 @@ def sampled_degree(edge_index: Tensor, weight: Tensor, count: Tensor, num_nodes:
     return torch.where(missing > 0, deg + missing * mean, deg)
 
 
-def sampled_message_scale(edge_index: Tensor, count: Tensor, num_nodes: int) -> Tensor:
+def sampled_message_scale(edge_index: Tensor, count: Tensor, num_nodes: int, m_in: Tensor | None = None) -> Tensor:
     """Per-edge factor that scales the sampled neighbour messages into a node up to their
     full-graph expectation: ``(count_i - 1) / m_i`` on each of the ``m_i`` sampled
     off-diagonal in-edges of node ``i``, 1 on self-loops and on a node whose in-edges are all
@@ -107,13 +116,15 @@ def sampled_message_scale(edge_index: Tensor, count: Tensor, num_nodes: int) -> 
 
     Args:
         edge_index: (2, E) with one self-loop per node. count: (n,) full-graph in-edge count
-            of each node, self-loop included.
+            of each node, self-loop included. m_in: :func:`sampled_in_edges` of
+            ``edge_index`` when the caller has it already.
     Returns:
         (E,) factors (no gradient: they depend on the topology only).
     """
     src, dst = edge_index
     loop = src == dst
-    m_in = scatter((~loop).to(torch.float32), dst, dim=0, dim_size=num_nodes, reduce="sum")
+    if m_in is None:
+        m_in = sampled_in_edges(edge_index, num_nodes)
     node = ((count.to(torch.float32) - 1) / m_in.clamp_min(1)).clamp_min(1)
     return torch.where(loop, torch.ones_like(m_in[dst]), node[dst])
 
@@ -130,15 +141,29 @@ def sampled_forward(model, x: Tensor, aux: Tensor, edge_index: Tensor, s_a: Tens
     ``z1``, ``xhat``, ``edge_index``, ``edge_weight`` (normalised), ``degree``.
     """
     # the count of each node travels with its row; the model sorts the edges by target itself
-    return model(x, aux, edge_index, s_a, degree_fn=lambda ei, w, n: sampled_degree(ei, w, count, n), rows=rows,
-                 edge_scale=_edge_scale(count, unbiased))
+    fns = _SampledNormalisation(count)
+    return model(x, aux, edge_index, s_a, degree_fn=fns.degree, rows=rows, edge_scale=fns.scale if unbiased else None)
 
 
-def _edge_scale(count: Tensor, unbiased: bool):
-    """The ``edge_scale`` argument of :meth:`LAGNH.weighted_graph` for a sampled subgraph."""
-    if not unbiased:
-        return None
-    return lambda ei, n: sampled_message_scale(ei, count, n)
+class _SampledNormalisation:
+    """The ``degree_fn`` and ``edge_scale`` arguments of :meth:`LAGNH.weighted_graph` for a
+    sampled subgraph; both need each node's sampled in-edge count, counted once a graph."""
+
+    def __init__(self, count: Tensor) -> None:
+        self.count = count
+        self._graph: tuple[Tensor, int] | None = None
+        self._m_in: Tensor | None = None
+
+    def _in_edges(self, edge_index: Tensor, n: int) -> Tensor:
+        if self._graph is None or self._graph[0] is not edge_index or self._graph[1] != n:
+            self._graph, self._m_in = (edge_index, n), sampled_in_edges(edge_index, n)
+        return self._m_in
+
+    def degree(self, edge_index: Tensor, weight: Tensor, n: int) -> Tensor:
+        return sampled_degree(edge_index, weight, self.count, n, self._in_edges(edge_index, n))
+
+    def scale(self, edge_index: Tensor, n: int) -> Tensor:
+        return sampled_message_scale(edge_index, self.count, n, self._in_edges(edge_index, n))
 
 
 def gcn_rows(num_sampled_nodes: list[int], n: int) -> tuple[int, int]:
@@ -165,8 +190,8 @@ class SampledModule(nn.Module):
         """:meth:`LAGNH.weighted_graph <lagnh_pyg.nn.LAGNH.weighted_graph>` with the degrees of
         :func:`sampled_degree` and the message scale of :func:`sampled_message_scale` (the
         forward pass before the GCN)."""
-        return self.model.weighted_graph(x, aux, edge_index, s_a, lambda ei, w, n: sampled_degree(ei, w, count, n),
-                                         _edge_scale(count, self.unbiased))
+        fns = _SampledNormalisation(count)
+        return self.model.weighted_graph(x, aux, edge_index, s_a, fns.degree, fns.scale if self.unbiased else None)
 
     def codes(self, g: dict[str, Tensor], rows: tuple[int, int] | None = None) -> dict[str, Tensor]:
         """The GCN and the classifier on a :meth:`weighted_graph`."""
