@@ -207,6 +207,7 @@ def tune(
     seed: Annotated[int, typer.Option(help="Seed of the split and the fits.")] = 0,
     device: DeviceOpt = "cpu",
     sets: Annotated[list[str] | None, typer.Option("--set", help="A parameter key=value held fixed at every grid point (repeatable), e.g. inputs=both.")] = None,
+    extend_weights: Annotated[bool, typer.Option("--extend-weights/--no-extend-weights", help="With --grid aux_weight=... alone: when the best weight is the grid's largest (smallest), go on doubling (halving) it until two weights in a row bring no gain, up to 4096 (down to 1/64), as `experiment accuracy` does.")] = False,
 ) -> None:
     """Choose a baseline's unstated hyper-parameters on a validation split of the training data (never the queries).
 
@@ -215,6 +216,7 @@ def tune(
 
     Example: lagnh experiment tune --data data/demo --out reports/tune --method ssdh --grid alpha=0.5,1,2 --grid lr=0.01,0.1
     Example: lagnh experiment tune --data data/demo --out reports/tune --method itq --set inputs=both --grid aux_weight=0.25,0.5,1,2,4
+    Example (past the grid's edge): ... --method itq --set inputs=both --grid aux_weight=1,2,4 --extend-weights
     """
     from lagnh_pyg.device import resolve_device
     from lagnh_pyg.experiments.common import parse_list
@@ -227,7 +229,8 @@ def tune(
         values[name] = parse_list(vals, f"--grid {name}")
     _check_out(out_dir, data)
     path = tune_baseline(method.lower(), data, bits, values, out_dir, seed=seed, fraction=fraction, topk=parse_topk(topk),
-                         protocol=protocol, device=resolve_device(device), fixed=split_assignments(sets, "--set", "--set iterations=50"))
+                         protocol=protocol, device=resolve_device(device), fixed=split_assignments(sets, "--set", "--set iterations=50"),
+                         extend_weights=extend_weights)
     out.print(Path(path).read_text(), markup=False, highlight=False, soft_wrap=True)
 
 

@@ -524,6 +524,38 @@ def test_tune_aux_weight_on_the_validation_split(small_synthetic, tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def test_tune_extends_aux_weight_past_the_grid_edge(small_synthetic, tmp_path, monkeypatch):
+    """`experiment tune --extend-weights` follows an edge pick past the grid, as Table 3 does:
+    every point scored is listed (the extra ones marked), the best is chosen among all; the
+    validation scores here peak at w = 8 (mocked: the rule is what is tested, the real scores
+    are by the test above). Without the flag the grid alone; with another grid key, an error."""
+    calls = []
+    peaked = _peaked(8.0, calls)
+    monkeypatch.setattr(ValidationData, "score", lambda self, method, bits, params, **kw: peaked(float(params["aux_weight"])))
+    res = runner.invoke(app, ["experiment", "tune", "--data", str(small_synthetic), "--out", str(tmp_path / "e"),
+                              "--method", "itq", "--bits", "16", "--set", "inputs=both", "--grid", "aux_weight=1,2",
+                              "--extend-weights"])
+    assert res.exit_code == 0, res.output
+    assert calls == [1, 2, 4, 8, 16, 32]
+    rep = json.loads((tmp_path / "e" / "tune-itq-16bits.json").read_text())
+    assert [r["params"]["aux_weight"] for r in rep["results"]] == [1, 2, 4, 8, 16, 32]
+    assert [r["extended"] for r in rep["results"]] == [False, False, True, True, True, True]
+    assert rep["best"]["params"] == {"aux_weight": 8.0} and rep["provenance"]["extend_weights"] is True
+    md = (tmp_path / "e" / "tune-itq-16bits.md").read_text()
+    assert "Best: {'aux_weight': 8.0}" in md and "past the grid" in md and md.count("| yes |") == 4
+    calls.clear()
+    res = runner.invoke(app, ["experiment", "tune", "--data", str(small_synthetic), "--out", str(tmp_path / "g"),
+                              "--method", "itq", "--bits", "16", "--set", "inputs=both", "--grid", "aux_weight=1,2"])
+    assert res.exit_code == 0 and calls == [1, 2], res.output
+    assert "past the grid" not in (tmp_path / "g" / "tune-itq-16bits.md").read_text()
+    calls.clear()
+    res = runner.invoke(app, ["experiment", "tune", "--data", str(small_synthetic), "--out", str(tmp_path / "h"),
+                              "--method", "itq", "--bits", "16", "--set", "inputs=both", "--grid", "aux_weight=1,2",
+                              "--grid", "iterations=10,20", "--extend-weights"])
+    assert res.exit_code == 2 and res.stderr.startswith("error: ") and "--extend-weights" in res.stderr
+    assert calls == [] and not (tmp_path / "h").exists()
+
+
 def test_fit_run_records_the_inputs(small_synthetic, tmp_path):
     run = Run.open(fit_run("lsh", small_synthetic, 16, tmp_path / "v"))
     assert run.meta["inputs"] == {"inputs": "visual"}

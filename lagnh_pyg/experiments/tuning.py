@@ -98,12 +98,16 @@ def tune_baseline(
     protocol: str = "lagnh",
     device: str = "cpu",
     fixed: Mapping[str, Any] | None = None,
+    extend_weights: bool = False,
 ) -> Path:
     """Fit ``method`` at every point of ``grid`` on the fit part; score each on the validation
     part; write ``tune-<method>-<bits>bits.{md,json}`` into ``out_dir``. Returns the .md path.
 
     ``fixed`` parameters (e.g. ``inputs=both``) apply to every grid point; with ``inputs=aux``
     or ``both`` the fit and validation items' aux is passed too (``--grid aux_weight=...``).
+    With ``extend_weights`` and a grid over ``aux_weight`` alone, a best weight at the grid's
+    edge is followed past it as Table 3's same-inputs block does
+    (:func:`~lagnh_pyg.experiments.same_inputs.sweep_weights`); the extra points are listed too.
     """
     from ..baselines import load_params, make_baseline
 
@@ -112,22 +116,32 @@ def tune_baseline(
     base, source = load_params(method)
     base = {**base, **(fixed or {})}
     keys = list(grid)
+    if extend_weights and keys != ["aux_weight"]:
+        raise InputError(f"--extend-weights follows aux_weight past its grid's edge: give --grid aux_weight=... and no other "
+                         f"--grid (got {', '.join(keys) or 'none'})")
     points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
     for point in points:  # every grid point validated before the first fit
         make_baseline(method, bits, seed, **{**base, **point})
     data = ValidationData.of(ds, fraction, seed)
-    rows, results = [], []
-    for point in points:
-        r = data.score(method, bits, {**base, **point}, seed=seed, topk=topk, protocol=protocol, device=device)
-        results.append({"params": point, **r})
-        rows.append([*point.values(), f"{r['validation_map']:.4f}", f"{r['fit_seconds']:.1f}"])
+    def score(point: dict[str, Any]) -> dict[str, Any]:
+        return data.score(method, bits, {**base, **point}, seed=seed, topk=topk, protocol=protocol, device=device)
+
+    if extend_weights:
+        from .same_inputs import sweep_weights
+
+        swept = sweep_weights([float(p["aux_weight"]) for p in points], lambda w: score({"aux_weight": w}), True)
+        results = [{"params": {"aux_weight": r.pop("aux_weight")}, **r} for r in swept["results"]]
+    else:
+        results = [{"params": point, **score(point)} for point in points]
+    rows = [[*r["params"].values(), f"{r['validation_map']:.4f}", f"{r['fit_seconds']:.1f}"]
+            + (["yes" if r["extended"] else ""] if extend_weights else []) for r in results]
     best = max(results, key=lambda r: r["validation_map"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"tune-{method}-{bits}bits"
     prov = provenance(dataset=str(ds.root.resolve()), data_fingerprint=ds.fingerprint, method=method, bits=bits,
                       base_config=source, fixed=dict(fixed or {}), seed=seed, fit_items=len(data.fit_idx),
-                      validation_items=len(data.val_idx), protocol=protocol,
+                      validation_items=len(data.val_idx), protocol=protocol, extend_weights=extend_weights,
                       protocol_description=PROTOCOL_DESCRIPTIONS[protocol],
                       topk="all" if topk is None else topk, device=device,
                       model_selection="validation items of the training split against the other training items; "
@@ -136,7 +150,7 @@ def tune_baseline(
     head = (f"# Validation sweep: {method}, {bits} bits{fixed_note}\n\nMAP@{'all' if topk is None else topk} (protocol {protocol}) of "
             f"{len(data.val_idx)} held-out training items against the other {len(data.fit_idx)}; every grid point is listed. "
             f"Best: {best['params']} ({best['validation_map']:.4f}).\n\n")
-    body = markdown_table([*keys, "validation MAP", "fit s"], rows)
+    body = markdown_table([*keys, "validation MAP", "fit s", *(["past the grid"] if extend_weights else [])], rows)
     write_text(stem.with_suffix(".md"), head + body + "\n" + provenance_markdown(prov))
     write_json_atomic(stem.with_suffix(".json"), {"method": method, "bits": bits, "fixed": dict(fixed or {}),
                                                   "results": results, "best": best, "provenance": prov})
