@@ -115,6 +115,19 @@ def test_sampled_message_scale_makes_the_aggregate_unbiased():
     assert torch.equal(sampled_message_scale(ei, torch.tensor([3, 2, 1]), 3), torch.ones(6))
 
 
+def _first_sampled_batch(seed: int):
+    """An eval-mode trainer and the first sampled batch (fan-out 2, 2: below the degrees) of
+    an 80-node problem."""
+    x, aux = _problem(n=80, seed=seed)
+    cfg = load_config(TINY)
+    graph = build_graph(x, aux, k=4)
+    tr = _trainer(cfg, 12, 6)
+    tr.model.set_feature_stats(graph.x)
+    tr.model.eval()
+    loader = make_neighbor_loader(topology_of_graph(graph), [2, 2], None, batch_size=10, shuffle=False)
+    return tr, BatchFetcher(x, aux)(next(iter(loader)))
+
+
 def test_sampled_forward_scales_the_neighbour_messages():
     """With a fan-out below the degrees, the unbiased forward's normalised edge weights are the
     unscaled forward's times (count-1)/m on each sampled neighbour edge, with the same degree
@@ -123,14 +136,7 @@ def test_sampled_forward_scales_the_neighbour_messages():
     from lagnh_pyg.distributed import DistContext
     from lagnh_pyg.training.runner import _sampled_module
 
-    x, aux = _problem(n=80, seed=3)
-    cfg = load_config(TINY)
-    graph = build_graph(x, aux, k=4)
-    tr = _trainer(cfg, 12, 6)
-    tr.model.set_feature_stats(graph.x)
-    tr.model.eval()
-    loader = make_neighbor_loader(topology_of_graph(graph), [2, 2], None, batch_size=10, shuffle=False)
-    b = BatchFetcher(x, aux)(next(iter(loader)))
+    tr, b = _first_sampled_batch(seed=3)
     args = (b.x, b.aux, b.edge_index, b.s_a, b.count)
     with torch.no_grad():
         scaled = sampled_forward(tr.model, *args)
@@ -151,14 +157,7 @@ def test_sampled_forward_counts_the_in_edges_once(monkeypatch):
     in-edges per forward, and give what each computes on its own."""
     import lagnh_pyg.training.sampled as sampled
 
-    x, aux = _problem(n=80, seed=4)
-    cfg = load_config(TINY)
-    graph = build_graph(x, aux, k=4)
-    tr = _trainer(cfg, 12, 6)
-    tr.model.set_feature_stats(graph.x)
-    tr.model.eval()
-    loader = make_neighbor_loader(topology_of_graph(graph), [2, 2], None, batch_size=10, shuffle=False)
-    b = BatchFetcher(x, aux)(next(iter(loader)))
+    tr, b = _first_sampled_batch(seed=4)
     calls = []
     real = sampled.sampled_in_edges
     monkeypatch.setattr(sampled, "sampled_in_edges", lambda ei, n: calls.append(n) or real(ei, n))
