@@ -78,7 +78,7 @@ def run_accuracy(spec: ExperimentSpec, methods: Sequence[str], bits: Sequence[in
             ``inputs=both``, its ``aux_weight`` chosen on the validation split), or both.
         aux_weights: the grid the same-inputs block and the tuned cosine reference choose from.
         extend_weights: go on past the grid's edge when a pick lies there
-            (:func:`~lagnh_pyg.experiments.same_inputs.sweep_weights`). Off here, so that a
+            (:func:`~lagnh_pyg.experiments.tuning.sweep_weights`). Off here, so that a
             script's fixed grid means what it did; ``lagnh experiment accuracy`` turns it on
             unless told ``--no-extend-weights``.
     """
@@ -148,7 +148,7 @@ def _pk_plots(spec: ExperimentSpec, methods: Sequence[str], bits: Sequence[int],
 
 
 SAME_SUFFIX = " (same inputs)"
-#: what the notes add when the sweep may leave the grid (:func:`~lagnh_pyg.experiments.same_inputs.sweep_weights`)
+#: what the notes add when the sweep may leave the grid (:func:`~lagnh_pyg.experiments.tuning.sweep_weights`)
 EXTENDED_NOTE = (" (a pick at the grid's edge goes on past it, doubling or halving w until two weights in a row bring "
                  "no gain)")
 

@@ -39,17 +39,13 @@ from ..baselines.base import InputTransform
 from ..errors import InputError
 from ..files import write_json_atomic
 from .common import ExperimentSpec
-from .tuning import ValidationData
+from .tuning import EXTEND_MAX, EXTEND_MIN, ValidationData, sweep_weights
 
 logger = logging.getLogger(__name__)
 
 #: the aux weights tried on the validation split (up to 64: on the demo data several baselines'
 #: validation MAP still rose at 16)
 AUX_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-#: how far the sweep may go past the grid's edge (:func:`sweep_weights`): on the demo's detector
-#: aux CIBHash's validation MAP still rose from 64 to 1024 at 64 bits
-EXTEND_MAX = 4096.0
-EXTEND_MIN = 1 / 64
 #: the validation split of the training data (the share held out and its seed)
 VALIDATION = {"fraction": 0.2, "seed": 0}
 CHOICES_DIR = "choices"
@@ -66,33 +62,6 @@ def check_weights(weights: Sequence[Any]) -> tuple[float, ...]:
     if not out:
         raise InputError("--aux-weights: give at least one weight")
     return tuple(out)
-
-
-def sweep_weights(weights: Sequence[float], score: Callable[[float], dict[str, Any]],
-                  extend: bool = True) -> dict[str, Any]:
-    """Score every weight of the grid ``weights`` (``score(w)``: a dict with the weight's
-    ``validation_map``, kept in its result with anything else it holds) and pick the
-    highest (ties: the first in grid order). With ``extend`` and a grid of two or more weights,
-    a pick at the grid's largest weight is followed by 2w, 4w, ... (at most :data:`EXTEND_MAX`)
-    and one at its smallest nonzero weight by w/2, w/4, ... (at least :data:`EXTEND_MIN`), each
-    scored, until two in a row fail to beat the best so far (one dip is forgiven: a validation
-    MAP is noisy) or the bound is passed. Returns ``{"aux_weight", "validation_map",
-    "results": [{"aux_weight", "validation_map", "extended"}, ...]}`` in the order scored."""
-    results = [{"aux_weight": float(w), **score(w), "extended": False} for w in weights]
-    best = max(results, key=lambda r: r["validation_map"])
-    w0 = best["aux_weight"]
-    if extend and len(weights) >= 2 and (w0 == max(weights) or 0 < w0 == min(weights)):
-        factor = 2.0 if w0 == max(weights) else 0.5
-        w, misses = w0 * factor, 0
-        while (w <= EXTEND_MAX if factor > 1 else w >= EXTEND_MIN) and misses < 2:
-            r = {"aux_weight": float(w), **score(w), "extended": True}
-            results.append(r)
-            if r["validation_map"] > best["validation_map"]:
-                best, misses = r, 0
-            else:
-                misses += 1
-            w *= factor
-    return {"aux_weight": best["aux_weight"], "validation_map": best["validation_map"], "results": results}
 
 
 class Validation:

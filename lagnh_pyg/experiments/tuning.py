@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,11 @@ from ..metrics import PROTOCOL_DESCRIPTIONS, check_protocol, mean_average_precis
 from ..report.provenance import provenance, provenance_markdown
 from ..report.tables import markdown_table
 
+#: how far :func:`sweep_weights` may go past the grid's edge: on the demo's detector aux
+#: CIBHash's validation MAP still rose from 64 to 1024 at 64 bits
+EXTEND_MAX = 4096.0
+EXTEND_MIN = 1 / 64
+
 
 def validation_split(train: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(fit, validation)`` rows of the training split: a seeded random ``fraction`` validates."""
@@ -39,6 +44,33 @@ def validation_split(train: np.ndarray, fraction: float, seed: int) -> tuple[np.
     if n_val >= len(train):
         raise InputError(f"the training split ({len(train)} items) is too small to hold out {fraction:.0%}")
     return np.sort(train[perm[n_val:]]), np.sort(train[perm[:n_val]])
+
+
+def sweep_weights(weights: Sequence[float], score: Callable[[float], dict[str, Any]],
+                  extend: bool = True) -> dict[str, Any]:
+    """Score every weight of the grid ``weights`` (``score(w)``: a dict with the weight's
+    ``validation_map``, kept in its result with anything else it holds) and pick the
+    highest (ties: the first in grid order). With ``extend`` and a grid of two or more weights,
+    a pick at the grid's largest weight is followed by 2w, 4w, ... (at most :data:`EXTEND_MAX`)
+    and one at its smallest nonzero weight by w/2, w/4, ... (at least :data:`EXTEND_MIN`), each
+    scored, until two in a row fail to beat the best so far (one dip is forgiven: a validation
+    MAP is noisy) or the bound is passed. Returns ``{"aux_weight", "validation_map",
+    "results": [{"aux_weight", "validation_map", "extended"}, ...]}`` in the order scored."""
+    results = [{"aux_weight": float(w), **score(w), "extended": False} for w in weights]
+    best = max(results, key=lambda r: r["validation_map"])
+    w0 = best["aux_weight"]
+    if extend and len(weights) >= 2 and (w0 == max(weights) or 0 < w0 == min(weights)):
+        factor = 2.0 if w0 == max(weights) else 0.5
+        w, misses = w0 * factor, 0
+        while (w <= EXTEND_MAX if factor > 1 else w >= EXTEND_MIN) and misses < 2:
+            r = {"aux_weight": float(w), **score(w), "extended": True}
+            results.append(r)
+            if r["validation_map"] > best["validation_map"]:
+                best, misses = r, 0
+            else:
+                misses += 1
+            w *= factor
+    return {"aux_weight": best["aux_weight"], "validation_map": best["validation_map"], "results": results}
 
 
 @dataclass
@@ -107,7 +139,7 @@ def tune_baseline(
     or ``both`` the fit and validation items' aux is passed too (``--grid aux_weight=...``).
     With ``extend_weights`` and a grid over ``aux_weight`` alone, a best weight at the grid's
     edge is followed past it as Table 3's same-inputs block does
-    (:func:`~lagnh_pyg.experiments.same_inputs.sweep_weights`); the extra points are listed too.
+    (:func:`sweep_weights`); the extra points are listed too.
     """
     from ..baselines import load_params, make_baseline
 
@@ -127,8 +159,6 @@ def tune_baseline(
         return data.score(method, bits, {**base, **point}, seed=seed, topk=topk, protocol=protocol, device=device)
 
     if extend_weights:
-        from .same_inputs import sweep_weights
-
         swept = sweep_weights([float(p["aux_weight"]) for p in points], lambda w: score({"aux_weight": w}), True)
         results = [{"params": {"aux_weight": r.pop("aux_weight")}, **r} for r in swept["results"]]
     else:
