@@ -496,6 +496,28 @@ def test_cli_accuracy_extends_the_grid_past_an_edge_pick(small_synthetic, tmp_pa
     assert "were tried because" not in (tmp_path / "fixed" / "accuracy.md").read_text()
 
 
+def test_accuracy_reuses_a_weight_choice_only_with_the_same_extend_rule(small_synthetic, tmp_path):
+    """The cached aux-weight choices (and the tuned cosine reference) are reused by a second run
+    with the same rule, and chosen afresh when the run changes --extend-weights."""
+    out = tmp_path / "rep"
+    args = ["experiment", "accuracy", "--data", str(small_synthetic), "--out", str(out), "--methods", "pcah",
+            "--bits", "16", "--topk", "40", "--blocks", "same", "--aux-weights", "0.25,0.5"]
+
+    def choice(extra: list[str]) -> dict:
+        res = runner.invoke(app, args + extra)
+        assert res.exit_code == 0, res.output
+        cells = json.loads((out / "accuracy.json").read_text())["cells"]
+        return next(c for c in cells if c["extra"]["block"] == "same")["extra"]["aux_weight_choice"]
+
+    first = choice([])
+    assert not first["reused"] and len(first["results"]) > 2  # past the grid's edge, as in the test above
+    again = choice([])
+    assert again["reused"] and again["results"] == first["results"]
+    plain = choice(["--no-extend-weights"])
+    assert not plain["reused"] and [r["aux_weight"] for r in plain["results"]] == [0.25, 0.5]
+    assert choice(["--no-extend-weights"])["reused"]
+
+
 # -- tuning aux_weight on the training data ------------------------------------------------
 def test_tune_aux_weight_on_the_validation_split(small_synthetic, tmp_path):
     md = tune_baseline("itq", small_synthetic, 16, {"aux_weight": ["0.5", "2"]}, tmp_path / "t", topk=40,

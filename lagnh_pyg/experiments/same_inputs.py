@@ -100,6 +100,12 @@ def _cached(spec: ExperimentSpec, name: str, key: dict[str, Any], compute: Calla
     return {**result, "reused": False}
 
 
+def _extend_key(extend: bool) -> dict[str, Any]:
+    """The cache key's entry for a sweep that may go past the grid's edge (none without ``extend``,
+    so that the keys of plain sweeps stay as they were)."""
+    return {"extend": {"max": EXTEND_MAX, "min": EXTEND_MIN}} if extend else {}
+
+
 def choose_aux_weight(spec: ExperimentSpec, validation: Validation, method: str, bits: int,
                       weights: Sequence[float], device: str = "cpu", extend: bool = False) -> dict[str, Any]:
     """The ``aux_weight`` of ``method`` with ``inputs=both`` at ``bits``, chosen on the
@@ -109,9 +115,7 @@ def choose_aux_weight(spec: ExperimentSpec, validation: Validation, method: str,
 
     base = load_params(method)[0]
     key = {"method": method, "bits": int(bits), "weights": list(weights), "config": base or None,
-           "seed": VALIDATION["seed"], **validation.key()}
-    if extend:
-        key["extend"] = {"max": EXTEND_MAX, "min": EXTEND_MIN}
+           "seed": VALIDATION["seed"], **validation.key(), **_extend_key(extend)}
 
     def score(w: float) -> dict[str, Any]:
         params = {**base, "inputs": "both", "aux_weight": w}
@@ -173,9 +177,7 @@ def cosine_references(spec: ExperimentSpec, validation: Validation, weights: Seq
     from ..metrics import COSINE_TIE
 
     key = {"weights": list(weights), **validation.key(), "references": [list(r) for r in REFERENCES],
-           "cosine_tie": COSINE_TIE}
-    if extend:
-        key["extend"] = {"max": EXTEND_MAX, "min": EXTEND_MIN}
+           "cosine_tie": COSINE_TIE, **_extend_key(extend)}
 
     def compute() -> dict[str, Any]:
         v = validation.data
